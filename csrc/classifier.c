@@ -1,0 +1,209 @@
+/*
+ * classifier.c — the relation classifier's layers, forward and backward side by side,
+ * and the fused pass that strings them together. Shapes are in the comments; all row-major.
+ */
+#include <string.h>
+#include <math.h>
+#include "l2s.h"
+
+/* ---- linear: out[B,O] = in[B,I] W[O,I]^T + b[O] ---- */
+static void linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
+                           float* out) {
+    for (int r = 0; r < B; r++) {
+        const float* x = in + (int64_t)r * I;
+        for (int o = 0; o < O; o++) {
+            const float* w = W + (int64_t)o * I;
+            float acc = b[o];
+            for (int i = 0; i < I; i++) acc += x[i] * w[i];
+            out[(int64_t)r * O + o] = acc;
+        }
+    }
+}
+/* din[B,I] = dout W (overwritten); dW[O,I] += dout^T in; db[O] += sum_r dout (if dW). */
+static void linear_backward(const float* in, const float* W, const float* dout, int B, int I, int O,
+                            float* din, float* dW, float* db) {
+    for (int r = 0; r < B; r++) {
+        float* dx = din + (int64_t)r * I;
+        memset(dx, 0, sizeof(float) * I);
+        for (int o = 0; o < O; o++) {
+            float g = dout[(int64_t)r * O + o];
+            const float* w = W + (int64_t)o * I;
+            for (int i = 0; i < I; i++) dx[i] += g * w[i];
+        }
+    }
+    if (!dW) return;
+    for (int o = 0; o < O; o++) {
+        float* dw = dW + (int64_t)o * I;
+        for (int r = 0; r < B; r++) {
+            float g = dout[(int64_t)r * O + o];
+            const float* x = in + (int64_t)r * I;
+            for (int i = 0; i < I; i++) dw[i] += g * x[i];
+            db[o] += g;
+        }
+    }
+}
+
+/* ---- layernorm over the last dim C: out = (a - mean) * rstd * g + be ---- */
+static void layernorm_forward(const float* a, const float* g, const float* be, int B, int C, float eps,
+                              float* out, float* mean, float* rstd) {
+    for (int r = 0; r < B; r++) {
+        const float* x = a + (int64_t)r * C;
+        float mu = 0.f;
+        for (int c = 0; c < C; c++) mu += x[c];
+        mu /= C;
+        float var = 0.f;
+        for (int c = 0; c < C; c++) var += (x[c] - mu) * (x[c] - mu);
+        float rs = 1.f / sqrtf(var / C + eps);
+        for (int c = 0; c < C; c++) out[(int64_t)r * C + c] = (x[c] - mu) * rs * g[c] + be[c];
+        mean[r] = mu; rstd[r] = rs;
+    }
+}
+/* da[B,C] overwritten; dg, dbe accumulated when dg is not NULL. */
+static void layernorm_backward(const float* a, const float* mean, const float* rstd, const float* g,
+                               const float* dout, int B, int C, float* da, float* dg, float* dbe) {
+    for (int r = 0; r < B; r++) {
+        const float* x = a + (int64_t)r * C; const float* dy = dout + (int64_t)r * C;
+        float mu = mean[r], rs = rstd[r];
+        float mean_d = 0.f, mean_dx = 0.f;     /* means of dnorm and dnorm * xhat */
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - mu) * rs, dn = dy[c] * g[c];
+            mean_d += dn; mean_dx += dn * xh;
+            if (dg) { dg[c] += dy[c] * xh; dbe[c] += dy[c]; }
+        }
+        mean_d /= C; mean_dx /= C;
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - mu) * rs;
+            da[(int64_t)r * C + c] = rs * (dy[c] * g[c] - mean_d - xh * mean_dx);
+        }
+    }
+}
+
+/* ---- leaky relu, elementwise; backward in place on the gradient ---- */
+static void leaky_forward(const float* x, int64_t n, float slope, float* y) {
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.f ? x[i] : slope * x[i];
+}
+static void leaky_backward(const float* x, int64_t n, float slope, float* dy) {
+    for (int64_t i = 0; i < n; i++) if (!(x[i] > 0.f)) dy[i] *= slope;
+}
+
+/* ---- softmax + cross-entropy over R classes; dlogits of the batch-mean loss ---- */
+static void softmax_ce_forward(const float* logits, const int32_t* labels, int B, int R,
+                               float* probs, float* losses) {
+    for (int r = 0; r < B; r++) {
+        const float* z = logits + (int64_t)r * R; float* p = probs + (int64_t)r * R;
+        float mx = z[0];
+        for (int j = 1; j < R; j++) if (z[j] > mx) mx = z[j];
+        float sum = 0.f;
+        for (int j = 0; j < R; j++) { p[j] = expf(z[j] - mx); sum += p[j]; }
+        for (int j = 0; j < R; j++) p[j] /= sum;
+        if (labels) losses[r] = -(z[labels[r]] - mx - logf(sum));   /* log-sum-exp form: no log(0) */
+    }
+}
+static void softmax_ce_backward(const float* probs, const int32_t* labels, int B, int R, float* dlogits) {
+    const float inv_b = 1.f / (float)B;
+    for (int r = 0; r < B; r++)
+        for (int j = 0; j < R; j++)
+            dlogits[(int64_t)r * R + j] = (probs[(int64_t)r * R + j] - (j == labels[r] ? 1.f : 0.f)) * inv_b;
+}
+
+/* ---- layout ---- */
+int64_t classifier_input_dim(const l2s_classifier_config* c) {
+    return (int64_t)c->n_maps * c->map_pixels + c->step_dim;
+}
+
+const char* classifier_config_error(const l2s_classifier_config* c) {
+    if (c->n_maps < 1) return "n_maps must be >= 1";
+    if (c->map_pixels < 1) return "map_pixels must be >= 1";
+    if (c->step_dim < 0) return "step_dim must be >= 0";
+    if (c->step_dim > 0 && c->n_steps < 1) return "n_steps must be >= 1 when step_dim > 0";
+    if (c->hidden1 < 1 || c->hidden2 < 1) return "hidden sizes must be >= 1";
+    if (c->n_relations < 2) return "n_relations must be >= 2";
+    if (!(c->ln_eps > 0.f)) return "ln_eps must be > 0";
+    if (!isfinite(c->leaky_slope)) return "leaky_slope must be finite";
+    if ((int64_t)c->n_maps * c->map_pixels > (1 << 24)) return "n_maps * map_pixels is too large";
+    return NULL;
+}
+
+l2s_classifier_offsets classifier_param_offsets(const l2s_classifier_config* c) {
+    l2s_classifier_offsets o;
+    int64_t D0 = classifier_input_dim(c), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
+    int64_t at = 0;
+    o.emb = at; at += c->step_dim > 0 ? (int64_t)c->n_steps * c->step_dim : 0;
+    o.w1 = at; at += H1 * D0; o.b1 = at; at += H1; o.g1 = at; at += H1; o.be1 = at; at += H1;
+    o.w2 = at; at += H2 * H1; o.b2 = at; at += H2; o.g2 = at; at += H2; o.be2 = at; at += H2;
+    o.w3 = at; at += R * H2;  o.b3 = at; at += R;
+    o.total = at;
+    return o;
+}
+
+l2s_classifier_workspace classifier_workspace_offsets(const l2s_classifier_config* c, int B) {
+    l2s_classifier_workspace w;
+    int64_t D0 = classifier_input_dim(c), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
+    int64_t widest = H1 > H2 ? H1 : H2;
+    if (R > widest) widest = R;
+    int64_t at = 0;
+    w.h0 = at; at += B * D0;
+    w.a1 = at; at += B * H1; w.n1 = at; at += B * H1; w.r1 = at; at += B * H1;
+    w.mean1 = at; at += B; w.rstd1 = at; at += B;
+    w.a2 = at; at += B * H2; w.n2 = at; at += B * H2; w.r2 = at; at += B * H2;
+    w.mean2 = at; at += B; w.rstd2 = at; at += B;
+    w.logits = at; at += B * R; w.probs = at; at += B * R;
+    w.dh0 = at; at += B * D0; w.dbuf1 = at; at += B * widest; w.dbuf2 = at; at += B * widest;
+    w.steps = at; at += B; w.labels = at; at += B;
+    w.total = at;
+    return w;
+}
+
+/* ---- the fused passes ---- */
+void classifier_forward_cpu(const l2s_classifier_config* c, const float* params, int B,
+                            const float* x, const int32_t* steps, const int32_t* labels,
+                            float* ws, float* probs, float* losses) {
+    l2s_classifier_offsets po = classifier_param_offsets(c);
+    l2s_classifier_workspace wo = classifier_workspace_offsets(c, B);
+    const int64_t X = (int64_t)c->n_maps * c->map_pixels, E = c->step_dim;
+    const int D0 = (int)(X + E), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
+    float* h0 = ws + wo.h0;
+    for (int r = 0; r < B; r++) {            /* h0 = [x, step_emb[steps]] */
+        memcpy(h0 + (int64_t)r * D0, x + (int64_t)r * X, sizeof(float) * X);
+        if (E > 0) memcpy(h0 + (int64_t)r * D0 + X, params + po.emb + (int64_t)steps[r] * E, sizeof(float) * E);
+    }
+    linear_forward(h0, params + po.w1, params + po.b1, B, D0, H1, ws + wo.a1);
+    layernorm_forward(ws + wo.a1, params + po.g1, params + po.be1, B, H1, c->ln_eps, ws + wo.n1, ws + wo.mean1, ws + wo.rstd1);
+    leaky_forward(ws + wo.n1, (int64_t)B * H1, c->leaky_slope, ws + wo.r1);
+    linear_forward(ws + wo.r1, params + po.w2, params + po.b2, B, H1, H2, ws + wo.a2);
+    layernorm_forward(ws + wo.a2, params + po.g2, params + po.be2, B, H2, c->ln_eps, ws + wo.n2, ws + wo.mean2, ws + wo.rstd2);
+    leaky_forward(ws + wo.n2, (int64_t)B * H2, c->leaky_slope, ws + wo.r2);
+    linear_forward(ws + wo.r2, params + po.w3, params + po.b3, B, H2, R, ws + wo.logits);
+    softmax_ce_forward(ws + wo.logits, labels, B, R, ws + wo.probs, losses);
+    memcpy(probs, ws + wo.probs, sizeof(float) * (size_t)B * R);
+}
+
+void classifier_backward_cpu(const l2s_classifier_config* c, const float* params, int B,
+                             const int32_t* steps, const int32_t* labels,
+                             float* ws, float* dx, float* grads) {
+    l2s_classifier_offsets po = classifier_param_offsets(c);
+    l2s_classifier_workspace wo = classifier_workspace_offsets(c, B);
+    const int64_t X = (int64_t)c->n_maps * c->map_pixels, E = c->step_dim;
+    const int D0 = (int)(X + E), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
+    float* g = grads;                                   /* NULL: input gradient only */
+#define GRAD(off) (g ? g + (off) : NULL)
+    float* d1 = ws + wo.dbuf1; float* d2 = ws + wo.dbuf2; float* dh0 = ws + wo.dh0;
+    softmax_ce_backward(ws + wo.probs, labels, B, R, d1);                                      /* d1 = dlogits [B,R] */
+    linear_backward(ws + wo.r2, params + po.w3, d1, B, H2, R, d2, GRAD(po.w3), GRAD(po.b3));   /* d2 = dr2 [B,H2] */
+    leaky_backward(ws + wo.n2, (int64_t)B * H2, c->leaky_slope, d2);                           /* d2 = dn2 */
+    layernorm_backward(ws + wo.a2, ws + wo.mean2, ws + wo.rstd2, params + po.g2, d2, B, H2, d1,
+                       GRAD(po.g2), GRAD(po.be2));                                              /* d1 = da2 */
+    linear_backward(ws + wo.r1, params + po.w2, d1, B, H1, H2, d2, GRAD(po.w2), GRAD(po.b2));  /* d2 = dr1 [B,H1] */
+    leaky_backward(ws + wo.n1, (int64_t)B * H1, c->leaky_slope, d2);
+    layernorm_backward(ws + wo.a1, ws + wo.mean1, ws + wo.rstd1, params + po.g1, d2, B, H1, d1,
+                       GRAD(po.g1), GRAD(po.be1));                                              /* d1 = da1 */
+    linear_backward(ws + wo.h0, params + po.w1, d1, B, D0, H1, dh0, GRAD(po.w1), GRAD(po.b1)); /* dh0 [B,D0] */
+#undef GRAD
+    for (int r = 0; r < B; r++) {
+        if (dx) memcpy(dx + (int64_t)r * X, dh0 + (int64_t)r * D0, sizeof(float) * X);
+        if (g && E > 0) {
+            float* de = g + po.emb + (int64_t)steps[r] * E;
+            for (int64_t e = 0; e < E; e++) de[e] += dh0[(int64_t)r * D0 + X + e];
+        }
+    }
+}

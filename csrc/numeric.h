@@ -1,0 +1,119 @@
+/*
+ * numeric.h — small math shared verbatim by the C ops and their CUDA twins, so both back ends
+ * agree bit for bit on the parts that are not floating-point reductions:
+ * half/bfloat16 <-> float conversion and the resize tap tables.
+ */
+#ifndef L2S_NUMERIC_H
+#define L2S_NUMERIC_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include "l2s.h"
+
+#ifdef __CUDACC__
+#define L2S_HOSTDEV __host__ __device__ __forceinline__
+#else
+#define L2S_HOSTDEV static inline
+#endif
+
+/* ---- float <-> bits without aliasing trouble ---- */
+L2S_HOSTDEV uint32_t l2s_f32_bits(float f) {
+#ifdef __CUDA_ARCH__
+    return (uint32_t)__float_as_uint(f);
+#else
+    uint32_t u; memcpy(&u, &f, 4); return u;
+#endif
+}
+L2S_HOSTDEV float l2s_bits_f32(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f; memcpy(&f, &u, 4); return f;
+#endif
+}
+
+/* bfloat16 is the top half of a float32; round to nearest even on the way down. */
+L2S_HOSTDEV float l2s_bf16_to_f32(uint16_t h) { return l2s_bits_f32((uint32_t)h << 16); }
+L2S_HOSTDEV uint16_t l2s_f32_to_bf16(float f) {
+    uint32_t u = l2s_f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* IEEE binary16, with subnormals, round to nearest even. */
+L2S_HOSTDEV float l2s_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f) return l2s_bits_f32(sign | 0x7f800000u | (man << 13));   /* inf / NaN */
+    if (exp == 0) {                                                            /* zero / subnormal */
+        float f = (float)man * 5.9604644775390625e-8f;                         /* man * 2^-24 */
+        return sign ? -f : f;
+    }
+    return l2s_bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+L2S_HOSTDEV uint16_t l2s_f32_to_f16(float f) {
+    uint32_t u = l2s_f32_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00u;                    /* NaN */
+    if (a >= 0x477ff000u) return sign | 0x7c00u;                   /* overflow (>= 65520) -> inf */
+    if (a < 0x38800000u) {                                         /* subnormal or zero in f16 */
+        float m = l2s_bits_f32(a) * 16777216.0f;                   /* scale by 2^24: integer mantissa */
+        uint32_t r = (uint32_t)m; float rem = m - (float)r;
+        if (rem > 0.5f || (rem == 0.5f && (r & 1u))) r++;
+        return sign | (uint16_t)r;
+    }
+    uint32_t exp = (a >> 23) - 112u, man = a & 0x7fffffu;
+    uint32_t h = (exp << 10) | (man >> 13);
+    uint32_t rest = man & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;     /* may carry into the exponent: fine */
+    return sign | (uint16_t)h;
+}
+
+/* Load element i of a float32/float16/bfloat16 buffer as float. */
+L2S_HOSTDEV float l2s_load(const void* p, int64_t i, l2s_dtype dt) {
+    if (dt == L2S_F32) return ((const float*)p)[i];
+    if (dt == L2S_F16) return l2s_f16_to_f32(((const uint16_t*)p)[i]);
+    return l2s_bf16_to_f32(((const uint16_t*)p)[i]);
+}
+L2S_HOSTDEV void l2s_store(void* p, int64_t i, l2s_dtype dt, float v) {
+    if (dt == L2S_F32) ((float*)p)[i] = v;
+    else if (dt == L2S_F16) ((uint16_t*)p)[i] = l2s_f32_to_f16(v);
+    else ((uint16_t*)p)[i] = l2s_f32_to_bf16(v);
+}
+
+/* ---- resize taps ----
+ * Output index o of an axis of length n_out reads input indices [*first, *first + count) of an
+ * axis of length n_in, with weights from l2s_resize_tap_weight. Bilinear follows torch's
+ * interpolate(align_corners=False); area follows adaptive_avg_pool (floor/ceil windows). */
+L2S_HOSTDEV int l2s_resize_taps(l2s_resize_mode mode, int n_in, int n_out, int o, int* first) {
+    if (mode == L2S_RESIZE_AREA) {
+        int start = (int)(((int64_t)o * n_in) / n_out);
+        int end = (int)((((int64_t)o + 1) * n_in + n_out - 1) / n_out);
+        *first = start;
+        return end - start;
+    }
+    float src = ((float)o + 0.5f) * ((float)n_in / (float)n_out) - 0.5f;
+    if (src < 0.f) src = 0.f;
+    int i0 = (int)src;
+    *first = i0;
+    return (i0 < n_in - 1) ? 2 : 1;
+}
+
+L2S_HOSTDEV float l2s_resize_tap_weight(l2s_resize_mode mode, int n_in, int n_out, int o, int j) {
+    if (mode == L2S_RESIZE_AREA) {
+        int first;
+        int count = l2s_resize_taps(mode, n_in, n_out, o, &first);
+        return 1.0f / (float)count;
+    }
+    float src = ((float)o + 0.5f) * ((float)n_in / (float)n_out) - 0.5f;
+    if (src < 0.f) src = 0.f;
+    int i0 = (int)src;
+    float lambda = src - (float)i0;
+    if (i0 >= n_in - 1) return 1.0f;      /* single tap at the border */
+    return j == 0 ? 1.0f - lambda : lambda;
+}
+
+#endif /* L2S_NUMERIC_H */

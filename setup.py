@@ -1,0 +1,95 @@
+"""Build of the _l2s extension: C core always, CUDA twins when nvcc is found.
+
+CUDA detection: L2S_CUDA=1 forces it on (fails without nvcc), L2S_CUDA=0 forces it off, unset means
+"use nvcc if found" (CUDA_HOME / CUDA_PATH, then nvcc on PATH, then /usr/local/cuda).
+L2S_CUDA_ARCHS overrides the gencode list (default: sm_80, sm_90 and compute_90 PTX).
+The CUDA runtime is linked statically and cuBLASLt is opened lazily on first GPU use, so importing
+_l2s needs neither a driver nor libcublasLt.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).parent.resolve()
+C_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.c"))
+CU_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.cu"))
+DEFAULT_ARCHS = "-gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90"
+
+
+def find_cuda_home():
+    """Return the CUDA toolkit root, or None."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home and (Path(home) / "bin" / "nvcc").exists():
+            return Path(home)
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        return Path(nvcc).resolve().parent.parent
+    if Path("/usr/local/cuda/bin/nvcc").exists():
+        return Path("/usr/local/cuda")
+    return None
+
+
+def cuda_wanted():
+    flag = os.environ.get("L2S_CUDA", "").strip().lower()
+    home = find_cuda_home()
+    if flag in ("0", "off", "false", "no"):
+        return None
+    if flag in ("1", "on", "true", "yes") and home is None:
+        sys.exit("L2S_CUDA=1 but no nvcc was found (set CUDA_HOME)")
+    return home
+
+
+class BuildExtWithCuda(build_ext):
+    """Compiles kernels/*.cu with nvcc into build_temp and links the objects into _l2s."""
+
+    def build_extension(self, ext):
+        home = cuda_wanted()
+        if home is not None and CU_SOURCES:
+            self.announce(f"l2s: building CUDA kernels with {home}/bin/nvcc", level=2)
+            objects = self.compile_cuda(home, ext)
+            ext.extra_objects = list(ext.extra_objects or []) + objects
+            ext.define_macros = list(ext.define_macros or []) + [("L2S_WITH_CUDA", "1")]
+            libdir = home / "lib64" if (home / "lib64").exists() else home / "lib"
+            ext.library_dirs = list(ext.library_dirs or []) + [str(libdir)]
+            ext.libraries = list(ext.libraries or []) + ["cudart_static", "rt", "pthread", "dl", "stdc++"]
+            ext.include_dirs = list(ext.include_dirs or []) + [str(home / "include")]
+        else:
+            self.announce("l2s: building the CPU-only core (no nvcc, or L2S_CUDA=0)", level=2)
+        super().build_extension(ext)
+
+    def compile_cuda(self, home, ext):
+        nvcc = str(home / "bin" / "nvcc")
+        archs = os.environ.get("L2S_CUDA_ARCHS", DEFAULT_ARCHS).split()
+        out_dir = Path(self.build_temp) / "kernels"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        objects = []
+        for src in CU_SOURCES:
+            obj = out_dir / (Path(src).stem + ".o")
+            deps = [ROOT / src] + list((ROOT / "csrc").glob("*.h")) + list((ROOT / "kernels").glob("*.cuh"))
+            if not self.force and obj.exists() and all(obj.stat().st_mtime >= d.stat().st_mtime for d in deps):
+                objects.append(str(obj))
+                continue
+            cmd = [nvcc, "-c", str(ROOT / src), "-o", str(obj), "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                   "-I", str(ROOT / "csrc"), "-DL2S_WITH_CUDA=1", *archs]
+            self.announce(" ".join(cmd), level=2)
+            subprocess.check_call(cmd)
+            objects.append(str(obj))
+        return objects
+
+
+ext = Extension(
+    "_l2s",
+    sources=C_SOURCES,
+    include_dirs=[str(ROOT / "csrc"), numpy.get_include()],
+    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wno-missing-braces", "-fno-strict-aliasing"],
+    depends=[str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.h")] + CU_SOURCES,
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtWithCuda})
