@@ -374,6 +374,28 @@ static PyObject* py_classifier_sizes(PyObject* self, PyObject* args) {
     return Py_BuildValue("(LLL)", (long long)po.total, (long long)wo.total, (long long)((int64_t)c.n_maps * c.map_pixels));
 }
 
+PyDoc_STRVAR(classifier_layout_doc,
+"classifier_layout(config)\n--\n\n"
+"{name: (offset, shape)} of every parameter tensor inside the flat float32 parameter buffer.");
+static PyObject* py_classifier_layout(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject* cfg;
+    if (!PyArg_ParseTuple(args, "O", &cfg)) return NULL;
+    l2s_classifier_config c;
+    if (parse_config(cfg, &c) < 0) return NULL;
+    l2s_classifier_offsets o = classifier_param_offsets(&c);
+    long long D0 = classifier_input_dim(&c), H1 = c.hidden1, H2 = c.hidden2, R = c.n_relations;
+    PyObject* d = Py_BuildValue(
+        "{s:(L(LL)),s:(L(LL)),s:(L(L)),s:(L(L)),s:(L(L)),s:(L(LL)),s:(L(L)),s:(L(L)),s:(L(L)),s:(L(LL)),s:(L(L))}",
+        "step_embedding", (long long)o.emb, (long long)(c.step_dim > 0 ? c.n_steps : 0), (long long)c.step_dim,
+        "fc1.weight", (long long)o.w1, H1, D0, "fc1.bias", (long long)o.b1, H1,
+        "ln1.weight", (long long)o.g1, H1, "ln1.bias", (long long)o.be1, H1,
+        "fc2.weight", (long long)o.w2, H2, H1, "fc2.bias", (long long)o.b2, H2,
+        "ln2.weight", (long long)o.g2, H2, "ln2.bias", (long long)o.be2, H2,
+        "fc3.weight", (long long)o.w3, R, H2, "fc3.bias", (long long)o.b3, R);
+    return d;
+}
+
 /* x-like [B, ...] with n_maps*map_pixels values per row. */
 static int check_rows(const l2s_tensor* t, const char* name, int64_t B, int64_t per_row) {
     if (tensor_check_dtype(t, name, L2S_M_F32) < 0 || tensor_check_contiguous(t, name) < 0) return -1;
@@ -653,6 +675,7 @@ static PyMethodDef methods[] = {
     {"normalize_maps_forward", (PyCFunction)(void (*)(void))py_normalize_maps_forward, METH_VARARGS | METH_KEYWORDS, normalize_maps_forward_doc},
     {"normalize_maps_backward", (PyCFunction)(void (*)(void))py_normalize_maps_backward, METH_VARARGS | METH_KEYWORDS, normalize_maps_backward_doc},
     {"classifier_sizes", (PyCFunction)py_classifier_sizes, METH_VARARGS, classifier_sizes_doc},
+    {"classifier_layout", (PyCFunction)py_classifier_layout, METH_VARARGS, classifier_layout_doc},
     {"classifier_forward", (PyCFunction)(void (*)(void))py_classifier_forward, METH_VARARGS | METH_KEYWORDS, classifier_forward_doc},
     {"classifier_backward", (PyCFunction)(void (*)(void))py_classifier_backward, METH_VARARGS | METH_KEYWORDS, classifier_backward_doc},
     {"adamw_update", (PyCFunction)(void (*)(void))py_adamw_update, METH_VARARGS | METH_KEYWORDS, adamw_update_doc},

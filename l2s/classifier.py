@@ -1,0 +1,248 @@
+"""The relation classifier: reads the spatial relation between two objects from their attention maps.
+
+Its forward, cross-entropy, backward (input and weight gradients) and AdamW update all run in the
+``_l2s`` core (C on the CPU, CUDA on the GPU): no torch autograd. Parameters are one flat float32
+buffer; ``parameters()`` gives named views into it. Saved as safetensors + a JSON config.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import _l2s
+from .core import Array, _is_torch, _prep, _stream, adamw_step, empty
+
+RELATIONS = ("left of", "right of", "above", "below")
+
+
+@dataclass
+class ClassifierConfig:
+    """Architecture and provenance of a relation classifier ("mlp" kind).
+
+    Input: ``n_maps`` maps of ``map_size`` x ``map_size`` (subject, object) and a denoising step index
+    in ``[0, n_steps)`` embedded in ``step_dim`` dims (0 disables it). Two hidden layers
+    Linear -> LayerNorm -> LeakyReLU, then a linear layer to ``len(relations)`` logits.
+    ``meta`` records what the maps came from (model, layers, timesteps) and travels with the weights.
+    """
+
+    relations: tuple[str, ...] = RELATIONS
+    map_size: int = 16
+    n_maps: int = 2
+    n_steps: int = 50
+    step_dim: int = 16
+    hidden1: int = 256
+    hidden2: int = 128
+    leaky_slope: float = 0.1
+    ln_eps: float = 1e-5
+    kind: str = "mlp"
+    meta: dict = field(default_factory=dict)
+
+    def core_tuple(self) -> tuple:
+        """The config tuple the ``_l2s`` classifier entry points take."""
+        if self.kind != "mlp":
+            raise ValueError(f"classifier kind {self.kind!r} is not implemented in the core (only 'mlp')")
+        return (self.n_maps, self.map_size * self.map_size, self.n_steps, self.step_dim, self.hidden1,
+                self.hidden2, len(self.relations), float(self.leaky_slope), float(self.ln_eps))
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["relations"] = list(self.relations)
+        return json.dumps(d, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ClassifierConfig":
+        d = json.loads(text)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown classifier config fields: {sorted(unknown)}")
+        d["relations"] = tuple(d.get("relations", RELATIONS))
+        return cls(**d)
+
+
+class RelationClassifier:
+    """Relation classifier whose maths runs in ``_l2s``.
+
+    Args:
+        config: the architecture.
+        params: optional flat float32 parameters (NumPy array or torch tensor); default: a seeded
+            initialisation like torch's (uniform +-1/sqrt(fan_in) for linear layers).
+        seed: seed of that initialisation.
+    """
+
+    def __init__(self, config: ClassifierConfig | None = None, params: Array | None = None, seed: int = 0):
+        self.config = config or ClassifierConfig()
+        self._cfg = self.config.core_tuple()
+        self.layout: dict[str, tuple[int, tuple[int, ...]]] = _l2s.classifier_layout(self._cfg)
+        n_params = _l2s.classifier_sizes(self._cfg, 1)[0]
+        if params is None:
+            params = self._init_params(n_params, seed)
+        if tuple(params.shape) != (n_params,):
+            raise ValueError(f"params must be a flat float32 array of {n_params} values, got shape {tuple(params.shape)}")
+        self.params = params
+        self._workspaces: dict[int, Array] = {}
+        self._adam: tuple[Array, Array] | None = None
+        self.adam_step = 0
+
+    # ---- parameters -----------------------------------------------------------------------
+    def _init_params(self, n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        p = np.zeros(n, dtype=np.float32)
+        for name, (off, shape) in self.layout.items():
+            size = int(np.prod(shape))
+            if name.startswith("fc"):
+                fan_in = self.layout[name.replace(".bias", ".weight")][1][1]
+                bound = 1.0 / np.sqrt(fan_in)
+                p[off: off + size] = rng.uniform(-bound, bound, size)
+            elif name.startswith("ln") and name.endswith(".weight"):
+                p[off: off + size] = 1.0
+            elif name == "step_embedding":
+                p[off: off + size] = rng.standard_normal(size) * 0.1
+        return p
+
+    @property
+    def n_params(self) -> int:
+        return int(self.params.shape[0])
+
+    def parameters(self) -> dict[str, Array]:
+        """Named views (not copies) into the flat parameter buffer."""
+        return {name: self.params[off: off + int(np.prod(shape))].reshape(shape)
+                for name, (off, shape) in self.layout.items()}
+
+    def to(self, device: Any) -> "RelationClassifier":
+        """Move the parameters to a torch device (e.g. "cuda"); needs torch."""
+        import torch
+        p = self.params if _is_torch(self.params) else torch.from_numpy(np.asarray(self.params))
+        self.params = p.to(device=device, dtype=torch.float32).contiguous()
+        self._workspaces.clear()
+        self._adam = None
+        return self
+
+    # ---- passes ---------------------------------------------------------------------------
+    def _workspace(self, batch: int) -> Array:
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            ws = empty((_l2s.classifier_sizes(self._cfg, batch)[1],), "float32", like=self.params)
+            self._workspaces = {batch: ws}   # keep one: the last batch size
+        return ws
+
+    @staticmethod
+    def _host_int32(v: Any, batch: int, name: str) -> np.ndarray | None:
+        if v is None:
+            return None
+        if _is_torch(v):
+            v = v.detach().cpu().numpy()
+        a = np.asarray(v)
+        if a.ndim == 0:
+            a = np.full(batch, int(a))
+        if not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{name} must hold integers, got {a.dtype}")
+        return np.ascontiguousarray(a, dtype=np.int32)
+
+    def _check_x(self, x: Array) -> Array:
+        x = _prep(x)
+        if x.ndim == 4 and x.shape[1] == self.config.n_maps:
+            x = x.reshape(x.shape[0], -1)
+        return x
+
+    def forward(self, x: Array, steps: Any = None, labels: Any = None) -> tuple[Array, Array | None]:
+        """Class probabilities [B, R] for maps x [B, n_maps, S, S] (or [B, n_maps*S*S]), and the
+        per-sample cross-entropy [B] when labels (int [B]) are given."""
+        x = self._check_x(x)
+        B = int(x.shape[0])
+        steps = self._host_int32(steps, B, "steps")
+        labels = self._host_int32(labels, B, "labels")
+        probs = empty((B, len(self.config.relations)), "float32", like=x)
+        losses = empty((B,), "float32", like=x) if labels is not None else None
+        _l2s.classifier_forward(self._cfg, self.params, x, steps, labels, self._workspace(B), probs, losses,
+                                stream=_stream(x))
+        return probs, losses
+
+    __call__ = forward
+
+    def loss_and_input_grad(self, x: Array, labels: Any, steps: Any = None) -> tuple[float, Array, Array]:
+        """For steering: mean cross-entropy toward ``labels``, its gradient w.r.t. the maps x
+        (same shape as x), and the probabilities. Weights are not touched."""
+        x_shape = tuple(x.shape)
+        xf = self._check_x(x)
+        B = int(xf.shape[0])
+        probs, losses = self.forward(xf, steps, labels)
+        dx = empty(tuple(xf.shape), "float32", like=xf)
+        _l2s.classifier_backward(self._cfg, self.params, self._host_int32(steps, B, "steps"),
+                                 self._host_int32(labels, B, "labels"), self._workspace(B), dx, None,
+                                 stream=_stream(xf))
+        return float(losses.mean()), dx.reshape(x_shape), probs
+
+    def train_step(self, x: Array, labels: Any, steps: Any = None, lr: float = 1e-4,
+                   weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999)) -> float:
+        """One AdamW step on a batch; returns the batch's mean loss before the step."""
+        xf = self._check_x(x)
+        B = int(xf.shape[0])
+        steps_h = self._host_int32(steps, B, "steps")
+        labels_h = self._host_int32(labels, B, "labels")
+        _, losses = self.forward(xf, steps_h, labels_h)
+        grads = _zeros_like(self.params)
+        _l2s.classifier_backward(self._cfg, self.params, steps_h, labels_h, self._workspace(B), None, grads,
+                                 stream=_stream(xf))
+        if self._adam is None:
+            self._adam = (_zeros_like(self.params), _zeros_like(self.params))
+        self.adam_step += 1
+        adamw_step(self.params, grads, *self._adam, lr=lr, step=self.adam_step, betas=betas, weight_decay=weight_decay)
+        return float(losses.mean())
+
+    def predict(self, x: Array, steps: Any = None) -> list[str]:
+        """Most probable relation name per sample."""
+        probs, _ = self.forward(x, steps)
+        idx = np.asarray(probs.cpu() if _is_torch(probs) else probs).argmax(axis=1)
+        return [self.config.relations[i] for i in idx]
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.safetensors`` (named tensors) and ``path.json`` (config). Returns the stem."""
+        from safetensors.numpy import save_file
+        stem = Path(path).with_suffix("")
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        host = self.params.detach().cpu().numpy() if _is_torch(self.params) else np.asarray(self.params)
+        tensors = {name: np.ascontiguousarray(host[off: off + int(np.prod(shape))].reshape(shape))
+                   for name, (off, shape) in self.layout.items() if int(np.prod(shape)) > 0}
+        save_file(tensors, str(stem.with_suffix(".safetensors")), metadata={"format": "l2s-classifier"})
+        stem.with_suffix(".json").write_text(self.config.to_json())
+        return stem
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RelationClassifier":
+        """Read a classifier written by ``save`` (the safetensors names must match the config's layout)."""
+        from safetensors.numpy import load_file
+        stem = Path(path).with_suffix("")
+        config = ClassifierConfig.from_json(stem.with_suffix(".json").read_text())
+        model = cls(config)
+        tensors = load_file(str(stem.with_suffix(".safetensors")))
+        for name, (off, shape) in model.layout.items():
+            size = int(np.prod(shape))
+            if size == 0:
+                continue
+            if name not in tensors:
+                raise ValueError(f"{stem}.safetensors lacks tensor {name!r}")
+            t = tensors[name]
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"{name}: shape {tuple(t.shape)} in the file, {tuple(shape)} in the config")
+            model.params[off: off + size] = t.reshape(-1)
+        return model
+
+
+def _zeros_like(a: Array) -> Array:
+    if _is_torch(a):
+        import torch
+        return torch.zeros_like(a)
+    return np.zeros_like(a)
+
+
+def relation_index(config: ClassifierConfig, relations: Sequence[str]) -> np.ndarray:
+    """Indices of relation names in the config's relation list (int32)."""
+    try:
+        return np.array([config.relations.index(r) for r in relations], dtype=np.int32)
+    except ValueError as e:
+        raise ValueError(f"unknown relation in {list(relations)}; known: {list(config.relations)}") from e
