@@ -1,0 +1,109 @@
+"""csrc/attn_maps.c against float64 references, finite differences, dtypes and strides."""
+import numpy as np
+import pytest
+import torch
+
+import l2s
+from reference import attn_maps, attn_maps_torch
+
+
+def _inputs(rng, B=2, H=3, N=20, L=9, D=8, dtype=np.float32):
+    q = rng.standard_normal((B, H, N, D)).astype(dtype)
+    k = rng.standard_normal((B, H, L, D)).astype(dtype)
+    return q, k
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 2, 1), (2, 3, 20, 9, 8), (1, 8, 64, 77, 40), (3, 2, 17, 5, 130)])
+def test_forward_matches_float64(rng, shape):
+    B, H, N, L, D = shape
+    q, k = _inputs(rng, B, H, N, L, D)
+    tokens = [[0], [L - 1, 0]] if L > 1 else [[0]]
+    scale = D ** -0.5
+    got = l2s.attention_maps(q, k, tokens, scale)
+    want = attn_maps(q.astype(np.float64), k.astype(np.float64), l2s.token_table(tokens), scale)
+    assert got.dtype == np.float32 and got.shape == (B, len(tokens), N)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_all_tokens_sum_to_one(rng):
+    q, k = _inputs(rng, L=6)
+    maps = l2s.attention_maps(q, k, [list(range(6))])
+    np.testing.assert_allclose(maps, 1.0, rtol=1e-5)
+
+
+def test_backward_matches_torch_autograd(rng):
+    q, k = _inputs(rng, B=2, H=3, N=12, L=7, D=5)
+    tokens = [[1], [3, 4]]
+    scale = 0.7
+    dmaps = rng.standard_normal((2, 2, 12)).astype(np.float32)
+    dq, dk = l2s.attention_maps_backward(q, k, tokens, dmaps, scale)
+    qt = torch.tensor(q, dtype=torch.float64, requires_grad=True)
+    kt = torch.tensor(k, dtype=torch.float64, requires_grad=True)
+    (attn_maps_torch(qt, kt, tokens, scale) * torch.tensor(dmaps, dtype=torch.float64)).sum().backward()
+    np.testing.assert_allclose(dq, qt.grad.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(dk, kt.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_backward_matches_finite_differences(rng):
+    """Directional derivative of <dmaps, maps(q + h u, k + h w)> vs <dq, u> + <dk, w>."""
+    q, k = _inputs(rng, B=1, H=2, N=6, L=5, D=4)
+    tokens = [[0, 2], [4]]
+    dmaps = rng.standard_normal((1, 2, 6)).astype(np.float32)
+    dq, dk = l2s.attention_maps_backward(q, k, tokens, dmaps, 0.5)
+    for _ in range(3):
+        u = rng.standard_normal(q.shape)
+        w = rng.standard_normal(k.shape)
+        h = 1e-3
+        f = lambda s: float((l2s.attention_maps((q + s * u).astype(np.float32), (k + s * w).astype(np.float32),
+                                                tokens, 0.5).astype(np.float64) * dmaps).sum())
+        fd = (f(h) - f(-h)) / (2 * h)
+        analytic = float((dq * u).sum() + (dk * w).sum())
+        assert abs(fd - analytic) <= 2e-3 * max(1.0, abs(analytic)), (fd, analytic)
+
+
+def test_strided_q_like_diffusers_layout(rng):
+    """diffusers hands [B, N, H, D] memory viewed as [B, H, N, D]: no copy needed, same result."""
+    B, N, H, D, L = 2, 16, 4, 8, 6
+    q_bnhd = rng.standard_normal((B, N, H, D)).astype(np.float32)
+    k_blhd = rng.standard_normal((B, L, H, D)).astype(np.float32)
+    q, k = q_bnhd.transpose(0, 2, 1, 3), k_blhd.transpose(0, 2, 1, 3)
+    assert not q.flags.c_contiguous
+    got = l2s.attention_maps(q, k, [[1], [2]])
+    want = l2s.attention_maps(np.ascontiguousarray(q), np.ascontiguousarray(k), [[1], [2]])
+    np.testing.assert_array_equal(got, want)
+    # and through torch, with a transposed tensor
+    got_t = l2s.attention_maps(torch.from_numpy(q_bnhd).transpose(1, 2), torch.from_numpy(k_blhd).transpose(1, 2), [[1], [2]])
+    np.testing.assert_array_equal(got_t.numpy(), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs(rng, dtype):
+    q, k = _inputs(rng, B=1, H=2, N=10, L=6, D=16)
+    qh, kh = torch.from_numpy(q).to(dtype), torch.from_numpy(k).to(dtype)
+    got = l2s.attention_maps(qh, kh, [[0], [5]])
+    assert got.dtype == torch.float32
+    want = attn_maps(qh.double().numpy(), kh.double().numpy(), l2s.token_table([[0], [5]]), 0.25)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)   # exact up to fp32 arithmetic
+    dmaps = torch.ones_like(got)
+    dq, dk = l2s.attention_maps_backward(qh, kh, [[0], [5]], dmaps)
+    assert dq.dtype == dtype and dk.dtype == dtype
+    qt = qh.double().requires_grad_(); kt = kh.double().requires_grad_()
+    attn_maps_torch(qt, kt, [[0], [5]], 0.25).sum().backward()
+    tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
+    np.testing.assert_allclose(dq.double().numpy(), qt.grad.numpy(), rtol=tol, atol=tol * 0.1)
+    np.testing.assert_allclose(dk.double().numpy(), kt.grad.numpy(), rtol=tol, atol=tol * 0.1)
+
+
+def test_requires_grad_tensors_are_accepted(rng):
+    q, k = _inputs(rng)
+    qt = torch.from_numpy(q).requires_grad_()
+    maps = l2s.attention_maps(qt, torch.from_numpy(k), [[0]])
+    assert isinstance(maps, torch.Tensor)
+    np.testing.assert_array_equal(maps.numpy(), l2s.attention_maps(q, k, [[0]]))
+
+
+def test_out_is_written_in_place(rng):
+    q, k = _inputs(rng)
+    out = np.full((2, 1, 20), np.nan, np.float32)
+    res = l2s.attention_maps(q, k, [[3]], out=out)
+    assert res is out and np.isfinite(out).all()
