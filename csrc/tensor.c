@@ -29,6 +29,7 @@ int64_t tensor_numel(const l2s_tensor* t) {
 }
 
 int tensor_is_contiguous(const l2s_tensor* t) {
+    if (tensor_numel(t) == 0) return 1;      /* nothing to address: NumPy gives such arrays stride 0 */
     int64_t expect = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != expect) return 0;  /* size-1 dims: any stride */
