@@ -22,17 +22,32 @@ CU_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*
 DEFAULT_ARCHS = "-gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90"
 
 
+def _is_toolkit(home):
+    return (home / "bin" / "nvcc").exists() and (home / "include" / "cuda_runtime.h").exists()
+
+
+def _ask_nvcc_for_home(nvcc):
+    """nvcc on PATH may be a wrapper script: ask the real one where it lives (nvcc --dryrun prints TOP=)."""
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-c", "x.cu"], capture_output=True, text=True, timeout=60).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        if "TOP=" in line:
+            return Path(line.split("TOP=", 1)[1].strip().strip('"')).resolve()
+    return None
+
+
 def find_cuda_home():
-    """Return the CUDA toolkit root, or None."""
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        home = os.environ.get(var)
-        if home and (Path(home) / "bin" / "nvcc").exists():
-            return Path(home)
+    """The CUDA toolkit root (holding bin/nvcc and include/cuda_runtime.h), or None."""
+    candidates = [Path(os.environ[v]) for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
     nvcc = shutil.which("nvcc")
     if nvcc:
-        return Path(nvcc).resolve().parent.parent
-    if Path("/usr/local/cuda/bin/nvcc").exists():
-        return Path("/usr/local/cuda")
+        candidates += [Path(nvcc).resolve().parent.parent, _ask_nvcc_for_home(nvcc)]
+    candidates.append(Path("/usr/local/cuda"))
+    for home in candidates:
+        if home is not None and _is_toolkit(home):
+            return home
     return None
 
 
