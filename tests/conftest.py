@@ -11,17 +11,14 @@ import pytest
 import _l2s
 
 
-def pytest_collection_modifyitems(config, items):
-    if _l2s.cuda_available():
+def pytest_runtest_setup(item):
+    if "cuda" not in item.keywords or _l2s.cuda_available():
         return
-    require = os.environ.get("L2S_REQUIRE_CUDA") == "1"
-    for item in items:
-        if "cuda" in item.keywords:
-            if require:
-                item.add_marker(pytest.mark.xfail(reason="L2S_REQUIRE_CUDA=1 but no CUDA device/build", strict=True,
-                                                  run=False))
-            else:
-                item.add_marker(pytest.mark.skip(reason="needs a CUDA device and a CUDA build of _l2s"))
+    why = (f"needs a CUDA device and a CUDA build of _l2s (cuda_compiled={_l2s.cuda_compiled()}, "
+           f"devices={_l2s.cuda_device_count()})")
+    if os.environ.get("L2S_REQUIRE_CUDA") == "1":
+        pytest.fail("L2S_REQUIRE_CUDA=1 but the test cannot run: " + why, pytrace=False)
+    pytest.skip(why)
 
 
 @pytest.fixture
