@@ -22,10 +22,7 @@ static void load_head(const void* src, const int64_t st[4], l2s_dtype dt, int b,
 static void softmax_row(const float* q, const float* kh, int L, int D, float scale, float* p) {
     float mx = -INFINITY;
     for (int l = 0; l < L; l++) {
-        const float* kr = kh + (int64_t)l * D;
-        float s = 0.f;
-        for (int d = 0; d < D; d++) s += q[d] * kr[d];
-        p[l] = s * scale;
+        p[l] = l2s_dot_f32(q, kh + (int64_t)l * D, D) * scale;
         if (p[l] > mx) mx = p[l];
     }
     float sum = 0.f;
@@ -34,7 +31,7 @@ static void softmax_row(const float* q, const float* kh, int L, int D, float sca
     for (int l = 0; l < L; l++) p[l] *= inv;
 }
 
-int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
+L2S_HOT int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                            const int32_t* tokens, float* maps) {
     const int B = s->B, H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, M = s->M;
     float* kh = (float*)malloc(sizeof(float) * ((size_t)L * D + (size_t)N * D + L));
@@ -64,7 +61,7 @@ int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
     return 0;
 }
 
-int attn_maps_backward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
+L2S_HOT int attn_maps_backward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                             const int32_t* tokens, const float* dmaps, void* dq, void* dk) {
     const int B = s->B, H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, M = s->M;
     /* kh, qh: the head as floats; dkh: dK accumulator (sums over all N rows); p, w: per row. */

@@ -5,22 +5,20 @@
 #include <string.h>
 #include <math.h>
 #include "l2s.h"
+#include "numeric.h"
 
 /* ---- linear: out[B,O] = in[B,I] W[O,I]^T + b[O] ---- */
-static void linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
+L2S_HOT static void linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
                            float* out) {
     for (int r = 0; r < B; r++) {
         const float* x = in + (int64_t)r * I;
         for (int o = 0; o < O; o++) {
-            const float* w = W + (int64_t)o * I;
-            float acc = b[o];
-            for (int i = 0; i < I; i++) acc += x[i] * w[i];
-            out[(int64_t)r * O + o] = acc;
+            out[(int64_t)r * O + o] = b[o] + l2s_dot_f32(x, W + (int64_t)o * I, I);
         }
     }
 }
 /* din[B,I] = dout W (overwritten); dW[O,I] += dout^T in; db[O] += sum_r dout (if dW). */
-static void linear_backward(const float* in, const float* W, const float* dout, int B, int I, int O,
+L2S_HOT static void linear_backward(const float* in, const float* W, const float* dout, int B, int I, int O,
                             float* din, float* dW, float* db) {
     for (int r = 0; r < B; r++) {
         float* dx = din + (int64_t)r * I;

@@ -116,4 +116,26 @@ L2S_HOSTDEV float l2s_resize_tap_weight(l2s_resize_mode mode, int n_in, int n_ou
     return j == 0 ? 1.0f - lambda : lambda;
 }
 
+#ifndef __CUDACC__
+/* Hot CPU loops get an AVX2 clone picked at load time (GCC/Clang ifunc), so one portable build
+ * still uses 8-wide SIMD where the machine has it. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define L2S_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define L2S_HOT
+#endif
+
+/* Dot product with 8 partial sums: a fixed reassociation the compiler can vectorise without
+ * -ffast-math (which would also break the isfinite checks elsewhere). */
+static inline float l2s_dot_f32(const float* a, const float* b, int64_t n) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+#endif
+
 #endif /* L2S_NUMERIC_H */

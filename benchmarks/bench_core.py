@@ -1,0 +1,145 @@
+"""Time the core ops against plain torch implementations of the same maths; print a markdown table.
+
+    python benchmarks/bench_core.py                 # CPU: C core vs torch (CPU)
+    python benchmarks/bench_core.py --device cuda   # GPU: CUDA kernels vs torch (CUDA)
+
+Extraction shapes are Stable Diffusion 1.x cross-attention layers at 512 px (64x64, 32x32, 16x16
+positions; 77 CLIP tokens; 8 heads) and one Flux-like joint layer (4096 image x 512 text tokens,
+24 heads x 128). The torch baseline materialises the [B, H, N, L] softmax, as attention-store code does.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import _l2s
+import l2s
+from l2s.classifier import ClassifierConfig, RelationClassifier
+
+EXTRACT_SHAPES = {  # name: (B, H, N, L, D)
+    "SD 64x64 layer": (1, 8, 4096, 77, 40),
+    "SD 32x32 layer": (1, 8, 1024, 77, 80),
+    "SD 16x16 layer": (1, 8, 256, 77, 160),
+    "Flux joint layer": (1, 24, 4096, 512, 128),
+}
+TOKENS = [[5], [8, 9]]
+
+
+def timeit(fn, device: str, repeats: int) -> float:
+    """Median seconds per call after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def torch_maps(q, k, scale):
+    p = torch.softmax(torch.einsum("bhnd,bhld->bhnl", q, k) * scale, -1)
+    return torch.stack([p[..., row].sum(-1).mean(1) for row in TOKENS], 1)
+
+
+def bench_extraction(device: str, repeats: int, skip_large_cpu: bool) -> list[tuple]:
+    rows = []
+    for name, (B, H, N, L, D) in EXTRACT_SHAPES.items():
+        if device == "cpu" and skip_large_cpu and L > 100:
+            continue
+        q = torch.randn(B, N, H, D, device=device).transpose(1, 2)     # diffusers layout, strided
+        k = torch.randn(B, L, H, D, device=device).transpose(1, 2)
+        scale = D ** -0.5
+        dmaps = torch.randn(B, len(TOKENS), N, device=device)
+        t_fwd = timeit(lambda: l2s.attention_maps(q, k, TOKENS, scale), device, repeats)
+        t_fb = timeit(lambda: (l2s.attention_maps(q, k, TOKENS, scale),
+                               l2s.attention_maps_backward(q, k, TOKENS, dmaps, scale)), device, repeats)
+        qg, kg = q.detach().requires_grad_(), k.detach().requires_grad_()
+
+        def torch_fb():
+            m = torch_maps(qg, kg, scale)
+            torch.autograd.grad((m * dmaps).sum(), (qg, kg))
+        with torch.no_grad():
+            t_tf = timeit(lambda: torch_maps(q, k, scale), device, repeats)
+        t_tfb = timeit(torch_fb, device, repeats)
+        probs_mb = B * H * N * L * 4 / 2 ** 20
+        rows.append((f"maps {name} B={B} H={H} N={N} L={L} D={D}", t_fwd, t_tf, t_fb, t_tfb,
+                     f"torch holds {probs_mb:.0f} MiB of probabilities; l2s none"))
+    return rows
+
+
+def torch_classifier(model: RelationClassifier, device: str):
+    """The same 'mlp' classifier as torch modules, sharing the l2s parameters."""
+    c = model.config
+    P = {n: torch.as_tensor(np.asarray(v)).to(device) for n, v in model.parameters().items()}
+    emb = P["step_embedding"]
+
+    def loss_fn(x, steps, labels):
+        h = torch.cat([x.reshape(x.shape[0], -1), emb[steps]], 1)
+        for i in (1, 2):
+            h = torch.nn.functional.linear(h, P[f"fc{i}.weight"], P[f"fc{i}.bias"])
+            h = torch.nn.functional.layer_norm(h, (h.shape[1],), P[f"ln{i}.weight"], P[f"ln{i}.bias"], c.ln_eps)
+            h = torch.nn.functional.leaky_relu(h, c.leaky_slope)
+        return torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, P["fc3.weight"], P["fc3.bias"]), labels)
+    return loss_fn, list(P.values())
+
+
+def bench_classifier(device: str, repeats: int) -> list[tuple]:
+    rows = []
+    model = RelationClassifier(ClassifierConfig(), seed=0)          # the authors' head widths: 256 -> 128
+    if device == "cuda":
+        model.to("cuda")
+    loss_fn, tparams = torch_classifier(model, device)
+    for p in tparams:
+        p.requires_grad_()
+    for B, what in ((1, "steering (input grad)"), (64, "training (all grads)")):
+        x = torch.rand(B, 2, 16, 16, device=device)
+        steps = torch.randint(0, 50, (B,), device=device)
+        labels = torch.randint(0, 4, (B,), device=device)
+        steps_h, labels_h = steps.cpu().numpy().astype(np.int32), labels.cpu().numpy().astype(np.int32)
+        if B == 1:
+            run_l2s = lambda: model.loss_and_input_grad(x, labels_h, steps_h)
+            xg = x.clone().requires_grad_()
+            run_torch = lambda: torch.autograd.grad(loss_fn(xg, steps, labels), xg)
+        else:
+            grads = torch.zeros_like(model.params) if device == "cuda" else np.zeros(model.n_params, np.float32)
+            stream = torch.cuda.current_stream().cuda_stream if device == "cuda" else None
+
+            def run_l2s():
+                model.forward(x, steps_h, labels_h)
+                _l2s.classifier_backward(model.config.core_tuple(), model.params, steps_h, labels_h,
+                                         model._workspace(B), None, grads, stream=stream)
+            run_torch = lambda: torch.autograd.grad(loss_fn(x, steps, labels), tparams)
+        t_l2s = timeit(run_l2s, device, repeats)
+        t_torch = timeit(run_torch, device, repeats)
+        rows.append((f"classifier fwd+bwd B={B}, {what}", None, None, t_l2s, t_torch,
+                     f"{model.n_params / 1e3:.0f}k params"))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per cell (median is reported)")
+    ap.add_argument("--with-flux-cpu", action="store_true", help="also time the Flux-size layer on the CPU (slow)")
+    args = ap.parse_args()
+    if args.device == "cuda" and not _l2s.cuda_available():
+        raise SystemExit("no CUDA device or _l2s built without CUDA (python -m l2s info)")
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, torch threads={torch.get_num_threads()}, l2s C core single-threaded"
+    print(f"device: {dev}; torch {torch.__version__}; median of {args.repeats}\n")
+    print("| op | l2s fwd ms | torch fwd ms | l2s fwd+bwd ms | torch fwd+bwd ms | speed-up fwd+bwd | note |")
+    print("|---|---|---|---|---|---|---|")
+    rows = bench_extraction(args.device, args.repeats, not args.with_flux_cpu) + bench_classifier(args.device, args.repeats)
+    fmt = lambda t: "-" if t is None else f"{t * 1e3:.2f}"
+    for name, f, tf, fb, tfb, note in rows:
+        print(f"| {name} | {fmt(f)} | {fmt(tf)} | {fmt(fb)} | {fmt(tfb)} | {tfb / fb:.2f}x | {note} |")
+
+
+if __name__ == "__main__":
+    main()
