@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install l2s with its CPU test environment into it.
+# CUDA kernels are built too when nvcc is found (L2S_CUDA=0 to skip, =1 to require).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+# torch==2.13.0 is the CPU build on these machines; other versions pull multi-GB CUDA wheels.
+.venv/bin/python -m pip install -q "torch==2.13.0" numpy pytest safetensors tqdm
+.venv/bin/python -m pip install -q --no-build-isolation -e .
+.venv/bin/python -m l2s info
