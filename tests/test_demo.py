@@ -1,0 +1,27 @@
+"""l2s/demo.py and l2s/__main__.py: the main job runs end to end and the CLI explains itself."""
+import json
+import subprocess
+import sys
+
+from l2s.demo import run
+
+
+def test_demo_trains_and_steers():
+    out = run(n_train=1024, epochs=3, batch=64, seed=1, steer_iters=20)
+    assert out["extraction"]["map_sums"] == [1.0, 1.0]
+    first, last = out["train_loss_first_last"]
+    assert last < 0.2 * first
+    assert out["val_accuracy"] > 0.9
+    before, after = out["steer_target_rate_before_after"]
+    assert before < 0.1 and after > 0.9
+    assert out["steer_loss_first_last"][1] < out["steer_loss_first_last"][0]
+
+
+def test_cli_help_and_info():
+    r = subprocess.run([sys.executable, "-m", "l2s", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "demo" in r.stdout and "info" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "l2s", "demo", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--steer-iters" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "l2s", "info"], capture_output=True, text=True, timeout=60)
+    info = json.loads(r.stdout)
+    assert set(info) == {"cuda_compiled", "cuda_available", "cuda_devices", "gemm_backend"}
