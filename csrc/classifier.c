@@ -104,6 +104,25 @@ static void softmax_ce_backward(const float* probs, const int32_t* labels, int B
             dlogits[(int64_t)r * R + j] = (probs[(int64_t)r * R + j] - (j == labels[r] ? 1.f : 0.f)) * inv_b;
 }
 
+/* ---- hidden layer: r = leaky(LN(in W^T + b)); a, n keep what backward needs ---- */
+typedef struct { int64_t w, b, g, be; } layer_params;               /* offsets into params/grads */
+typedef struct { float *a, *n, *r, *mean, *rstd; } layer_acts;
+
+static void hidden_layer_forward(const l2s_classifier_config* c, const float* params, layer_params lp,
+                                 const float* in, int B, int I, int O, layer_acts z) {
+    linear_forward(in, params + lp.w, params + lp.b, B, I, O, z.a);
+    layernorm_forward(z.a, params + lp.g, params + lp.be, B, O, c->ln_eps, z.n, z.mean, z.rstd);
+    leaky_forward(z.n, (int64_t)B * O, c->leaky_slope, z.r);
+}
+/* dr [B,O] in (clobbered), din [B,I] out; scratch [B,O]; grads accumulated when not NULL. */
+static void hidden_layer_backward(const l2s_classifier_config* c, const float* params, float* grads, layer_params lp,
+                                  const float* in, int B, int I, int O, layer_acts z, float* dr, float* scratch, float* din) {
+    leaky_backward(z.n, (int64_t)B * O, c->leaky_slope, dr);
+    layernorm_backward(z.a, z.mean, z.rstd, params + lp.g, dr, B, O, scratch,
+                       grads ? grads + lp.g : NULL, grads ? grads + lp.be : NULL);
+    linear_backward(in, params + lp.w, scratch, B, I, O, din, grads ? grads + lp.w : NULL, grads ? grads + lp.b : NULL);
+}
+
 /* ---- layout ---- */
 int64_t classifier_input_dim(const l2s_classifier_config* c) {
     return (int64_t)c->n_maps * c->map_pixels + c->step_dim;
@@ -132,6 +151,15 @@ l2s_classifier_offsets classifier_param_offsets(const l2s_classifier_config* c) 
     o.w3 = at; at += R * H2;  o.b3 = at; at += R;
     o.total = at;
     return o;
+}
+
+static layer_params layer1(const l2s_classifier_offsets* o) { layer_params p = {o->w1, o->b1, o->g1, o->be1}; return p; }
+static layer_params layer2(const l2s_classifier_offsets* o) { layer_params p = {o->w2, o->b2, o->g2, o->be2}; return p; }
+static layer_acts acts1(float* ws, const l2s_classifier_workspace* w) {
+    layer_acts z = {ws + w->a1, ws + w->n1, ws + w->r1, ws + w->mean1, ws + w->rstd1}; return z;
+}
+static layer_acts acts2(float* ws, const l2s_classifier_workspace* w) {
+    layer_acts z = {ws + w->a2, ws + w->n2, ws + w->r2, ws + w->mean2, ws + w->rstd2}; return z;
 }
 
 l2s_classifier_workspace classifier_workspace_offsets(const l2s_classifier_config* c, int B) {
@@ -165,12 +193,8 @@ void classifier_forward_cpu(const l2s_classifier_config* c, const float* params,
         memcpy(h0 + (int64_t)r * D0, x + (int64_t)r * X, sizeof(float) * X);
         if (E > 0) memcpy(h0 + (int64_t)r * D0 + X, params + po.emb + (int64_t)steps[r] * E, sizeof(float) * E);
     }
-    linear_forward(h0, params + po.w1, params + po.b1, B, D0, H1, ws + wo.a1);
-    layernorm_forward(ws + wo.a1, params + po.g1, params + po.be1, B, H1, c->ln_eps, ws + wo.n1, ws + wo.mean1, ws + wo.rstd1);
-    leaky_forward(ws + wo.n1, (int64_t)B * H1, c->leaky_slope, ws + wo.r1);
-    linear_forward(ws + wo.r1, params + po.w2, params + po.b2, B, H1, H2, ws + wo.a2);
-    layernorm_forward(ws + wo.a2, params + po.g2, params + po.be2, B, H2, c->ln_eps, ws + wo.n2, ws + wo.mean2, ws + wo.rstd2);
-    leaky_forward(ws + wo.n2, (int64_t)B * H2, c->leaky_slope, ws + wo.r2);
+    hidden_layer_forward(c, params, layer1(&po), h0, B, D0, H1, acts1(ws, &wo));
+    hidden_layer_forward(c, params, layer2(&po), ws + wo.r1, B, H1, H2, acts2(ws, &wo));
     linear_forward(ws + wo.r2, params + po.w3, params + po.b3, B, H2, R, ws + wo.logits);
     softmax_ce_forward(ws + wo.logits, labels, B, R, ws + wo.probs, losses);
     memcpy(probs, ws + wo.probs, sizeof(float) * (size_t)B * R);
@@ -184,19 +208,11 @@ void classifier_backward_cpu(const l2s_classifier_config* c, const float* params
     const int64_t X = (int64_t)c->n_maps * c->map_pixels, E = c->step_dim;
     const int D0 = (int)(X + E), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
     float* g = grads;                                   /* NULL: input gradient only */
-#define GRAD(off) (g ? g + (off) : NULL)
     float* d1 = ws + wo.dbuf1; float* d2 = ws + wo.dbuf2; float* dh0 = ws + wo.dh0;
-    softmax_ce_backward(ws + wo.probs, labels, B, R, d1);                                      /* d1 = dlogits [B,R] */
-    linear_backward(ws + wo.r2, params + po.w3, d1, B, H2, R, d2, GRAD(po.w3), GRAD(po.b3));   /* d2 = dr2 [B,H2] */
-    leaky_backward(ws + wo.n2, (int64_t)B * H2, c->leaky_slope, d2);                           /* d2 = dn2 */
-    layernorm_backward(ws + wo.a2, ws + wo.mean2, ws + wo.rstd2, params + po.g2, d2, B, H2, d1,
-                       GRAD(po.g2), GRAD(po.be2));                                              /* d1 = da2 */
-    linear_backward(ws + wo.r1, params + po.w2, d1, B, H1, H2, d2, GRAD(po.w2), GRAD(po.b2));  /* d2 = dr1 [B,H1] */
-    leaky_backward(ws + wo.n1, (int64_t)B * H1, c->leaky_slope, d2);
-    layernorm_backward(ws + wo.a1, ws + wo.mean1, ws + wo.rstd1, params + po.g1, d2, B, H1, d1,
-                       GRAD(po.g1), GRAD(po.be1));                                              /* d1 = da1 */
-    linear_backward(ws + wo.h0, params + po.w1, d1, B, D0, H1, dh0, GRAD(po.w1), GRAD(po.b1)); /* dh0 [B,D0] */
-#undef GRAD
+    softmax_ce_backward(ws + wo.probs, labels, B, R, d1);                                       /* d1 = dlogits [B,R] */
+    linear_backward(ws + wo.r2, params + po.w3, d1, B, H2, R, d2, g ? g + po.w3 : NULL, g ? g + po.b3 : NULL); /* d2 = dr2 */
+    hidden_layer_backward(c, params, g, layer2(&po), ws + wo.r1, B, H1, H2, acts2(ws, &wo), d2, d1, d2);   /* d2 = dr1 */
+    hidden_layer_backward(c, params, g, layer1(&po), ws + wo.h0, B, D0, H1, acts1(ws, &wo), d2, d1, dh0);  /* dh0 */
     for (int r = 0; r < B; r++) {
         if (dx) memcpy(dx + (int64_t)r * X, dh0 + (int64_t)r * D0, sizeof(float) * X);
         if (g && E > 0) {

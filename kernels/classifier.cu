@@ -116,6 +116,34 @@ __global__ void scatter_input_grad_kernel(const float* dh0, const int32_t* steps
 #define CHECK(call) do { int e_ = (call); if (e_) return e_; } while (0)
 #define LAUNCH_CHECK() CHECK(launch_status())
 
+/* ---- hidden layer: r = leaky(LN(in W^T + b)), the same pair as in csrc/classifier.c ---- */
+struct layer_params { int64_t w, b, g, be; };
+struct layer_acts { float *a, *n, *r, *mean, *rstd; };
+static const int LN_ROWS_PER_BLOCK = 4;   /* layernorm: one warp per row */
+
+static int hidden_layer_forward(const l2s_classifier_config* c, const float* params, layer_params lp,
+                                const float* in, int B, int I, int O, layer_acts z, cudaStream_t st) {
+    CHECK(linear_forward(in, params + lp.w, params + lp.b, B, I, O, z.a, st));
+    layernorm_forward_kernel<<<blocks_for(B, LN_ROWS_PER_BLOCK), LN_ROWS_PER_BLOCK * L2S_WARP, 0, st>>>(
+        z.a, params + lp.g, params + lp.be, B, O, c->ln_eps, z.n, z.mean, z.rstd);
+    LAUNCH_CHECK();
+    leaky_forward_kernel<<<blocks_for((int64_t)B * O, 256), 256, 0, st>>>(z.n, (int64_t)B * O, c->leaky_slope, z.r);
+    return launch_status();
+}
+
+/* dr [B,O] in (clobbered), din [B,I] out; scratch [B,O]; grads accumulated when not NULL. */
+static int hidden_layer_backward(const l2s_classifier_config* c, const float* params, float* grads, layer_params lp,
+                                 const float* in, int B, int I, int O, layer_acts z, float* dr, float* scratch,
+                                 float* din, cudaStream_t st) {
+    leaky_backward_kernel<<<blocks_for((int64_t)B * O, 256), 256, 0, st>>>(z.n, (int64_t)B * O, c->leaky_slope, dr);
+    LAUNCH_CHECK();
+    layernorm_backward_kernel<<<blocks_for(B, LN_ROWS_PER_BLOCK), LN_ROWS_PER_BLOCK * L2S_WARP, 0, st>>>(
+        z.a, z.mean, z.rstd, params + lp.g, dr, B, O, scratch, grads ? grads + lp.g : NULL, grads ? grads + lp.be : NULL);
+    LAUNCH_CHECK();
+    return linear_backward(in, params + lp.w, scratch, B, I, O, din, grads ? grads + lp.w : NULL,
+                           grads ? grads + lp.b : NULL, st);
+}
+
 /* Host index arrays -> int32 slots of the workspace. */
 static int upload_indices(float* ws, const l2s_classifier_workspace* wo, const int32_t* steps, const int32_t* labels,
                           int B, int32_t** d_steps, int32_t** d_labels, cudaStream_t st) {
@@ -134,23 +162,14 @@ extern "C" int classifier_forward_cuda(const l2s_classifier_config* c, const flo
     l2s_classifier_workspace wo = classifier_workspace_offsets(c, B);
     const int64_t X = (int64_t)c->n_maps * c->map_pixels; const int E = c->step_dim;
     const int D0 = (int)(X + E), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
-    const int rows_per_block = 4;   /* layernorm: 4 warps per block */
     int32_t *d_steps, *d_labels;
     CHECK(upload_indices(ws, &wo, E > 0 ? steps : NULL, labels, B, &d_steps, &d_labels, st));
     gather_input_kernel<<<blocks_for((int64_t)B * D0, 256), 256, 0, st>>>(x, params + po.emb, d_steps, B, X, E, ws + wo.h0);
     LAUNCH_CHECK();
-    CHECK(linear_forward(ws + wo.h0, params + po.w1, params + po.b1, B, D0, H1, ws + wo.a1, st));
-    layernorm_forward_kernel<<<blocks_for(B, rows_per_block), rows_per_block * L2S_WARP, 0, st>>>(
-        ws + wo.a1, params + po.g1, params + po.be1, B, H1, c->ln_eps, ws + wo.n1, ws + wo.mean1, ws + wo.rstd1);
-    LAUNCH_CHECK();
-    leaky_forward_kernel<<<blocks_for((int64_t)B * H1, 256), 256, 0, st>>>(ws + wo.n1, (int64_t)B * H1, c->leaky_slope, ws + wo.r1);
-    LAUNCH_CHECK();
-    CHECK(linear_forward(ws + wo.r1, params + po.w2, params + po.b2, B, H1, H2, ws + wo.a2, st));
-    layernorm_forward_kernel<<<blocks_for(B, rows_per_block), rows_per_block * L2S_WARP, 0, st>>>(
-        ws + wo.a2, params + po.g2, params + po.be2, B, H2, c->ln_eps, ws + wo.n2, ws + wo.mean2, ws + wo.rstd2);
-    LAUNCH_CHECK();
-    leaky_forward_kernel<<<blocks_for((int64_t)B * H2, 256), 256, 0, st>>>(ws + wo.n2, (int64_t)B * H2, c->leaky_slope, ws + wo.r2);
-    LAUNCH_CHECK();
+    layer_acts z1 = {ws + wo.a1, ws + wo.n1, ws + wo.r1, ws + wo.mean1, ws + wo.rstd1};
+    layer_acts z2 = {ws + wo.a2, ws + wo.n2, ws + wo.r2, ws + wo.mean2, ws + wo.rstd2};
+    CHECK(hidden_layer_forward(c, params, layer_params{po.w1, po.b1, po.g1, po.be1}, ws + wo.h0, B, D0, H1, z1, st));
+    CHECK(hidden_layer_forward(c, params, layer_params{po.w2, po.b2, po.g2, po.be2}, ws + wo.r1, B, H1, H2, z2, st));
     CHECK(linear_forward(ws + wo.r2, params + po.w3, params + po.b3, B, H2, R, ws + wo.logits, st));
     softmax_ce_forward_kernel<<<blocks_for(B, 128), 128, 0, st>>>(ws + wo.logits, d_labels, B, R, ws + wo.probs, losses);
     LAUNCH_CHECK();
@@ -165,29 +184,20 @@ extern "C" int classifier_backward_cuda(const l2s_classifier_config* c, const fl
     l2s_classifier_workspace wo = classifier_workspace_offsets(c, B);
     const int64_t X = (int64_t)c->n_maps * c->map_pixels; const int E = c->step_dim;
     const int D0 = (int)(X + E), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
-    const int rows_per_block = 4;
     float* g = grads;
-#define GRAD(off) (g ? g + (off) : NULL)
     float *d1 = ws + wo.dbuf1, *d2 = ws + wo.dbuf2, *dh0 = ws + wo.dh0;
+    layer_acts z1 = {ws + wo.a1, ws + wo.n1, ws + wo.r1, ws + wo.mean1, ws + wo.rstd1};
+    layer_acts z2 = {ws + wo.a2, ws + wo.n2, ws + wo.r2, ws + wo.mean2, ws + wo.rstd2};
     int32_t *d_steps, *d_labels;
     CHECK(upload_indices(ws, &wo, E > 0 ? steps : NULL, labels, B, &d_steps, &d_labels, st));
     softmax_ce_backward_kernel<<<blocks_for((int64_t)B * R, 256), 256, 0, st>>>(ws + wo.probs, d_labels, B, R, d1);
-    LAUNCH_CHECK();
-    CHECK(linear_backward(ws + wo.r2, params + po.w3, d1, B, H2, R, d2, GRAD(po.w3), GRAD(po.b3), st));
-    leaky_backward_kernel<<<blocks_for((int64_t)B * H2, 256), 256, 0, st>>>(ws + wo.n2, (int64_t)B * H2, c->leaky_slope, d2);
-    LAUNCH_CHECK();
-    layernorm_backward_kernel<<<blocks_for(B, rows_per_block), rows_per_block * L2S_WARP, 0, st>>>(
-        ws + wo.a2, ws + wo.mean2, ws + wo.rstd2, params + po.g2, d2, B, H2, d1, GRAD(po.g2), GRAD(po.be2));
-    LAUNCH_CHECK();
-    CHECK(linear_backward(ws + wo.r1, params + po.w2, d1, B, H1, H2, d2, GRAD(po.w2), GRAD(po.b2), st));
-    leaky_backward_kernel<<<blocks_for((int64_t)B * H1, 256), 256, 0, st>>>(ws + wo.n1, (int64_t)B * H1, c->leaky_slope, d2);
-    LAUNCH_CHECK();
-    layernorm_backward_kernel<<<blocks_for(B, rows_per_block), rows_per_block * L2S_WARP, 0, st>>>(
-        ws + wo.a1, ws + wo.mean1, ws + wo.rstd1, params + po.g1, d2, B, H1, d1, GRAD(po.g1), GRAD(po.be1));
-    LAUNCH_CHECK();
-    CHECK(linear_backward(ws + wo.h0, params + po.w1, d1, B, D0, H1, dh0, GRAD(po.w1), GRAD(po.b1), st));
+    LAUNCH_CHECK();                                                                           /* d1 = dlogits */
+    CHECK(linear_backward(ws + wo.r2, params + po.w3, d1, B, H2, R, d2, g ? g + po.w3 : NULL, g ? g + po.b3 : NULL, st));
+    CHECK(hidden_layer_backward(c, params, g, layer_params{po.w2, po.b2, po.g2, po.be2}, ws + wo.r1, B, H1, H2, z2,
+                                d2, d1, d2, st));                                             /* d2 = dr1 */
+    CHECK(hidden_layer_backward(c, params, g, layer_params{po.w1, po.b1, po.g1, po.be1}, ws + wo.h0, B, D0, H1, z1,
+                                d2, d1, dh0, st));                                            /* dh0 */
     scatter_input_grad_kernel<<<blocks_for((int64_t)B * D0, 256), 256, 0, st>>>(dh0, d_steps, B, X, E, dx,
                                                                                  (g && E > 0) ? g + po.emb : NULL);
-#undef GRAD
     return launch_status();
 }

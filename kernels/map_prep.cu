@@ -4,14 +4,23 @@
  */
 #include "common.cuh"
 
+/* Output element i: its plane p, position (y, x) and the input window [y0, y0+ny) x [x0, x0+nx). */
+struct resize_site { int64_t p; int y, x, y0, x0, ny, nx; };
+__device__ __forceinline__ resize_site locate(const l2s_resize_shape& s, int64_t i) {
+    resize_site r;
+    int64_t per = (int64_t)s.h_out * s.w_out;
+    r.p = i / per; r.y = (int)((i % per) / s.w_out); r.x = (int)(i % s.w_out);
+    r.ny = l2s_resize_taps(s.mode, s.h_in, s.h_out, r.y, &r.y0);
+    r.nx = l2s_resize_taps(s.mode, s.w_in, s.w_out, r.x, &r.x0);
+    return r;
+}
+
 __global__ void resize_maps_forward_kernel(l2s_resize_shape s, const float* in, float* out) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int64_t per = (int64_t)s.h_out * s.w_out;
-    if (i >= s.P * per) return;
-    int64_t p = i / per; int y = (int)((i % per) / s.w_out), x = (int)(i % s.w_out);
-    int y0, x0;
-    int ny = l2s_resize_taps(s.mode, s.h_in, s.h_out, y, &y0), nx = l2s_resize_taps(s.mode, s.w_in, s.w_out, x, &x0);
-    const float* src = in + p * s.h_in * s.w_in;
+    if (i >= s.P * s.h_out * s.w_out) return;
+    resize_site r = locate(s, i);
+    int y = r.y, x = r.x, y0 = r.y0, x0 = r.x0, ny = r.ny, nx = r.nx;
+    const float* src = in + r.p * s.h_in * s.w_in;
     float acc = 0.f;
     for (int j = 0; j < ny; j++) {
         float wy = l2s_resize_tap_weight(s.mode, s.h_in, s.h_out, y, j);
@@ -24,13 +33,11 @@ __global__ void resize_maps_forward_kernel(l2s_resize_shape s, const float* in, 
 
 __global__ void resize_maps_backward_kernel(l2s_resize_shape s, const float* dout, float* din) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int64_t per = (int64_t)s.h_out * s.w_out;
-    if (i >= s.P * per) return;
-    int64_t p = i / per; int y = (int)((i % per) / s.w_out), x = (int)(i % s.w_out);
-    int y0, x0;
-    int ny = l2s_resize_taps(s.mode, s.h_in, s.h_out, y, &y0), nx = l2s_resize_taps(s.mode, s.w_in, s.w_out, x, &x0);
+    if (i >= s.P * s.h_out * s.w_out) return;
+    resize_site r = locate(s, i);
+    int y = r.y, x = r.x, y0 = r.y0, x0 = r.x0, ny = r.ny, nx = r.nx;
     float g = dout[i] * s.weight;
-    float* dst = din + p * s.h_in * s.w_in;
+    float* dst = din + r.p * s.h_in * s.w_in;
     for (int j = 0; j < ny; j++) {
         float wy = l2s_resize_tap_weight(s.mode, s.h_in, s.h_out, y, j) * g;
         for (int c = 0; c < nx; c++)
