@@ -66,6 +66,14 @@ class BuildExtWithCuda(build_ext):
 
     def build_extension(self, ext):
         home = cuda_wanted()
+        # A build dir left by another configuration (CUDA on/off, other archs) looks "up to date"
+        # to setuptools: key the build on the configuration and rebuild when it changes.
+        config = f"cuda={home} archs={os.environ.get('L2S_CUDA_ARCHS', DEFAULT_ARCHS)}"
+        stamp = Path(self.build_temp) / "l2s-build-config.txt"
+        if not stamp.exists() or stamp.read_text() != config:
+            self.force = True
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(config)
         if home is not None and CU_SOURCES:
             self.announce(f"l2s: building CUDA kernels with {home}/bin/nvcc", level=2)
             objects = self.compile_cuda(home, ext)

@@ -107,3 +107,16 @@ def test_out_is_written_in_place(rng):
     out = np.full((2, 1, 20), np.nan, np.float32)
     res = l2s.attention_maps(q, k, [[3]], out=out)
     assert res is out and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_thread_count_does_not_change_results(rng, monkeypatch, threads):
+    """Work is split so that each worker owns its outputs: any thread count gives identical bits."""
+    q, k = _inputs(rng, B=2, H=3, N=200, L=9, D=8)
+    dmaps = rng.standard_normal((2, 2, 200)).astype(np.float32)
+    monkeypatch.setenv("L2S_NUM_THREADS", "2")
+    ref = (l2s.attention_maps(q, k, [[1], [2, 3]]), *l2s.attention_maps_backward(q, k, [[1], [2, 3]], dmaps))
+    monkeypatch.setenv("L2S_NUM_THREADS", threads)
+    got = (l2s.attention_maps(q, k, [[1], [2, 3]]), *l2s.attention_maps_backward(q, k, [[1], [2, 3]], dmaps))
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
