@@ -64,8 +64,11 @@ static int require_present(const arg_t* a, const char* why) {
 #ifdef L2S_WITH_CUDA
 #define CUDA_DISPATCH(dev_id, call)                                                         \
     do {                                                                                    \
-        int err_ = l2s_cuda_set_device(dev_id);                                             \
-        if (!err_) { Py_BEGIN_ALLOW_THREADS err_ = (call); Py_END_ALLOW_THREADS }           \
+        int prev_ = -1, err_;                                                               \
+        Py_BEGIN_ALLOW_THREADS                                                              \
+        err_ = l2s_cuda_swap_device(dev_id, &prev_);                                        \
+        if (!err_) { err_ = (call); if (prev_ != (dev_id)) l2s_cuda_swap_device(prev_, &prev_); } \
+        Py_END_ALLOW_THREADS                                                                \
         if (err_) { PyErr_Format(PyExc_RuntimeError, "CUDA error: %s", l2s_cuda_error_string(err_)); goto fail; } \
     } while (0)
 #else

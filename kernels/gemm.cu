@@ -37,8 +37,10 @@ static struct {
 
 static int lt_state = -1;                 /* -1 not tried, 0 unavailable, 1 loaded */
 static pthread_once_t lt_once = PTHREAD_ONCE_INIT;
-static lt_handle lt_h[16];                /* per device */
-static void* lt_ws[16];
+static lt_handle lt_h[16];                /* per device, made on first use under lt_init_lock */
+static void* lt_ws[16];                   /* one workspace per device: GEMMs from two streams at once on
+                                             one device could share it, so l2s keeps to one stream */
+static pthread_mutex_t lt_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static const size_t LT_WS_BYTES = 32u << 20;   /* 32 MiB, as recommended for Hopper */
 
 static void* open_cublaslt(void) {
@@ -112,10 +114,13 @@ static int gemm_lt(int ta, int tb, int m, int n, int k, const float* A, int lda,
     int err = (int)cudaGetDevice(&dev);
     if (err) return err;
     if (dev < 0 || dev >= 16) return -1;
-    if (!lt_h[dev]) {                       /* first GEMM on this device: handle and workspace */
-        if (lt.create(&lt_h[dev]) != 0) { lt_h[dev] = NULL; return -1; }
-        if ((err = (int)cudaMalloc(&lt_ws[dev], LT_WS_BYTES))) return err;
+    pthread_mutex_lock(&lt_init_lock);     /* the GIL is released: two threads may arrive together */
+    if (!lt_h[dev]) {                       /* first GEMM on this device: workspace, then handle */
+        if (!lt_ws[dev]) err = (int)cudaMalloc(&lt_ws[dev], LT_WS_BYTES);
+        if (!err && lt.create(&lt_h[dev]) != 0) { lt_h[dev] = NULL; err = -1; }
     }
+    pthread_mutex_unlock(&lt_init_lock);
+    if (err) return err;
     lt_desc desc = NULL; lt_layout la = NULL, lb = NULL, lc = NULL; lt_pref pref = NULL;
     int opa = ta ? LT_OP_T : LT_OP_N, opb = tb ? LT_OP_T : LT_OP_N;
     int epi = bias ? LT_EPILOGUE_BIAS : LT_EPILOGUE_DEFAULT;

@@ -7,18 +7,29 @@ extern "C" int l2s_cuda_device_count(void) {
     return n;
 }
 
-extern "C" int l2s_cuda_set_device(int device) { return (int)cudaSetDevice(device); }
+/* Make `device` current and return the one that was, so the caller can put it back: torch and
+ * other libraries keep their own notion of the current device, which l2s must not change. */
+extern "C" int l2s_cuda_swap_device(int device, int* previous) {
+    int err = (int)cudaGetDevice(previous);
+    if (err) return err;
+    return *previous == device ? 0 : (int)cudaSetDevice(device);
+}
 
 extern "C" const char* l2s_cuda_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
 
 extern "C" int l2s_cuda_malloc(void** ptr, int64_t bytes, int device) {
-    int err = (int)cudaSetDevice(device);
+    int prev, err = l2s_cuda_swap_device(device, &prev);
     if (err) return err;
-    return (int)cudaMalloc(ptr, (size_t)bytes);
+    err = (int)cudaMalloc(ptr, (size_t)bytes);
+    cudaSetDevice(prev);
+    return err;
 }
 
 extern "C" void l2s_cuda_free(void* ptr, int device) {
-    if (cudaSetDevice(device) == cudaSuccess) cudaFree(ptr);
+    int prev;
+    if (l2s_cuda_swap_device(device, &prev) != 0) return;
+    cudaFree(ptr);
+    cudaSetDevice(prev);
 }
 
 extern "C" int l2s_cuda_memset_async(void* ptr, int value, int64_t bytes, void* stream) {
