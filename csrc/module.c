@@ -352,6 +352,11 @@ static PyObject* py_normalize_maps_backward(PyObject* self, PyObject* args, PyOb
  * Relation classifier
  * ------------------------------------------------------------------------------------- */
 static int parse_config(PyObject* o, l2s_classifier_config* c) {
+    if (!PyTuple_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "config must be a tuple (n_maps, map_pixels, n_steps, step_dim, hidden1, "
+                     "hidden2, n_relations, leaky_slope, ln_eps), not %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
     if (!PyArg_ParseTuple(o, "iiiiiiiff;config must be a tuple (n_maps, map_pixels, n_steps, step_dim, hidden1, "
                           "hidden2, n_relations, leaky_slope, ln_eps)",
                           &c->n_maps, &c->map_pixels, &c->n_steps, &c->step_dim, &c->hidden1, &c->hidden2,

@@ -237,3 +237,20 @@ def test_core_import_needs_neither_torch_nor_cublas():
             "maps = open('/proc/self/maps').read(); assert 'cublas' not in maps, 'cublas loaded at import'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("call,exc,msg", [
+    (lambda: _l2s.empty((2, -1)), ValueError, "non-negative"),
+    (lambda: _l2s.empty((2,), "float64"), ValueError, "dtype must be one of"),
+    (lambda: _l2s.empty((2,), device="tpu"), ValueError, "device must be 'cpu' or 'cuda'"),
+    (lambda: _l2s.empty(7), TypeError, "shape must be a sequence"),
+    (lambda: _l2s.empty((1,) * 9), ValueError, "at most 8 dimensions"),
+    (lambda: _l2s.classifier_sizes(CFG, 0), ValueError, "batch must be >= 1"),
+    (lambda: _l2s.classifier_sizes((2, 4, 5, 3, 0, 5, 4, 0.1, 1e-5), 1), ValueError, "hidden sizes"),
+    (lambda: _l2s.classifier_layout((2, 4, 0, 3, 6, 5, 4, 0.1, 1e-5)), ValueError, "n_steps must be >= 1"),
+    (lambda: _l2s.classifier_layout((2, 4, 5, 3, 6, 5, 4, 0.1, 0.0)), ValueError, "ln_eps"),
+    (lambda: _l2s.classifier_layout("nope"), TypeError, "config must be a tuple"),
+])
+def test_bad_arguments_to_sizes_layout_and_empty(call, exc, msg):
+    with pytest.raises(exc, match=msg):
+        call()
