@@ -88,7 +88,10 @@ static PyObject* buffer_dlpack(BufferObject* self, PyObject* args, PyObject* kwa
     /* Our memory has no pending work on any stream (allocation is synchronous), so no sync. */
     if (dl_device != Py_None) {
         int dt, di;
-        if (!PyArg_ParseTuple(dl_device, "ii", &dt, &di)) return NULL;
+        if (!PyTuple_Check(dl_device) || !PyArg_ParseTuple(dl_device, "ii", &dt, &di)) {
+            PyErr_SetString(PyExc_TypeError, "dl_device must be a tuple (device_type, device_id)");
+            return NULL;
+        }
         if (dt != self->device_type || di != self->device_id) {
             PyErr_SetString(PyExc_BufferError, "Buffer cannot be exported to another device (it never copies)");
             return NULL;
@@ -101,7 +104,10 @@ static PyObject* buffer_dlpack(BufferObject* self, PyObject* args, PyObject* kwa
     int versioned = 0;
     if (max_version != Py_None) {
         unsigned major = 0, minor = 0;
-        if (!PyArg_ParseTuple(max_version, "II", &major, &minor)) return NULL;
+        if (!PyTuple_Check(max_version) || !PyArg_ParseTuple(max_version, "II", &major, &minor)) {
+            PyErr_SetString(PyExc_TypeError, "max_version must be a tuple (major, minor)");
+            return NULL;
+        }
         versioned = major >= 1;
     }
     if (versioned) {

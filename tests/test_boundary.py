@@ -250,6 +250,8 @@ def test_core_import_needs_neither_torch_nor_cublas():
     (lambda: _l2s.classifier_layout((2, 4, 0, 3, 6, 5, 4, 0.1, 1e-5)), ValueError, "n_steps must be >= 1"),
     (lambda: _l2s.classifier_layout((2, 4, 5, 3, 6, 5, 4, 0.1, 0.0)), ValueError, "ln_eps"),
     (lambda: _l2s.classifier_layout("nope"), TypeError, "config must be a tuple"),
+    (lambda: _l2s.empty((2,)).__dlpack__(max_version=[1, 0]), TypeError, "max_version must be a tuple"),
+    (lambda: _l2s.empty((2,)).__dlpack__(dl_device=[1, 0]), TypeError, "dl_device must be a tuple"),
 ])
 def test_bad_arguments_to_sizes_layout_and_empty(call, exc, msg):
     with pytest.raises(exc, match=msg):
