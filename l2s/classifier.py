@@ -15,8 +15,7 @@ import numpy as np
 
 import _l2s
 from .core import Array, _is_torch, _prep, _stream, adamw_step, empty
-
-RELATIONS = ("left of", "right of", "above", "below")
+from .geneval import RELATIONS
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""l2s/shapes/scenes.py: determinism, masks vs boxes, captions and their relational fraction."""
+import numpy as np
+import pytest
+
+from l2s.geneval import relation_holds
+from l2s.shapes.scenes import COLOURS, SHAPES, generate_scene, heldout_pairs, render_shape_mask
+
+
+def test_vocabulary_size():
+    assert len(SHAPES) >= 3 and len(COLOURS) >= 6
+
+
+def test_seeded_and_varied():
+    a, b, c = generate_scene(7), generate_scene(7), generate_scene(8)
+    assert np.array_equal(a.image, b.image) and a.caption == b.caption
+    assert not np.array_equal(a.image, c.image)
+    assert a.image.dtype == np.uint8 and a.image.shape == (64, 64, 3)
+
+
+def test_masks_fill_their_boxes():
+    for seed in range(30):
+        sc = generate_scene(seed)
+        assert 2 <= len(sc.objects) <= 3 and len({o.name for o in sc.objects}) == len(sc.objects)
+        for obj, mask in zip(sc.objects, sc.masks):
+            rows, cols = np.nonzero(mask)
+            x0, y0, x1, y1 = (np.array(obj.box) * 64)
+            assert abs(cols.min() - x0) <= 1.5 and abs(cols.max() + 1 - x1) <= 1.5
+            assert abs(rows.min() - y0) <= 1.5 and abs(rows.max() + 1 - y1) <= 1.5
+        assert not (sc.masks.sum(0) > 1).any()                      # objects never overlap
+
+
+@pytest.mark.parametrize("shape,fill", [("square", 1.0), ("circle", np.pi / 4), ("triangle", 0.5),
+                                        ("diamond", 0.5), ("cross", 5 / 9)])
+def test_shape_templates_have_their_area(shape, fill):
+    cover = render_shape_mask(shape, (0.0, 0.0, 1.0, 1.0), 64)
+    assert abs(cover.mean() - fill) < 0.01
+
+
+def test_captions_mostly_without_relations():
+    scenes = [generate_scene(s, relational_fraction=0.1) for s in range(600)]
+    relational = [sc for sc in scenes if sc.relations]
+    assert 0.04 < len(relational) / len(scenes) < 0.16
+    plain = [sc for sc in scenes if not sc.relations]
+    assert all(" and " in sc.caption for sc in plain)
+    for sc in relational:                                           # stated relations are true
+        for s, rel, o in sc.relations:
+            assert relation_holds(sc.objects[s].box, sc.objects[o].box, rel)
+            assert rel in sc.caption
+        assert len(sc.relations) == len(sc.objects) - 1             # a chain over all objects
+
+
+def test_heldout_pairs_never_in_relational_captions():
+    held = heldout_pairs(8)
+    assert len(held) == 8
+    for s in range(400):
+        sc = generate_scene(s, relational_fraction=1.0, heldout=held)
+        if sc.relations:
+            assert not any((o.colour, o.shape) in held for o in sc.objects)
