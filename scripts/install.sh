@@ -7,6 +7,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # torch==2.13.0 is the CPU build on these machines; other versions pull multi-GB CUDA wheels.
-.venv/bin/python -m pip install -q "torch==2.13.0" numpy pytest safetensors tqdm
+.venv/bin/python -m pip install -q "torch==2.13.0" numpy pytest safetensors tqdm \
+    "diffusers==0.42.1" "transformers==5.24.0" pillow
 .venv/bin/python -m pip install -q --no-build-isolation -e .
 .venv/bin/python -m l2s info

@@ -1,0 +1,192 @@
+"""Train the shapes-world text-to-image model (CPU or GPU), resumably.
+
+    python -m l2s train-model --out runs/shapes --steps 5000
+
+Data: seeded scenes (1-3 objects; 10% of captions state relations, never with held-out pairs),
+generated once and cached in the output folder. Objective: epsilon prediction, DDPM noise schedule of
+the pipeline's scheduler; text encoder trained with the UNet; 10% empty captions for guidance.
+Weights are kept as an exponential moving average (EMA), which is what gets saved as the pipeline.
+Checkpoints (every ``--checkpoint-every`` steps) hold the live and EMA weights and the optimiser
+state as safetensors plus a JSON file; training resumes from the latest one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .scenes import generate_scene, heldout_pairs
+
+OBJECT_COUNT_PROBS = (0.3, 0.4, 0.3)      # scenes with 1, 2, 3 objects
+
+
+def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float = 0.1):
+    """n scenes: images [n, S, S, 3] uint8 and captions."""
+    rng = np.random.default_rng(seed)
+    held = heldout_pairs()
+    images = np.empty((n, size, size, 3), np.uint8)
+    captions = []
+    counts = rng.choice([1, 2, 3], size=n, p=OBJECT_COUNT_PROBS)
+    for i in tqdm(range(n), desc="render scenes", disable=None, leave=False):
+        sc = generate_scene(seed * 1_000_003 + i, size=size, n_objects=int(counts[i]),
+                            relational_fraction=relational_fraction, heldout=held)
+        images[i] = sc.image
+        captions.append(sc.caption)
+    return images, captions
+
+
+def _load_or_make_dataset(out: Path, n: int, seed: int):
+    cache = out / f"data-{n}-{seed}.npz"
+    if cache.exists():
+        d = np.load(cache, allow_pickle=False)
+        return d["images"], [str(c) for c in d["captions"]]
+    images, captions = make_dataset(n, seed)
+    np.savez(cache, images=images, captions=np.array(captions))
+    return images, captions
+
+
+class EMA:
+    """Exponential moving average of a set of parameters (kept in float32 beside the model)."""
+
+    def __init__(self, params, decay: float):
+        self.params = list(params)
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))      # warm start: follow closely at first
+        for s, p in zip(self.shadow, self.params):
+            s.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    @torch.no_grad()
+    def swap(self):
+        """Exchange live and EMA weights (call twice to undo)."""
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
+def _lr(step: int, base: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _save_checkpoint(path: Path, step: int, pipe, ema: EMA, opt: torch.optim.Optimizer, extra: dict):
+    from safetensors.torch import save_file
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"live.{i}": p.detach().contiguous() for i, p in enumerate(ema.params)}
+    tensors.update({f"ema.{i}": s.contiguous() for i, s in enumerate(ema.shadow)})
+    for i, p in enumerate(ema.params):
+        st = opt.state.get(p, {})
+        if "exp_avg" in st:
+            tensors[f"adam_m.{i}"] = st["exp_avg"].contiguous()
+            tensors[f"adam_v.{i}"] = st["exp_avg_sq"].contiguous()
+    save_file(tensors, str(path / "state.safetensors"))
+    (path / "state.json").write_text(json.dumps({"step": step, "adam_step": int(opt.state[ema.params[0]]["step"])
+                                                 if ema.params[0] in opt.state else 0, **extra}))
+
+
+def _load_checkpoint(path: Path, ema: EMA, opt: torch.optim.Optimizer) -> int:
+    from safetensors.torch import load_file
+    t = load_file(str(path / "state.safetensors"))
+    meta = json.loads((path / "state.json").read_text())
+    with torch.no_grad():
+        for i, p in enumerate(ema.params):
+            p.copy_(t[f"live.{i}"])
+            ema.shadow[i].copy_(t[f"ema.{i}"])
+            if f"adam_m.{i}" in t:
+                opt.state[p] = {"step": torch.tensor(float(meta["adam_step"])), "exp_avg": t[f"adam_m.{i}"].clone(),
+                                "exp_avg_sq": t[f"adam_v.{i}"].clone()}
+    return int(meta["step"])
+
+
+@torch.no_grad()
+def quick_probe(pipe, n: int = 16, seed: int = 0, steps: int = 20) -> float:
+    """Fraction of single-object samples whose detected object has the prompted colour and shape."""
+    from .detect import detect
+    from .scenes import COLOURS, SHAPES
+    rng = np.random.default_rng(seed)
+    pairs = [(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES))) for _ in range(n)]
+    gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
+    imgs = pipe([f"a {c} {s}" for c, s in pairs], num_inference_steps=steps, generator=gens).images
+    ok = 0
+    for img, pair in zip(imgs, pairs):
+        dets = detect(img)
+        ok += len(dets) >= 1 and max(dets, key=lambda d: d.area).colour == pair[0] and \
+            any((d.colour, d.shape) == pair for d in dets)
+    return ok / n
+
+
+def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3, n_scenes: int = 30000,
+          seed: int = 0, checkpoint_every: int = 500, probe_every: int = 1000, ema_decay: float = 0.999,
+          device: str = "cpu", unet_overrides: dict | None = None) -> Path:
+    """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``)."""
+    from diffusers import DDPMScheduler
+    from .pipeline import build_pipeline
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    images, captions = _load_or_make_dataset(out, n_scenes, seed)
+    pipe = build_pipeline(seed, **(unet_overrides or {})).to(device)
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    ema = EMA(params, ema_decay)
+    start = 0
+    ckpt = out / "checkpoint"
+    if (ckpt / "state.json").exists():
+        start = _load_checkpoint(ckpt, ema, opt)
+    tok = pipe.tokenizer
+    ids_all = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+    empty_ids = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    rng = np.random.default_rng(seed + start)
+    log = open(out / "train_log.jsonl", "a")
+    pipe.unet.train(); pipe.text_encoder.train()
+    t0 = time.time()
+    bar = tqdm(range(start, steps), desc="train shapes model", initial=start, total=steps, disable=None)
+    for step in bar:
+        idx = rng.integers(0, len(images), batch)
+        x = torch.from_numpy(images[idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        ids = ids_all[idx].clone()
+        drop = torch.from_numpy(rng.random(batch) < 0.1)
+        ids[drop] = empty_ids[0]
+        noise = torch.randn_like(x)
+        t = torch.from_numpy(rng.integers(0, noise_sched.config.num_train_timesteps, batch)).to(device)
+        noisy = noise_sched.add_noise(x, noise, t)
+        cond = pipe.text_encoder(ids.to(device)).last_hidden_state
+        loss = torch.nn.functional.mse_loss(pipe.unet(noisy, t, encoder_hidden_states=cond).sample, noise)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, lr, 200, steps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        record = {"step": step + 1, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0}
+        done = step + 1
+        if done % probe_every == 0 or done == steps:
+            ema.swap(); pipe.unet.eval(); pipe.text_encoder.eval()
+            record["probe_single_object_acc"] = quick_probe(pipe)
+            ema.swap(); pipe.unet.train(); pipe.text_encoder.train()
+        if done % 50 == 0 or "probe_single_object_acc" in record:
+            log.write(json.dumps(record) + "\n"); log.flush()
+        if done % checkpoint_every == 0 or done == steps:
+            _save_checkpoint(ckpt, done, pipe, ema, opt, {"batch": batch, "lr": lr, "seed": seed})
+    log.close()
+    ema.swap()                                    # ship the EMA weights
+    pipe.unet.eval(); pipe.text_encoder.eval()
+    final = out / "pipeline"
+    pipe.save_pretrained(final)
+    ema.swap()
+    return final

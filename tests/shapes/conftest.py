@@ -1,0 +1,9 @@
+import pytest
+
+TINY_UNET = dict(block_out_channels=(8, 8, 16, 16), attention_head_dim=4, norm_num_groups=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from l2s.shapes.pipeline import build_pipeline
+    return build_pipeline(seed=0, **TINY_UNET)
