@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     tm.add_argument("--scenes", type=int, default=30000, help="training scenes rendered once and cached (default 30000)")
     tm.add_argument("--seed", type=int, default=0, help="seed of data and initialisation (default 0)")
     tm.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    tm.add_argument("--init-from", default=None, help="pipeline folder to start a new run from (e.g. l2s/weights/"
+                                                      "shapes-pipeline to train the shipped model further)")
     args = parser.parse_args(argv)
 
     if args.command == "generate":
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-model":
         from .shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
-                      device=args.device)
+                      device=args.device, init_from=args.init_from)
         print(f"pipeline saved to {final}")
         return 0
 

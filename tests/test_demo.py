@@ -25,3 +25,19 @@ def test_cli_help_and_info():
     r = subprocess.run([sys.executable, "-m", "l2s", "info"], capture_output=True, text=True, timeout=60)
     info = json.loads(r.stdout)
     assert set(info) == {"cuda_compiled", "cuda_available", "cuda_devices", "gemm_backend"}
+
+
+def test_generate_writes_a_png(tmp_path):
+    """`l2s generate` on a (tiny, untrained) pipeline folder: a PNG of 64 * upscale pixels and a report."""
+    from PIL import Image
+
+    from l2s.shapes.pipeline import build_pipeline
+    build_pipeline(block_out_channels=(8, 8, 16, 16), attention_head_dim=4, norm_num_groups=4).save_pretrained(tmp_path / "m")
+    out = tmp_path / "x.png"
+    r = subprocess.run([sys.executable, "-m", "l2s", "generate", "a red circle above a blue square", "--model",
+                        str(tmp_path / "m"), "--steps", "2", "--upscale", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout[r.stdout.index("{"):])
+    assert report["png"] == str(out) and isinstance(report["detected"], list)
+    assert Image.open(out).size == (128, 128)

@@ -3,8 +3,8 @@
     python -m l2s train-model --out runs/shapes --steps 5000
 
 Data: seeded scenes (1-3 objects; 10% of captions state relations, never with held-out pairs),
-generated once and cached in the output folder. Objective: epsilon prediction, DDPM noise schedule of
-the pipeline's scheduler; text encoder trained with the UNet; 10% empty captions for guidance.
+generated once and cached in the output folder. Objective: v-prediction (see model.py for why not epsilon), DDPM noise
+schedule of the pipeline's scheduler; text encoder trained with the UNet; 10% empty captions for guidance.
 Weights are kept as an exponential moving average (EMA), which is what gets saved as the pipeline.
 Checkpoints (every ``--checkpoint-every`` steps) hold the live and EMA weights and the optimiser
 state as safetensors plus a JSON file; training resumes from the latest one.
@@ -128,8 +128,11 @@ def quick_probe(pipe, n: int = 16, seed: int = 0, steps: int = 20) -> float:
 
 def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3, n_scenes: int = 30000,
           seed: int = 0, checkpoint_every: int = 500, probe_every: int = 1000, ema_decay: float = 0.999,
-          device: str = "cpu", unet_overrides: dict | None = None) -> Path:
-    """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``)."""
+          device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None) -> Path:
+    """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
+
+    ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
+    the shipped model further); ignored when ``out`` already holds a checkpoint to resume."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
@@ -137,6 +140,11 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     torch.manual_seed(seed)
     images, captions = _load_or_make_dataset(out, n_scenes, seed)
     pipe = build_pipeline(seed, **(unet_overrides or {})).to(device)
+    if init_from is not None and not (out / "checkpoint" / "state.json").exists():
+        from .pipeline import load_shipped
+        start_pipe = load_shipped(init_from)
+        pipe.unet.load_state_dict(start_pipe.unet.state_dict())
+        pipe.text_encoder.load_state_dict(start_pipe.text_encoder.state_dict())
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -164,7 +172,8 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
         t = torch.from_numpy(rng.integers(0, noise_sched.config.num_train_timesteps, batch)).to(device)
         noisy = noise_sched.add_noise(x, noise, t)
         cond = pipe.text_encoder(ids.to(device)).last_hidden_state
-        loss = torch.nn.functional.mse_loss(pipe.unet(noisy, t, encoder_hidden_states=cond).sample, noise)
+        target = noise_sched.get_velocity(x, noise, t) if noise_sched.config.prediction_type == "v_prediction" else noise
+        loss = torch.nn.functional.mse_loss(pipe.unet(noisy, t, encoder_hidden_states=cond).sample, target)
         for g in opt.param_groups:
             g["lr"] = _lr(step, lr, 200, steps)
         opt.zero_grad(set_to_none=True)
