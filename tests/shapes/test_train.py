@@ -41,14 +41,15 @@ def test_ema_swap_is_an_involution():
     assert torch.equal(p[0], live)
 
 
-def test_init_from_a_pipeline_folder(tmp_path, tiny_pipe):
+def test_init_from_a_pipeline_folder(tmp_path):
+    """A run started from a folder begins at ITS weights, not at the seed's fresh initialisation."""
     import torch
-    tiny_pipe.save_pretrained(tmp_path / "start")
+    from l2s.shapes.pipeline import build_pipeline, load_shipped
+    start = build_pipeline(seed=7, **TINY_UNET)           # the run itself initialises with seed 0
+    start.save_pretrained(tmp_path / "start")
+    fresh = build_pipeline(seed=0, **TINY_UNET)
     final = train(tmp_path / "run", steps=1, batch=2, n_scenes=8, checkpoint_every=1, probe_every=100,
                   unet_overrides=TINY_UNET, init_from=tmp_path / "start")
-    from l2s.shapes.pipeline import load_shipped
-    trained = load_shipped(final)
-    # one small step from the start: close to it, not equal to a fresh initialisation's distance
-    a = torch.cat([p.flatten() for p in tiny_pipe.unet.parameters()])
-    b = torch.cat([p.flatten() for p in trained.unet.parameters()])
-    assert (a - b).abs().max() < 0.05
+    flat = lambda p: torch.cat([q.detach().flatten() for q in p.unet.parameters()])
+    trained = flat(load_shipped(final))
+    assert (trained - flat(start)).abs().max() < 0.05 < (trained - flat(fresh)).abs().max()
