@@ -71,15 +71,6 @@ def empty(shape: Sequence[int], dtype: str = "float32", like: Array | None = Non
     return _l2s.empty(shape, dtype, "cuda" if kind == 2 else "cpu", index if kind == 2 else 0)
 
 
-def _zeros(shape: Sequence[int], dtype: str, like: Array) -> Array:
-    if _is_torch(like):
-        torch = _torch()
-        return torch.zeros(tuple(shape), dtype=getattr(torch, dtype), device=like.device)
-    if isinstance(like, np.ndarray) or like.__dlpack_device__()[0] == 1:
-        return np.zeros(tuple(shape), dtype=_NP_DTYPES[dtype])
-    raise TypeError("zero-initialised outputs for this array type need an out= argument")
-
-
 def token_table(tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
     """[T, M] int32 table, padded with -1, from one token index (or a list of them) per object.
 
