@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     tm.add_argument("--device", default="cpu", help="torch device (default cpu)")
     tm.add_argument("--init-from", default=None, help="pipeline folder to start a new run from (e.g. l2s/weights/"
                                                       "shapes-pipeline to train the shipped model further)")
+    tm.add_argument("--object-mix", default="0.3,0.4,0.3", help="share of training scenes with 1,2,3 objects "
+                                                              "(default 0.3,0.4,0.3)")
     args = parser.parse_args(argv)
 
     if args.command == "generate":
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-model":
         from .shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
-                      device=args.device, init_from=args.init_from)
+                      device=args.device, init_from=args.init_from,
+                      object_count_probs=_parse_mix(args.object_mix))
         print(f"pipeline saved to {final}")
         return 0
 
@@ -58,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.train_samples, args.epochs, args.batch, args.seed, args.steer_iters)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _parse_mix(text: str) -> tuple[float, float, float]:
+    parts = [float(p) for p in text.split(",")]
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise SystemExit(f"--object-mix needs three non-negative shares such as 0.4,0.35,0.25, got {text!r}")
+    return parts[0], parts[1], parts[2]
 
 
 def _generate(args) -> int:

@@ -22,16 +22,17 @@ from tqdm.auto import tqdm
 
 from .scenes import generate_scene, heldout_pairs
 
-OBJECT_COUNT_PROBS = (0.3, 0.4, 0.3)      # scenes with 1, 2, 3 objects
+OBJECT_COUNT_PROBS = (0.3, 0.4, 0.3)      # default share of scenes with 1, 2, 3 objects
 
 
-def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float = 0.1):
+def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float = 0.1,
+                 object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS):
     """n scenes: images [n, S, S, 3] uint8 and captions."""
     rng = np.random.default_rng(seed)
     held = heldout_pairs()
     images = np.empty((n, size, size, 3), np.uint8)
     captions = []
-    counts = rng.choice([1, 2, 3], size=n, p=OBJECT_COUNT_PROBS)
+    counts = rng.choice([1, 2, 3], size=n, p=np.asarray(object_count_probs) / np.sum(object_count_probs))
     for i in tqdm(range(n), desc="render scenes", disable=None, leave=False):
         sc = generate_scene(seed * 1_000_003 + i, size=size, n_objects=int(counts[i]),
                             relational_fraction=relational_fraction, heldout=held)
@@ -40,12 +41,13 @@ def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float =
     return images, captions
 
 
-def _load_or_make_dataset(out: Path, n: int, seed: int):
-    cache = out / f"data-{n}-{seed}.npz"
+def _load_or_make_dataset(out: Path, n: int, seed: int, object_count_probs: tuple[float, float, float]):
+    mix = "-".join(f"{p:g}" for p in object_count_probs)
+    cache = out / f"data-{n}-{seed}-{mix}.npz"
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
         return d["images"], [str(c) for c in d["captions"]]
-    images, captions = make_dataset(n, seed)
+    images, captions = make_dataset(n, seed, object_count_probs=object_count_probs)
     np.savez(cache, images=images, captions=np.array(captions))
     return images, captions
 
@@ -121,17 +123,19 @@ def quick_probe(pipe, n: int = 16, seed: int = 0, steps: int = 20) -> float:
 
 def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3, n_scenes: int = 30000,
           seed: int = 0, checkpoint_every: int = 500, probe_every: int = 1000, ema_decay: float = 0.999,
-          device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None) -> Path:
+          device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None,
+          object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS) -> Path:
     """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
 
     ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
-    the shipped model further); ignored when ``out`` already holds a checkpoint to resume."""
+    the shipped model further); ignored when ``out`` already holds a checkpoint to resume.
+    ``object_count_probs``: share of training scenes with 1, 2 and 3 objects."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    images, captions = _load_or_make_dataset(out, n_scenes, seed)
+    images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs))
     pipe = build_pipeline(seed, **(unet_overrides or {})).to(device)
     if init_from is not None and not (out / "checkpoint" / "state.json").exists():
         from .pipeline import load_shipped
@@ -184,7 +188,9 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
         if done % 50 == 0 or "probe_single_object_acc" in record:
             log.write(json.dumps(record) + "\n"); log.flush()
         if done % checkpoint_every == 0 or done == steps:
-            _save_checkpoint(ckpt, done, ema, opt, {"batch": batch, "lr": lr, "seed": seed})
+            _save_checkpoint(ckpt, done, ema, opt, {"batch": batch, "lr": lr, "seed": seed,
+                                                    "object_count_probs": list(object_count_probs),
+                                                    "init_from": str(init_from) if init_from else None})
     log.close()
     ema.swap()                                    # ship the EMA weights
     pipe.unet.eval(); pipe.text_encoder.eval()
