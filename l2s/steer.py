@@ -1,0 +1,332 @@
+"""The steering hook: a drop-in ``callback_on_step_end`` for diffusers pipelines.
+
+    steer = Steerer(pipe, classifier, prompt)
+    image = steer.generate(pipe, prompt, num_inference_steps=50)         # steers step 0 too
+    # or, steering steps 1.. only, inside the pipeline's own call:
+    image = pipe(prompt, callback_on_step_end=steer, callback_on_step_end_tensor_inputs=steer.tensor_inputs)
+
+How it works. A forward pre-hook on the denoiser remembers the arguments of its latest call (the
+pipeline's prompt embeddings, SDXL's added conditions, Flux's ids and guidance...). At a steered
+step the hook replays that call on the conditional half only, with the latent requiring grad and
+the step's timestep, captures the subject's and object's cross-attention maps on the chosen layers
+(stopping the forward after the last of them), runs the relation classifier's fused loss and
+input gradient in ``_l2s``, back-propagates to the latent and moves it with ``_l2s``'s latent
+update. diffusers calls the callback after ``scheduler.step``: the latent it returns is the one
+the NEXT step denoises, so the callback at step i steers step i + 1, and ``generate`` steers
+step 0 before handing the latent to the pipeline.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import core
+from .capture import EarlyExit, MapCapture, combine_maps, select_layers
+from .classifier import RelationClassifier, relation_index
+from .prompts import ParsedPrompt, parse_prompt
+
+
+@dataclass
+class SteeringConfig:
+    """Knobs of the steering loop.
+
+    steer_fraction: steer the first ``round(steer_fraction * num_steps)`` steps (ignored when
+        ``steps`` lists step indices explicitly).
+    iterations: gradient updates per steered step (each one denoiser forward to the last captured
+        layer + backward); stops early once the loss is under ``loss_target``.
+    step_size: with ``normalize`` the RMS change of the latent per update (the update is
+        ``step_size * sqrt(numel) * g / ||g||`` per sample); without it the plain ``step_size * g``.
+    step_decay: the step size is multiplied by this after each steered step.
+    blocks / sides / layers: which cross-attention layers to read (see ``capture.select_layers``).
+    early_exit: stop the denoiser's forward after the last captured layer.
+    keep_maps: keep the classifier's input maps of each steered step's first iteration (for plots).
+    """
+    steer_fraction: float = 0.5
+    steps: Sequence[int] | None = None
+    iterations: int = 3
+    step_size: float = 0.1
+    step_decay: float = 1.0
+    normalize: bool = True
+    loss_target: float = 0.02
+    blocks: Sequence[str] | None = None
+    sides: Sequence[int] | None = None
+    layers: Sequence[str] | None = None
+    early_exit: bool = True
+    keep_maps: bool = True
+
+    def steered_steps(self, num_steps: int) -> list[int]:
+        if self.steps is not None:
+            return sorted(int(s) for s in self.steps if 0 <= int(s) < num_steps)
+        return list(range(min(num_steps, round(self.steer_fraction * num_steps))))
+
+
+@dataclass
+class StepRecord:
+    """One gradient iteration: what the classifier saw and what the update did."""
+    step: int
+    iteration: int
+    timestep: float
+    triplet: int
+    relation: str
+    loss: float
+    probs: list[list[float]]
+    grad_norm: list[float]
+    step_size: float
+    skipped: str = ""
+    maps: np.ndarray | None = field(default=None, repr=False)   # [B, 2, S, S] classifier input
+
+
+class _ProbeDone(Exception):
+    """Stops the probe call of ``generate`` once the denoiser's first call has been recorded."""
+
+
+def _denoiser(pipe: Any) -> torch.nn.Module:
+    for name in ("unet", "transformer"):
+        if getattr(pipe, name, None) is not None:
+            return getattr(pipe, name)
+    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+
+
+def _is_flux(model: torch.nn.Module) -> bool:
+    return hasattr(model, "single_transformer_blocks")
+
+
+def _conditional_half(value: Any, batch: int) -> Any:
+    """With classifier-free guidance the pipeline batches [negative, positive]: keep the positive."""
+    if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == 2 * batch:
+        return value[batch:]
+    if isinstance(value, dict):
+        return {k: _conditional_half(v, batch) for k, v in value.items()}
+    return value
+
+
+class Steerer:
+    """Learn-to-Steer for one prompt, usable as ``callback_on_step_end`` (see the module doc).
+
+    Args:
+        pipe: a diffusers pipeline with ``unet`` (SD 1.x/2.x/XL, the shapes pipeline) or
+            ``transformer`` (Flux).
+        classifier: a ``RelationClassifier`` trained on this model's maps (``n_maps`` = 2).
+        prompt: parsed with the pipeline's tokenizer (Flux: ``tokenizer_2``, the T5 one);
+            or pass ``parsed`` (``prompts.make_triplets``) to give triplets and tokens directly.
+        config / overrides: a ``SteeringConfig`` and/or its fields as keywords.
+    A prompt without a relation gives a steerer that does nothing: generation is unmodified.
+    ``records`` lists a ``StepRecord`` per gradient iteration.
+    """
+
+    tensor_inputs = ["latents"]
+
+    def __init__(self, pipe: Any, classifier: RelationClassifier, prompt: str | None = None,
+                 parsed: ParsedPrompt | None = None, config: SteeringConfig | None = None, **overrides: Any):
+        self.config = SteeringConfig(**{**(config.__dict__ if config else {}), **overrides})
+        self.denoiser = _denoiser(pipe)
+        self.is_flux = _is_flux(self.denoiser)
+        if parsed is None:
+            if prompt is None:
+                raise ValueError("give a prompt or parsed triplets")
+            tok = pipe.tokenizer_2 if self.is_flux else pipe.tokenizer
+            parsed = parse_prompt(prompt, tok)
+        self.parsed = parsed
+        if classifier.config.n_maps != 2:
+            raise ValueError(f"the classifier reads {classifier.config.n_maps} maps; steering needs 2 (subject, object)")
+        self.classifier = classifier
+        self.labels = relation_index(classifier.config, [t.relation for t in parsed.triplets]) if parsed.triplets else None
+        self.layers = select_layers(self.denoiser, self.config.blocks, self.config.sides, self.config.layers)
+        self.records: list[StepRecord] = []
+        self._iteration = 0
+        self._warned = False
+        self._call: tuple[tuple, dict] | None = None
+        self._probing = False
+        self._hook = None
+        if parsed.triplets:
+            self._hook = self.denoiser.register_forward_pre_hook(self._remember_call, with_kwargs=True)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """False for prompts without a relation: the steerer then never touches the pipeline."""
+        return bool(self.parsed.triplets)
+
+    def close(self) -> None:
+        """Remove the denoiser hook (also done on ``with`` exit)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._call = None
+
+    def __enter__(self) -> "Steerer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _remember_call(self, module, args, kwargs):
+        self._call = (args, kwargs)
+        if self._probing:
+            raise _ProbeDone()
+
+    # -- the callback -----------------------------------------------------------------------------
+    def __call__(self, pipe: Any, i: int, t: Any, callback_kwargs: dict) -> dict:
+        """diffusers' ``callback_on_step_end``: steers the latent that step i + 1 will denoise."""
+        if not self.active or self._call is None:
+            return {}
+        timesteps = pipe.scheduler.timesteps
+        nxt = i + 1
+        if nxt >= len(timesteps) or nxt not in self.config.steered_steps(len(timesteps)):
+            return {}
+        latents = callback_kwargs["latents"]
+        steered = self.steer_latents(pipe, latents, nxt, len(timesteps), recorded_t=t)
+        return {"latents": steered}
+
+    def steer_latents(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int,
+                      recorded_t: Any) -> torch.Tensor:
+        """Run the gradient iterations of one step on ``latents`` (as the pipeline holds them) and
+        return the steered latents (a new tensor; the input is not modified)."""
+        cfg = self.config
+        t = pipe.scheduler.timesteps[step]
+        args = self._replay_arguments(latents.shape[0], t, recorded_t)
+        z = latents.detach().float().clone().contiguous()
+        per_sample = z[0].numel()
+        n_steered = cfg.steered_steps(num_steps).index(step) if step in cfg.steered_steps(num_steps) else 0
+        size = cfg.step_size * (cfg.step_decay ** n_steered)
+        scale = size * math.sqrt(per_sample) if cfg.normalize else size
+        cls_step = min(self.classifier.config.n_steps - 1, round(step * self.classifier.config.n_steps / num_steps))
+        B = z.shape[0]
+        for it in range(cfg.iterations):
+            k = self._iteration % len(self.parsed.triplets)      # round robin over relations
+            self._iteration += 1
+            trip = self.parsed.triplets[k]
+            x, grad = self._loss_input(pipe, z, latents.dtype, t, args, trip)
+            loss_mean, dx, probs = self.classifier.loss_and_input_grad(
+                x.detach(), np.full(B, self.labels[k], np.int32), np.full(B, cls_step, np.int32))
+            rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
+                             maps=x.detach().float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
+            self.records.append(rec)
+            if not math.isfinite(loss_mean):
+                self._skip(rec, "non-finite loss")
+                break
+            if loss_mean < cfg.loss_target:
+                rec.skipped = "loss under target"
+                break
+            g = grad(torch.as_tensor(np.asarray(dx) if not torch.is_tensor(dx) else dx, device=x.device) * B)
+            if not torch.isfinite(g).all():
+                self._skip(rec, "non-finite gradient")
+                break
+            norms = core.update_latent(z, g.float().contiguous(), scale, normalize=cfg.normalize)
+            rec.grad_norm = [float(v) for v in _tolist(norms)]
+        return z.to(latents.dtype)
+
+    def _skip(self, rec: StepRecord, why: str) -> None:
+        rec.skipped = why
+        if not self._warned:
+            warnings.warn(f"l2s: {why} at step {rec.step}: update skipped, latent kept (warned once)", RuntimeWarning)
+            self._warned = True
+
+    # -- the gradient pass ------------------------------------------------------------------------
+    def _replay_arguments(self, batch: int, t: Any, recorded_t: Any) -> dict:
+        """The denoiser's latest call, bound to parameter names, on the conditional half."""
+        if self._call is None:
+            raise RuntimeError("the denoiser has not been called yet: nothing to replay")
+        args, kwargs = self._call
+        bound = inspect.signature(self.denoiser.forward).bind(*args, **kwargs)
+        out = {k: _conditional_half(v, batch) for k, v in bound.arguments.items()}
+        extra = out.pop("kwargs", None)
+        if isinstance(extra, dict):
+            out.update(extra)
+        ts = torch.as_tensor(out["timestep"])
+        # the pipeline may pass a rescaled timestep (Flux: t / 1000): keep its ratio to the scheduler's
+        rec, seen = float(torch.as_tensor(recorded_t).reshape(-1)[0]), float(ts.reshape(-1)[0])
+        ratio = seen / rec if rec != 0 else 1.0
+        new = torch.as_tensor(t, device=ts.device)
+        new = (new if ratio == 1.0 else new.double() * ratio).to(ts.dtype)
+        out["timestep"] = new.expand(ts.shape) if ts.ndim else new
+        out["return_dict"] = False
+        return out
+
+    def _loss_input(self, pipe, z: torch.Tensor, dtype, t, args: dict, trip) -> tuple[torch.Tensor, Any]:
+        """Classifier input maps [B, 2, S, S] for one triplet, and a function that maps their
+        gradient to the latent's."""
+        z_in = z.detach().to(dtype).requires_grad_(True)
+        sample_key = "hidden_states" if self.is_flux else "sample"
+        call = dict(args)
+        scale_input = getattr(pipe.scheduler, "scale_model_input", None)
+        call[sample_key] = scale_input(z_in, t) if (scale_input is not None and not self.is_flux) else z_in
+        objects = self.parsed.objects
+        tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
+        if self.is_flux:
+            ids = call["img_ids"]
+            grid = (int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1)
+            n_text = call["encoder_hidden_states"].shape[1]
+        else:
+            grid, n_text = tuple(z.shape[-2:]), 0
+        with torch.enable_grad(), MapCapture(self.denoiser, self.layers, self.config.early_exit) as cap:
+            cap.begin(tokens, grid, n_text)
+            try:
+                self.denoiser(**call)
+            except EarlyExit:
+                pass
+            maps = cap.end()
+            x = combine_maps([maps[l.name] for l in self.layers if l.name in maps], self.classifier.config.map_size)
+
+        def grad(dx: torch.Tensor) -> torch.Tensor:
+            (g,) = torch.autograd.grad(x, z_in, dx.to(x.dtype))
+            return g
+        return x, grad
+
+    # -- whole generation -------------------------------------------------------------------------
+    def generate(self, pipe: Any, prompt: str | list[str], **kwargs: Any) -> Any:
+        """``pipe(prompt, **kwargs)`` with steering on every steered step, step 0 included.
+
+        Initial latents are drawn like the pipeline draws them (same generator, same shape), so a
+        prompt without a relation gives exactly the unhooked pipeline's output.
+        """
+        if "callback_on_step_end" in kwargs:
+            raise ValueError("generate() installs its own callback_on_step_end; call the pipeline yourself to add one")
+        if not self.active:
+            return pipe(prompt, **kwargs)
+        num_steps = kwargs.get("num_inference_steps", 50)
+        if 0 in self.config.steered_steps(num_steps):
+            latents = kwargs.pop("latents", None)
+            if latents is None:
+                latents = self._initial_latents(pipe, prompt, kwargs)
+            self._probing = True
+            try:
+                pipe(prompt, latents=latents, **kwargs)
+            except _ProbeDone:
+                pass
+            finally:
+                self._probing = False
+            sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
+            t0 = pipe.scheduler.timesteps[0]
+            steered = self.steer_latents(pipe, latents * sigma, 0, num_steps, recorded_t=t0)
+            kwargs["latents"] = steered / sigma if sigma != 1.0 else steered
+        return pipe(prompt, callback_on_step_end=self, callback_on_step_end_tensor_inputs=self.tensor_inputs, **kwargs)
+
+    def _initial_latents(self, pipe: Any, prompt: str | list[str], kwargs: dict) -> torch.Tensor:
+        from diffusers.utils.torch_utils import randn_tensor
+        n = (1 if isinstance(prompt, str) else len(prompt)) * kwargs.get("num_images_per_prompt", 1)
+        device = getattr(pipe, "_execution_device", None) or self.denoiser.device
+        generator = kwargs.get("generator")
+        if self.is_flux:
+            height = kwargs.get("height") or pipe.default_sample_size * pipe.vae_scale_factor
+            width = kwargs.get("width") or pipe.default_sample_size * pipe.vae_scale_factor
+            latents, _ = pipe.prepare_latents(n, self.denoiser.config.in_channels // 4, height, width,
+                                              self.denoiser.dtype, device, generator)
+            return latents
+        cfg = self.denoiser.config
+        vsf = getattr(pipe, "vae_scale_factor", 1)
+        side = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+        height = kwargs.get("height") or side * vsf
+        width = kwargs.get("width") or side * vsf
+        shape = (n, cfg.in_channels, height // vsf, width // vsf)
+        return randn_tensor(shape, generator=generator, device=device, dtype=self.denoiser.dtype)
+
+
+def _tolist(a: Any) -> list:
+    return (a.detach().cpu().numpy() if torch.is_tensor(a) else np.asarray(a)).tolist()

@@ -1,0 +1,81 @@
+"""Tiny random-weight diffusers models of the real architectures, built from configs in code.
+
+``tiny_sd_pipeline``: a StableDiffusionPipeline (UNet2DConditionModel with cross-attention at two
+levels, AutoencoderKL, CLIPTextModel and a CLIP BPE tokenizer whose vocabulary and merges the
+test writes). ``tiny_flux``: a FluxTransformer2DModel with double- and single-stream blocks.
+"""
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import torch
+
+# a few merges so that some words are one token and others several ("teddy bear" -> many)
+MERGES = ["d o", "do g</w>", "c a", "ca t</w>", "b a", "ba ll</w>", "l l</w>", "o f</w>", "a b", "ab o", "abo v",
+          "abov e</w>"]
+
+
+def write_clip_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = list(string.ascii_lowercase) + list(string.digits) + list(",.!?'-")
+    vocab = {}
+    for s in symbols:
+        vocab.setdefault(s, len(vocab))
+        vocab.setdefault(s + "</w>", len(vocab))
+    for m in MERGES:
+        vocab.setdefault(m.replace(" ", ""), len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=40)
+
+
+def tiny_sd_pipeline(tmp_path: Path, seed: int = 0):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    tok = write_clip_tokenizer(tmp_path / "tokenizer")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, max_position_embeddings=tok.model_max_length,
+                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                        pad_token_id=tok.pad_token_id))
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_flux(seed: int = 0):
+    from diffusers import FluxTransformer2DModel
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
+                                  attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
+                                  pooled_projection_dim=12, guidance_embeds=False, axes_dims_rope=(4, 6, 6))
+
+
+def flux_inputs(model, batch: int = 2, grid: tuple[int, int] = (6, 4), n_text: int = 7, seed: int = 0):
+    """Random inputs of a FluxTransformer2DModel call as FluxPipeline makes them (packed latents)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = grid
+    img_ids = torch.zeros(h, w, 3)
+    img_ids[..., 1] = torch.arange(h)[:, None]
+    img_ids[..., 2] = torch.arange(w)[None, :]
+    return dict(hidden_states=torch.randn(batch, h * w, model.config.in_channels, generator=g),
+                encoder_hidden_states=torch.randn(batch, n_text, model.config.joint_attention_dim, generator=g),
+                pooled_projections=torch.randn(batch, model.config.pooled_projection_dim, generator=g),
+                timestep=torch.full((batch,), 0.7), img_ids=img_ids.reshape(h * w, 3),
+                txt_ids=torch.zeros(n_text, 3), return_dict=False)
