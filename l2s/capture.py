@@ -167,7 +167,9 @@ class _CaptureProcessor:
         cap = self.capture
         if cap.active and self.layer.name not in cap.maps:
             q, k, grid = self._queries_keys(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
-            maps = AttentionMapsFn.apply(q, k, cap.table, float(attn.scale))
+            # SDPA's default scale unless the module states its own (UNet Attention has .scale)
+            scale = float(getattr(attn, "scale", None) or q.shape[-1] ** -0.5)
+            maps = AttentionMapsFn.apply(q, k, cap.table, scale)
             cap.record(self.layer.name, maps.reshape(maps.shape[0], maps.shape[1], *grid))
         return out
 

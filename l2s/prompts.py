@@ -23,7 +23,7 @@ RELATION_PHRASES: dict[str, str] = {
     "above": "above", "on top of": "above", "over": "above", "atop": "above",
     "below": "below", "under": "below", "beneath": "below", "underneath": "below",
 }
-_FRAMING = re.compile(r"^(?:(?:a|an|the)\s+)?(?:photo|picture|image|painting|drawing|rendering)\s+of\s+", re.I)
+_FRAMING = re.compile(r"^(?:(?:a|an|the)\s+)?(?:photo|picture|image|painting|drawing|rendering)\s+of(?:\s+|$)", re.I)
 _ARTICLE = re.compile(r"^(?:a|an|the|one|some)\s+", re.I)
 _SEPARATOR = re.compile(r"\s*(?:,|;|\band\b|\bwith\b|\bnext to\b)\s*", re.I)
 _RELATION_RE = re.compile(r"\b(" + "|".join(sorted((re.escape(p) for p in RELATION_PHRASES), key=len, reverse=True))
