@@ -1,0 +1,202 @@
+"""l2s/steer.py on a tiny random-weight StableDiffusionPipeline: the hook end to end."""
+import numpy as np
+import pytest
+import torch
+
+from l2s.capture import find_cross_attention_layers
+from l2s.classifier import ClassifierConfig, RelationClassifier, relation_index
+from l2s.demo import train as train_classifier
+from l2s.prompts import make_triplets
+from l2s.steer import Steerer, SteeringConfig
+from reference import classifier_torch
+from tiny_models import tiny_sd_pipeline
+
+PROMPT = "a dog to the left of a cat"
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return tiny_sd_pipeline(tmp_path_factory.mktemp("sd"))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """Trained on synthetic blob pairs at 8x8 (the tiny UNet's maps are 16x16 and 8x8)."""
+    model = RelationClassifier(ClassifierConfig(map_size=8, hidden1=32, hidden2=16, n_steps=10, step_dim=4), seed=0)
+    train_classifier(model, 2048, 4, 64, seed=0)
+    return model
+
+
+def _run(pipe, steer=None, steps=4, seed=0, prompt=PROMPT):
+    args = dict(num_inference_steps=steps, guidance_scale=3.0, output_type="np", generator=torch.Generator().manual_seed(seed))
+    if steer is None:
+        return pipe(prompt, **args).images
+    return steer.generate(pipe, prompt, **args).images
+
+
+def test_steering_lowers_the_classifier_loss(sd, classifier):
+    with Steerer(sd, classifier, PROMPT, iterations=4, step_size=0.3, loss_target=0.0) as steer:
+        images = _run(sd, steer)
+    assert np.isfinite(images).all()
+    assert {r.step for r in steer.records} == {0, 1}                       # first half of 4 steps
+    for step in (0, 1):
+        losses = [r.loss for r in steer.records if r.step == step]
+        assert len(losses) == 4
+        assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.9 * losses[0], losses
+    rec = steer.records[0]
+    assert rec.relation == "left of" and rec.maps.shape == (1, 2, 8, 8) and len(rec.grad_norm) == 1
+    assert abs(sum(rec.probs[0]) - 1) < 1e-5
+
+
+def test_no_relation_prompt_is_bit_identical_and_untouched(sd, classifier):
+    before = dict(sd.unet.attn_processors)
+    hooks_before = len(sd.unet._forward_pre_hooks)
+    steer = Steerer(sd, classifier, "a dog and a cat")
+    assert not steer.active and len(sd.unet._forward_pre_hooks) == hooks_before
+    plain = _run(sd, prompt="a dog and a cat")
+    out = steer.generate(sd, "a dog and a cat", num_inference_steps=4, guidance_scale=3.0, output_type="np",
+                         generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_array_equal(out, plain)
+    assert steer.records == []
+    assert all(sd.unet.attn_processors[k] is v for k, v in before.items())
+
+
+def test_zero_step_size_reproduces_the_unhooked_pipeline(sd, classifier):
+    """The hook's own plumbing (initial latents, step-0 probe, callback) changes nothing by itself."""
+    plain = _run(sd)
+    with Steerer(sd, classifier, PROMPT, iterations=2, step_size=0.0, loss_target=0.0) as steer:
+        out = _run(sd, steer)
+    np.testing.assert_array_equal(out, plain)
+    assert len(steer.records) == 4
+
+
+def test_processors_and_hooks_restored(sd, classifier):
+    before = dict(sd.unet.attn_processors)
+    n_hooks = len(sd.unet._forward_pre_hooks)
+    with Steerer(sd, classifier, PROMPT, iterations=1) as steer:
+        _run(sd, steer, steps=2)
+        assert all(sd.unet.attn_processors[k] is v for k, v in before.items())
+    assert len(sd.unet._forward_pre_hooks) == n_hooks
+
+
+def test_callback_form_steers_steps_after_the_first(sd, classifier):
+    with Steerer(sd, classifier, PROMPT, iterations=1, loss_target=0.0) as steer:
+        sd(PROMPT, num_inference_steps=6, guidance_scale=3.0, output_type="np",
+           generator=torch.Generator().manual_seed(1), callback_on_step_end=steer,
+           callback_on_step_end_tensor_inputs=steer.tensor_inputs)
+    assert [r.step for r in steer.records] == [1, 2]
+    assert [r.timestep for r in steer.records] == [float(t) for t in sd.scheduler.timesteps[1:3]]
+
+
+def test_gradient_matches_a_pure_torch_loss(sd, classifier, rng):
+    """The steering gradient (early-exit forward, C extraction/resize/normalise/classifier) equals
+    torch autograd through the whole UNet with torch maps and a torch classifier."""
+    steer = Steerer(sd, classifier, PROMPT, loss_target=-1.0)
+    latents = torch.tensor(rng.normal(size=(1, 4, 16, 16)), dtype=torch.float32)
+    sd.scheduler.set_timesteps(4)
+    t = sd.scheduler.timesteps[1]
+    ids = sd.tokenizer(PROMPT, padding="max_length", max_length=sd.tokenizer.model_max_length,
+                       return_tensors="pt").input_ids
+    with torch.no_grad():
+        cond = sd.text_encoder(ids)[0]
+    steer._call = ((latents, t), {"encoder_hidden_states": cond})
+    args = steer._replay_arguments(1, t, t)
+    trip = steer.parsed.triplets[0]
+    x, grad = steer._loss_input(sd, latents, torch.float32, t, args, trip)
+    label = relation_index(classifier.config, [trip.relation])
+    loss, dx, _ = classifier.loss_and_input_grad(x.detach(), label, np.array([2], np.int32))
+    g = grad(torch.as_tensor(dx))
+    steer.close()
+
+    z = latents.clone().requires_grad_(True)
+    tokens = [list(o.tokens) for o in steer.parsed.objects]
+    store = {}
+
+    def hook(name):
+        def fn(mod, a, kw, out):
+            q = mod.to_q(a[0]).unflatten(-1, (mod.heads, -1)).transpose(1, 2)
+            k = mod.to_k(kw["encoder_hidden_states"]).unflatten(-1, (mod.heads, -1)).transpose(1, 2)
+            p = torch.softmax(q @ k.transpose(-1, -2) * mod.scale, -1)
+            store[name] = torch.stack([p[..., tk].sum(-1).mean(1) for tk in tokens], 1)
+        return fn
+    chosen = {l.name for l in steer.layers}
+    handles = [l.module.register_forward_hook(hook(l.name), with_kwargs=True)
+               for l in find_cross_attention_layers(sd.unet) if l.name in chosen]
+    try:
+        sd.unet(sd.scheduler.scale_model_input(z, t), t, encoder_hidden_states=cond)
+    finally:
+        for h in handles:
+            h.remove()
+    maps = []
+    for l in steer.layers:
+        m = store[l.name]
+        side = int(m.shape[-1] ** 0.5)
+        m = m.reshape(1, 2, side, side)
+        maps.append(torch.nn.functional.interpolate(m, size=(8, 8), mode="bilinear", align_corners=False)
+                    if side != 8 else m)
+    xr = torch.stack(maps).mean(0)
+    xr = xr / (xr.sum((-2, -1), keepdim=True) + 1e-8)
+    params = torch.tensor(classifier.params)
+    _, losses = classifier_torch(params, classifier.layout, classifier.config.core_tuple(), xr, [2], label)
+    losses.mean().backward()
+    np.testing.assert_allclose(loss, losses.item(), rtol=1e-4)
+    torch.testing.assert_close(g, z.grad, rtol=2e-3, atol=1e-5 * z.grad.abs().max().item())
+
+
+def test_multi_relation_prompts_alternate(sd, classifier):
+    prompt = "a dog above a cat to the left of a ball"
+    with Steerer(sd, classifier, prompt, iterations=3, loss_target=0.0) as steer:
+        assert steer.parsed.describe() == ["dog | above | cat", "cat | left of | ball"]
+        steer.generate(sd, prompt, num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                       generator=torch.Generator().manual_seed(0))
+    assert [r.relation for r in steer.records] == ["above", "left of", "above"]
+
+
+def test_explicit_triplets_override_the_parser(sd, classifier):
+    parsed = make_triplets([[2], [4]], [(1, "below", 0)])
+    with Steerer(sd, classifier, parsed=parsed, iterations=1, loss_target=0.0) as steer:
+        steer.generate(sd, "anything at all", num_inference_steps=2, guidance_scale=1.0, output_type="np",
+                       generator=torch.Generator().manual_seed(0))
+    assert [r.relation for r in steer.records] == ["below"]
+
+
+def test_nan_gradient_keeps_the_latent_and_warns_once(sd):
+    broken = RelationClassifier(ClassifierConfig(map_size=8, hidden1=8, hidden2=8, n_steps=10, step_dim=4))
+    broken.params[:] = np.nan
+    plain = _run(sd)
+    with Steerer(sd, broken, PROMPT, iterations=2) as steer:
+        with pytest.warns(RuntimeWarning, match="non-finite") as caught:
+            out = _run(sd, steer)
+    assert len([w for w in caught if "l2s" in str(w.message)]) == 1
+    np.testing.assert_array_equal(out, plain)
+    assert all(r.skipped for r in steer.records)
+
+
+def test_bf16_unet(sd, classifier, rng):
+    """bf16 model: maps and the classifier stay float32, the update lands in the latent's dtype."""
+    sd.unet.to(torch.bfloat16)
+    try:
+        with Steerer(sd, classifier, PROMPT, iterations=2, loss_target=0.0) as steer:
+            latents = torch.tensor(rng.normal(size=(1, 4, 16, 16)), dtype=torch.bfloat16)
+            sd.scheduler.set_timesteps(4)
+            t = sd.scheduler.timesteps[0]
+            cond = torch.randn(1, sd.tokenizer.model_max_length, 32, dtype=torch.bfloat16)
+            steer._call = ((latents, t), {"encoder_hidden_states": cond})
+            out = steer.steer_latents(sd, latents, 0, 4, recorded_t=t)
+        assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+        assert not torch.equal(out, latents)
+        assert steer.records[0].maps.dtype == np.float32
+    finally:
+        sd.unet.to(torch.float32)
+
+
+def test_config_schedule():
+    assert SteeringConfig().steered_steps(50) == list(range(25))
+    assert SteeringConfig(steer_fraction=0.1).steered_steps(4) == []
+    assert SteeringConfig(steps=[0, 3, 99]).steered_steps(4) == [0, 3]
+
+
+def test_classifier_must_read_two_maps(sd):
+    three = RelationClassifier(ClassifierConfig(map_size=8, n_maps=3, hidden1=8, hidden2=8))
+    with pytest.raises(ValueError, match="2"):
+        Steerer(sd, three, PROMPT)
