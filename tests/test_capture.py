@@ -5,7 +5,7 @@ import torch
 
 from l2s.capture import (EarlyExit, MapCapture, combine_maps, find_cross_attention_layers, select_layers)
 from reference import attn_maps_torch
-from tiny_models import flux_inputs, tiny_flux, tiny_sd_pipeline
+from l2s.testing import flux_inputs, tiny_flux, tiny_sd_pipeline
 
 TOKENS = [[3], [5, 6]]
 

@@ -3,7 +3,7 @@ import pytest
 
 from l2s.prompts import PromptParseError, make_triplets, parse_prompt
 from l2s.shapes.model import build_tokenizer
-from tiny_models import write_clip_tokenizer
+from l2s.testing import write_clip_tokenizer
 
 
 @pytest.fixture(scope="module")

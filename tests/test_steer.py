@@ -9,7 +9,7 @@ from l2s.demo import train as train_classifier
 from l2s.prompts import make_triplets
 from l2s.steer import Steerer, SteeringConfig
 from reference import classifier_torch
-from tiny_models import tiny_sd_pipeline
+from l2s.testing import tiny_sd_pipeline
 
 PROMPT = "a dog to the left of a cat"
 
@@ -200,3 +200,32 @@ def test_classifier_must_read_two_maps(sd):
     three = RelationClassifier(ClassifierConfig(map_size=8, n_maps=3, hidden1=8, hidden2=8))
     with pytest.raises(ValueError, match="2"):
         Steerer(sd, three, PROMPT)
+
+
+def test_flux_transformer_steering(classifier):
+    """Flux path: the recorded transformer call is replayed on packed latents with the pipeline's
+    t / 1000 timestep convention, the maps come from the joint attention, and the loss falls."""
+    from types import SimpleNamespace
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from l2s.testing import flux_inputs, tiny_flux
+    model = tiny_flux()
+    sched = FlowMatchEulerDiscreteScheduler()
+    sched.set_timesteps(4)
+    pipe = SimpleNamespace(transformer=model, scheduler=sched)
+    grid = (8, 8)
+    with Steerer(pipe, classifier, parsed=make_triplets([[1], [4, 5]], [(0, "above", 1)]), iterations=4,
+                 step_size=0.3, loss_target=0.0) as steer:
+        inputs = flux_inputs(model, batch=1, grid=grid, seed=3)
+        t0 = sched.timesteps[0]
+        inputs["timestep"] = (t0 / 1000).expand(1)
+        seen = []
+        model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["timestep"].clone()), with_kwargs=True)
+        with torch.no_grad():
+            model(**inputs)                                    # the pipeline's step-0 call (recorded)
+        out = steer(pipe, 0, t0, {"latents": inputs["hidden_states"]})["latents"]
+    assert out.shape == inputs["hidden_states"].shape and not torch.equal(out, inputs["hidden_states"])
+    losses = [r.loss for r in steer.records]
+    assert [r.step for r in steer.records] == [1] * 4 and losses[-1] < losses[0], losses
+    torch.testing.assert_close(seen[1], (sched.timesteps[1] / 1000).expand(1))   # replayed at step 1
+    assert steer.records[0].maps.shape == (1, 2, 8, 8)

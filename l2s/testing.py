@@ -1,8 +1,9 @@
-"""Tiny random-weight diffusers models of the real architectures, built from configs in code.
+"""Random-weight diffusers models built from configs in code (no download): for tests and benchmarks.
 
 ``tiny_sd_pipeline``: a StableDiffusionPipeline (UNet2DConditionModel with cross-attention at two
 levels, AutoencoderKL, CLIPTextModel and a CLIP BPE tokenizer whose vocabulary and merges the
-test writes). ``tiny_flux``: a FluxTransformer2DModel with double- and single-stream blocks.
+caller's folder receives). ``tiny_flux``: a FluxTransformer2DModel with double- and single-stream
+blocks. ``sd_unet``: the real Stable Diffusion 1.4 / 2.1 UNet architectures (random weights).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ MERGES = ["d o", "do g</w>", "c a", "ca t</w>", "b a", "ba ll</w>", "l l</w>", "
           "abov e</w>"]
 
 
-def write_clip_tokenizer(folder: Path):
+def write_clip_tokenizer(folder: Path, max_length: int = 40):
+    """A CLIP BPE tokenizer over letters, digits and a few merges, written to ``folder``."""
     from transformers import CLIPTokenizer
     folder.mkdir(parents=True, exist_ok=True)
     symbols = list(string.ascii_lowercase) + list(string.digits) + list(",.!?'-")
@@ -31,7 +33,7 @@ def write_clip_tokenizer(folder: Path):
         vocab[special] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=40)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
 def tiny_sd_pipeline(tmp_path: Path, seed: int = 0):
@@ -79,3 +81,25 @@ def flux_inputs(model, batch: int = 2, grid: tuple[int, int] = (6, 4), n_text: i
                 pooled_projections=torch.randn(batch, model.config.pooled_projection_dim, generator=g),
                 timestep=torch.full((batch,), 0.7), img_ids=img_ids.reshape(h * w, 3),
                 txt_ids=torch.zeros(n_text, 3), return_dict=False)
+
+
+# Stable Diffusion UNets as their published configs describe them (architecture only)
+SD_UNET_CONFIGS = {
+    "sd14": dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
+    "sd21": dict(sample_size=96, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=1024,
+                 attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
+}
+
+
+def sd_unet(name: str = "sd14", seed: int = 0, dtype=torch.float32):
+    """A random-weight UNet2DConditionModel of a real SD architecture ("sd14" or "sd21")."""
+    from diffusers import UNet2DConditionModel
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**SD_UNET_CONFIGS[name])
+    return unet if dtype == torch.float32 else unet.to(dtype)
