@@ -252,6 +252,12 @@ class Steerer:
     def _loss_input(self, pipe, z: torch.Tensor, dtype, t, args: dict, trip) -> tuple[torch.Tensor, Any]:
         """Classifier input maps [B, 2, S, S] for one triplet, and a function that maps their
         gradient to the latent's."""
+        # the pipeline calls us under torch.no_grad(): everything from z_in on (scheduler input
+        # scaling included: Euler divides by sqrt(sigma^2 + 1)) must record the graph
+        with torch.enable_grad():
+            return self._maps_with_grad(pipe, z, dtype, t, args, trip)
+
+    def _maps_with_grad(self, pipe, z, dtype, t, args, trip):
         z_in = z.detach().to(dtype).requires_grad_(True)
         sample_key = "hidden_states" if self.is_flux else "sample"
         call = dict(args)
@@ -265,7 +271,7 @@ class Steerer:
             n_text = call["encoder_hidden_states"].shape[1]
         else:
             grid, n_text = tuple(z.shape[-2:]), 0
-        with torch.enable_grad(), MapCapture(self.denoiser, self.layers, self.config.early_exit) as cap:
+        with MapCapture(self.denoiser, self.layers, self.config.early_exit) as cap:
             cap.begin(tokens, grid, n_text)
             try:
                 self.denoiser(**call)
@@ -304,8 +310,10 @@ class Steerer:
                 self._probing = False
             sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
             t0 = pipe.scheduler.timesteps[0]
-            steered = self.steer_latents(pipe, latents * sigma, 0, num_steps, recorded_t=t0)
-            kwargs["latents"] = steered / sigma if sigma != 1.0 else steered
+            scaled = latents * sigma
+            steered = self.steer_latents(pipe, scaled, 0, num_steps, recorded_t=t0)
+            # the pipeline multiplies by sigma again: hand back the change, not a re-divided latent
+            kwargs["latents"] = latents + (steered - scaled) / sigma
         return pipe(prompt, callback_on_step_end=self, callback_on_step_end_tensor_inputs=self.tensor_inputs, **kwargs)
 
     def _initial_latents(self, pipe: Any, prompt: str | list[str], kwargs: dict) -> torch.Tensor:

@@ -57,8 +57,7 @@ def tiny_sd_pipeline(tmp_path: Path, seed: int = 0):
                           set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _ready(pipe)
 
 
 def tiny_flux(seed: int = 0):
@@ -103,3 +102,60 @@ def sd_unet(name: str = "sd14", seed: int = 0, dtype=torch.float32):
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**SD_UNET_CONFIGS[name])
     return unet if dtype == torch.float32 else unet.to(dtype)
+
+
+def _ready(pipe):
+    """Models built from a config start in train mode (T5 has dropout): pipelines run them in eval."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_vae(latent_channels: int = 4, levels: int = 2):
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(16,) * levels,
+                         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+                         norm_num_groups=8, shift_factor=0.0)
+
+
+def _tiny_clip(tok, hidden: int, with_projection: bool = False, projection_dim: int = 16):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=tok.model_max_length, projection_dim=projection_dim,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
+
+
+def tiny_sdxl_pipeline(tmp_path: Path, seed: int = 0):
+    """StableDiffusionXLPipeline: two CLIP text encoders (the second with projection), text_time
+    added conditions, cross-attention at two levels."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    tok = write_clip_tokenizer(tmp_path / "tokenizer")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
+        norm_num_groups=8, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 16)
+    sched = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                   timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=_tiny_vae(), text_encoder=_tiny_clip(tok, 16), tokenizer=tok,
+                                     text_encoder_2=_tiny_clip(tok, 16, with_projection=True), tokenizer_2=tok,
+                                     unet=unet, scheduler=sched)
+    return _ready(pipe)
+
+
+def tiny_flux_pipeline(tmp_path: Path, seed: int = 0):
+    """FluxPipeline around ``tiny_flux``: CLIP (pooled) and T5 text encoders from small configs, a
+    2-level VAE with 4 latent channels (packed 2x2 into the transformer's 16)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import T5Config, T5EncoderModel
+    tok = write_clip_tokenizer(tmp_path / "tokenizer")
+    torch.manual_seed(seed)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=24, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae(), text_encoder=_tiny_clip(tok, 12),
+                        tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok, transformer=tiny_flux(seed))
+    return _ready(pipe)
