@@ -165,12 +165,14 @@ class _CaptureProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         cap = self.capture
-        if cap.active and self.layer.name not in cap.maps:
+        recording = cap.active and self.layer.name not in cap.maps
+        if recording or cap.replaying:      # replaying: gradient checkpointing re-runs this block
             q, k, grid = self._queries_keys(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
             # SDPA's default scale unless the module states its own (UNet Attention has .scale)
             scale = float(getattr(attn, "scale", None) or q.shape[-1] ** -0.5)
             maps = AttentionMapsFn.apply(q, k, cap.table, scale)
-            cap.record(self.layer.name, maps.reshape(maps.shape[0], maps.shape[1], *grid))
+            if recording:
+                cap.record(self.layer.name, maps.reshape(maps.shape[0], maps.shape[1], *grid))
         return out
 
 
@@ -248,6 +250,7 @@ class MapCapture:
         self.model, self.layers, self.early_exit = model, list(layers), early_exit
         self.is_flux = layers[0].block in ("double", "single")
         self.active = False
+        self.replaying = False
         self.maps: dict[str, torch.Tensor] = {}
         self.table = None
         self.grid = (1, 1)
@@ -265,7 +268,7 @@ class MapCapture:
         for module, proc in reversed(self._saved):
             module.set_processor(proc)
         self._saved.clear()
-        self.active = False
+        self.active = self.replaying = False
 
     def begin(self, tokens: Sequence[Sequence[int]], grid: tuple[int, int], n_text: int = 0) -> None:
         """Arm one capture pass. grid: the token grid (h, w) of the finest captured level (the
@@ -273,7 +276,7 @@ class MapCapture:
         self.table = core.token_table(tokens)
         self.grid, self.n_text = (int(grid[0]), int(grid[1])), int(n_text)
         self.maps = {}
-        self.active = True
+        self.active, self.replaying = True, False
 
     def end(self) -> dict[str, torch.Tensor]:
         self.active = False

@@ -202,19 +202,28 @@ class Steerer:
             k = self._iteration % len(self.parsed.triplets)      # round robin over relations
             self._iteration += 1
             trip = self.parsed.triplets[k]
-            x, grad = self._loss_input(pipe, z, latents.dtype, t, args, trip)
-            loss_mean, dx, probs = self.classifier.loss_and_input_grad(
-                x.detach(), np.full(B, self.labels[k], np.int32), np.full(B, cls_step, np.int32))
-            rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
-                             maps=x.detach().float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
-            self.records.append(rec)
-            if not math.isfinite(loss_mean):
-                self._skip(rec, "non-finite loss")
+            labels, steps = np.full(B, self.labels[k], np.int32), np.full(B, cls_step, np.int32)
+            records_before = len(self.records)
+
+            def classify(x: torch.Tensor, it=it, k=k, trip=trip) -> torch.Tensor | None:
+                """Loss and d(loss)/d(maps) from the C classifier; None ends this step's iterations."""
+                loss_mean, dx, probs = self.classifier.loss_and_input_grad(x, labels, steps)
+                rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
+                                 maps=x.float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
+                self.records.append(rec)
+                if not math.isfinite(loss_mean):
+                    self._skip(rec, "non-finite loss")
+                    return None
+                if loss_mean < cfg.loss_target:
+                    rec.skipped = "loss under target"
+                    return None
+                # the C op returns the gradient of the batch MEAN: each sample gets its own loss's
+                return torch.as_tensor(dx, device=x.device) * B
+
+            g = self._latent_gradient(pipe, z, latents.dtype, t, args, trip, classify)
+            rec = self.records[records_before]
+            if g is None:
                 break
-            if loss_mean < cfg.loss_target:
-                rec.skipped = "loss under target"
-                break
-            g = grad(torch.as_tensor(np.asarray(dx) if not torch.is_tensor(dx) else dx, device=x.device) * B)
             if not torch.isfinite(g).all():
                 self._skip(rec, "non-finite gradient")
                 break
@@ -249,41 +258,44 @@ class Steerer:
         out["return_dict"] = False
         return out
 
-    def _loss_input(self, pipe, z: torch.Tensor, dtype, t, args: dict, trip) -> tuple[torch.Tensor, Any]:
-        """Classifier input maps [B, 2, S, S] for one triplet, and a function that maps their
-        gradient to the latent's."""
+    def _latent_gradient(self, pipe, z: torch.Tensor, dtype, t, args: dict, trip, classify) -> torch.Tensor | None:
+        """Gradient w.r.t. the latent z of the classifier loss on one triplet's maps.
+
+        ``classify(maps [B, 2, S, S]) -> d(loss)/d(maps)`` (or None: no update). The capture stays
+        installed through the backward so that gradient checkpointing, which re-runs the
+        checkpointed blocks during backward, recomputes the very same ops (without recording).
+        """
         # the pipeline calls us under torch.no_grad(): everything from z_in on (scheduler input
         # scaling included: Euler divides by sqrt(sigma^2 + 1)) must record the graph
         with torch.enable_grad():
-            return self._maps_with_grad(pipe, z, dtype, t, args, trip)
-
-    def _maps_with_grad(self, pipe, z, dtype, t, args, trip):
-        z_in = z.detach().to(dtype).requires_grad_(True)
-        sample_key = "hidden_states" if self.is_flux else "sample"
-        call = dict(args)
-        scale_input = getattr(pipe.scheduler, "scale_model_input", None)
-        call[sample_key] = scale_input(z_in, t) if (scale_input is not None and not self.is_flux) else z_in
-        objects = self.parsed.objects
-        tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
-        if self.is_flux:
-            ids = call["img_ids"]
-            grid = (int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1)
-            n_text = call["encoder_hidden_states"].shape[1]
-        else:
-            grid, n_text = tuple(z.shape[-2:]), 0
-        with MapCapture(self.denoiser, self.layers, self.config.early_exit) as cap:
-            cap.begin(tokens, grid, n_text)
-            try:
-                self.denoiser(**call)
-            except EarlyExit:
-                pass
-            maps = cap.end()
-            x = combine_maps([maps[l.name] for l in self.layers if l.name in maps], self.classifier.config.map_size)
-
-        def grad(dx: torch.Tensor) -> torch.Tensor:
-            (g,) = torch.autograd.grad(x, z_in, dx.to(x.dtype))
-            return g
-        return x, grad
+            z_in = z.detach().to(dtype).requires_grad_(True)
+            call = dict(args)
+            scale_input = getattr(pipe.scheduler, "scale_model_input", None)
+            sample = scale_input(z_in, t) if (scale_input is not None and not self.is_flux) else z_in
+            call["hidden_states" if self.is_flux else "sample"] = sample
+            objects = self.parsed.objects
+            tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
+            if self.is_flux:
+                ids = call["img_ids"]
+                grid = (int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1)
+                n_text = call["encoder_hidden_states"].shape[1]
+            else:
+                grid, n_text = tuple(z.shape[-2:]), 0
+            with MapCapture(self.denoiser, self.layers, self.config.early_exit) as cap:
+                cap.begin(tokens, grid, n_text)
+                try:
+                    self.denoiser(**call)
+                except EarlyExit:
+                    pass
+                maps = cap.end()
+                x = combine_maps([maps[l.name] for l in self.layers if l.name in maps],
+                                 self.classifier.config.map_size)
+                dx = classify(x.detach())
+                if dx is None:
+                    return None
+                cap.replaying = True
+                (g,) = torch.autograd.grad(x, z_in, dx.to(x.dtype))
+        return g
 
     # -- whole generation -------------------------------------------------------------------------
     def generate(self, pipe: Any, prompt: str | list[str], **kwargs: Any) -> Any:

@@ -102,10 +102,14 @@ def test_gradient_matches_a_pure_torch_loss(sd, classifier, rng):
     steer._call = ((latents, t), {"encoder_hidden_states": cond})
     args = steer._replay_arguments(1, t, t)
     trip = steer.parsed.triplets[0]
-    x, grad = steer._loss_input(sd, latents, torch.float32, t, args, trip)
     label = relation_index(classifier.config, [trip.relation])
-    loss, dx, _ = classifier.loss_and_input_grad(x.detach(), label, np.array([2], np.int32))
-    g = grad(torch.as_tensor(dx))
+    seen = {}
+
+    def classify(x):
+        seen["loss"], dx, _ = classifier.loss_and_input_grad(x, label, np.array([2], np.int32))
+        return torch.as_tensor(dx)
+    g = steer._latent_gradient(sd, latents, torch.float32, t, args, trip, classify)
+    loss = seen["loss"]
     steer.close()
 
     z = latents.clone().requires_grad_(True)
@@ -141,6 +145,24 @@ def test_gradient_matches_a_pure_torch_loss(sd, classifier, rng):
     losses.mean().backward()
     np.testing.assert_allclose(loss, losses.item(), rtol=1e-4)
     torch.testing.assert_close(g, z.grad, rtol=2e-3, atol=1e-5 * z.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("early_exit", [True, False])
+def test_gradient_checkpointing_gives_the_same_steering(sd, classifier, early_exit):
+    """Checkpointed blocks are re-run during backward: the capture must recompute, not re-record."""
+    def run():
+        with Steerer(sd, classifier, PROMPT, iterations=2, loss_target=0.0, early_exit=early_exit) as s:
+            out = _run(sd, s, steps=2)
+        return out, [r.loss for r in s.records], [r.grad_norm for r in s.records]
+    plain = run()
+    sd.unet.enable_gradient_checkpointing()
+    try:
+        ckpt = run()
+    finally:
+        sd.unet.disable_gradient_checkpointing()
+    np.testing.assert_allclose(ckpt[1], plain[1], rtol=1e-5)
+    np.testing.assert_allclose(ckpt[2], plain[2], rtol=1e-4)
+    np.testing.assert_allclose(ckpt[0], plain[0], atol=1e-5)
 
 
 def test_multi_relation_prompts_alternate(sd, classifier):
