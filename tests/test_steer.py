@@ -165,6 +165,18 @@ def test_gradient_checkpointing_gives_the_same_steering(sd, classifier, early_ex
     np.testing.assert_allclose(ckpt[0], plain[0], atol=1e-5)
 
 
+def test_batches_steer_every_sample(sd, classifier):
+    """num_images_per_prompt=2 with CFG: the replay takes the positive half (2 of 4 rows) and each
+    sample is updated with its own normalised gradient."""
+    with Steerer(sd, classifier, PROMPT, iterations=1, loss_target=0.0, steps=[0]) as steer:
+        out = steer.generate(sd, PROMPT, num_inference_steps=2, guidance_scale=3.0, num_images_per_prompt=2,
+                             output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert out.shape[0] == 2
+    rec = steer.records[0]
+    assert len(rec.probs) == 2 and len(rec.grad_norm) == 2 and rec.maps.shape == (2, 2, 8, 8)
+    assert rec.grad_norm[0] != rec.grad_norm[1]
+
+
 def test_multi_relation_prompts_alternate(sd, classifier):
     prompt = "a dog above a cat to the left of a ball"
     with Steerer(sd, classifier, prompt, iterations=3, loss_target=0.0) as steer:
