@@ -116,6 +116,7 @@ class Steerer:
         prompt: parsed with the pipeline's tokenizer (Flux: ``tokenizer_2``, the T5 one);
             or pass ``parsed`` (``prompts.make_triplets``) to give triplets and tokens directly.
         config / overrides: a ``SteeringConfig`` and/or its fields as keywords.
+    A classifier on the CPU is moved (in place) to a CUDA denoiser's device.
     A prompt without a relation gives a steerer that does nothing: generation is unmodified.
     ``records`` lists a ``StepRecord`` per gradient iteration.
     """
@@ -135,6 +136,9 @@ class Steerer:
         self.parsed = parsed
         if classifier.config.n_maps != 2:
             raise ValueError(f"the classifier reads {classifier.config.n_maps} maps; steering needs 2 (subject, object)")
+        device = next(self.denoiser.parameters()).device
+        if device.type == "cuda" and not (torch.is_tensor(classifier.params) and classifier.params.device == device):
+            classifier.to(device)             # maps are made on the denoiser's device: keep the C/CUDA op there
         self.classifier = classifier
         self.labels = relation_index(classifier.config, [t.relation for t in parsed.triplets]) if parsed.triplets else None
         self.layers = select_layers(self.denoiser, self.config.blocks, self.config.sides, self.config.layers)

@@ -295,3 +295,24 @@ def test_other_pipelines_end_to_end(kind, classifier, tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     side = 8 if kind == "flux" else 16
     assert steer.records[0].maps.shape == (1, 2, 8, 8) and steer.layers[0].side >= side // 2
+
+
+@pytest.mark.cuda
+def test_steering_on_cuda_matches_cpu(classifier, tmp_path):
+    """The whole hook on a GPU (maps, resize, normalise, classifier and latent update in CUDA
+    kernels, zero-copy through DLPack) gives the CPU run's losses and gradient norms."""
+    from l2s.testing import tiny_sd_pipeline
+    runs = []
+    for device in ("cpu", "cuda"):
+        pipe = tiny_sd_pipeline(tmp_path / device).to(device)
+        clf = RelationClassifier(classifier.config, params=np.array(classifier.params, copy=True))
+        with Steerer(pipe, clf, PROMPT, iterations=3, step_size=0.3, loss_target=0.0) as steer:
+            steer.generate(pipe, PROMPT, num_inference_steps=4, guidance_scale=3.0, output_type="np",
+                           generator=torch.Generator(device).manual_seed(0) if device == "cpu" else None,
+                           latents=torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)).to(device))
+        if device == "cuda":
+            assert torch.is_tensor(clf.params) and clf.params.is_cuda
+        runs.append(steer.records)
+    cpu, gpu = runs
+    np.testing.assert_allclose([r.loss for r in gpu], [r.loss for r in cpu], rtol=2e-3)
+    np.testing.assert_allclose([r.grad_norm for r in gpu], [r.grad_norm for r in cpu], rtol=5e-3)
