@@ -23,18 +23,21 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4, as GenEval)")
     ap.add_argument("--prompts", type=int, default=25, help="prompts per relation count (default 25)")
     ap.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    ap.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4)")
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: "
+                                                                  "l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
     ap.add_argument("--json", default=None, help="also write the full results here")
     args = ap.parse_args()
     torch.manual_seed(0)
     pipe = load_shipped(args.model)
     seeds = list(range(args.seeds))
+    from l2s.shapes.pipeline import DEFAULT_GUIDANCE
+    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
     rows = {
-        "single object (colour + shape)": evaluate(pipe, single_object_prompts(), seeds[:2], args.steps, args.guidance),
-        "one relation (held-out pairs)": evaluate(pipe, heldout_prompts(1, args.prompts, seed=1), seeds, args.steps, args.guidance),
-        "two relations (held-out pairs)": evaluate(pipe, heldout_prompts(2, args.prompts, seed=2), seeds, args.steps, args.guidance),
+        "single object (colour + shape)": evaluate(pipe, single_object_prompts(), seeds, args.steps, guidance),
+        "one relation (held-out pairs)": evaluate(pipe, heldout_prompts(1, args.prompts, seed=1), seeds, args.steps, guidance),
+        "two relations (held-out pairs)": evaluate(pipe, heldout_prompts(2, args.prompts, seed=2), seeds, args.steps, guidance),
     }
-    print(f"steps={args.steps} guidance={args.guidance} seeds/prompt={args.seeds} (single object: 2 seeds x 35 pairs)\n")
+    print(f"steps={args.steps} guidance={guidance} seeds/prompt={args.seeds} (single object: all 35 colour x shape pairs)\n")
     print("| prompt set | images | vanilla accuracy | missing | fused | misplaced | s/image |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", default="l2s.png", help="output PNG path (default l2s.png)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     gen.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
-    gen.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4.0)")
+    gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the "
+                                                                  "shipped model's, l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
     gen.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the PNG (default 4: 256 px)")
     gen.add_argument("--model", default=None, help="pipeline folder (default: the model shipped in l2s/weights)")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
@@ -78,7 +79,9 @@ def _generate(args) -> int:
     from .shapes.detect import detect
     from .shapes.pipeline import load_shipped
     pipe = load_shipped(args.model)
-    image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
+    from .shapes.pipeline import DEFAULT_GUIDANCE
+    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+    image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=guidance,
                  generator=torch.Generator().manual_seed(args.seed)).images[0]
     big = np.repeat(np.repeat(image, args.upscale, 0), args.upscale, 1)
     Image.fromarray(big).save(args.out)

@@ -48,9 +48,11 @@ def single_object_prompts() -> list[PromptSpec]:
     return [PromptSpec(f"a {c} {s}", [(c, s)], []) for c in COLOURS for s in SHAPES]
 
 
-def evaluate(pipe, prompts: list[PromptSpec], seeds: list[int], steps: int = 25, guidance: float = 4.0,
+def evaluate(pipe, prompts: list[PromptSpec], seeds: list[int], steps: int = 25, guidance: float | None = None,
              batch: int = 16, **call_kwargs) -> dict:
     """Generate every prompt x seed, judge each image; return a summary and the per-image results."""
+    from .pipeline import DEFAULT_GUIDANCE
+    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
     jobs = [(p, s) for p in prompts for s in seeds]
     results, seconds = [], 0.0
     for i in tqdm(range(0, len(jobs), batch), desc="evaluate", disable=None, leave=False):

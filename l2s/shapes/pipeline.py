@@ -21,6 +21,11 @@ class ShapesPipelineOutput(BaseOutput):
     images: np.ndarray            # [B, S, S, 3] uint8 (output_type="np") or a list of PIL images ("pil")
 
 
+# the guidance scale the shipped model was tuned at (see README: higher scales over-saturate colours
+# and shapes of this small model; measured by bench_shapes.py --guidance)
+DEFAULT_GUIDANCE = 4.0
+
+
 class ShapesPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
@@ -41,7 +46,7 @@ class ShapesPipeline(DiffusionPipeline):
         return x.permute(0, 2, 3, 1).cpu().numpy()
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], num_inference_steps: int = 25, guidance_scale: float = 4.0,
+    def __call__(self, prompt: str | list[str], num_inference_steps: int = 25, guidance_scale: float = DEFAULT_GUIDANCE,
                  negative_prompt: str | list[str] | None = None, num_images_per_prompt: int = 1,
                  generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
                  output_type: str = "np", return_dict: bool = True,
