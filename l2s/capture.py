@@ -1,4 +1,5 @@
-"""Cross-attention capture for diffusers denoisers (UNet2DConditionModel and FluxTransformer2DModel).
+"""Cross-attention capture for diffusers denoisers (UNet2DConditionModel, FluxTransformer2DModel,
+SD3Transformer2DModel).
 
 The model's own attention processors keep computing the layer outputs (SDPA, flash, xformers:
 whatever is installed); on the chosen layers a wrapper also recomputes the queries of the image
@@ -88,27 +89,43 @@ def combine_maps(maps: Sequence[torch.Tensor], size: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class CrossAttentionLayer:
     """A cross-attention module: its dotted name, the block part it sits in ("down", "mid", "up"
-    for UNets; "double", "single" for Flux) and its map side at the model's default resolution."""
+    for UNets; "double", "single" for Flux; "joint" for SD3) and its map side at the model's
+    default resolution."""
     name: str
     module: Any
     block: str
     side: int
 
 
+def model_family(model: torch.nn.Module) -> str:
+    """"unet", "flux" or "sd3": which capture processor and replay conventions a denoiser needs."""
+    if hasattr(model, "single_transformer_blocks"):
+        return "flux"
+    if hasattr(model, "transformer_blocks") and hasattr(model, "pos_embed"):
+        return "sd3"
+    if hasattr(model, "down_blocks"):
+        return "unet"
+    raise TypeError(f"{type(model).__name__}: expected a UNet2DConditionModel, FluxTransformer2DModel or "
+                    "SD3Transformer2DModel")
+
+
 def find_cross_attention_layers(model: torch.nn.Module) -> list[CrossAttentionLayer]:
-    """Every text cross-attention layer of a UNet2DConditionModel or FluxTransformer2DModel, in
-    forward order (down, mid, up / double then single blocks)."""
+    """Every text cross-attention layer of a UNet2DConditionModel, FluxTransformer2DModel or
+    SD3Transformer2DModel, in forward order (down, mid, up / double then single blocks / joint blocks)."""
     cfg = getattr(model, "config", {})
+    family = model_family(model)
+    if family == "sd3":
+        side = int(cfg["sample_size"]) // int(cfg["patch_size"])
+        return [CrossAttentionLayer(f"transformer_blocks.{i}.attn", blk.attn, "joint", side)
+                for i, blk in enumerate(model.transformer_blocks)]
     layers = []
-    if hasattr(model, "transformer_blocks") and hasattr(model, "single_transformer_blocks"):   # Flux
+    if family == "flux":
         side = int(cfg.get("sample_size", 128)) // 2 if "sample_size" in cfg else 64
         for part, blocks in (("double", model.transformer_blocks), ("single", model.single_transformer_blocks)):
             prefix = "transformer_blocks" if part == "double" else "single_transformer_blocks"
             for i, blk in enumerate(blocks):
                 layers.append(CrossAttentionLayer(f"{prefix}.{i}.attn", blk.attn, part, side))
         return layers
-    if not hasattr(model, "down_blocks"):
-        raise TypeError(f"{type(model).__name__}: expected a UNet2DConditionModel or FluxTransformer2DModel")
     sample = cfg.get("sample_size", 64)
     sample = sample[0] if isinstance(sample, (tuple, list)) else int(sample)
     n_levels = len(model.down_blocks)
@@ -132,7 +149,8 @@ def select_layers(model: torch.nn.Module, blocks: Sequence[str] | None = None, s
     """Choose layers by block part, by map side at the default resolution, or by name.
 
     UNet default: the down and mid blocks at every side up to 32 (SD 1.x at 512 px: 32, 16 and 8),
-    so the steering pass stops after the mid block. Flux default: the double-stream blocks.
+    so the steering pass stops after the mid block. Flux default: the double-stream blocks (the
+    pass skips all single-stream blocks). SD3 default: every joint block.
     """
     layers = find_cross_attention_layers(model)
     if names is not None:
@@ -141,10 +159,10 @@ def select_layers(model: torch.nn.Module, blocks: Sequence[str] | None = None, s
         if missing:
             raise ValueError(f"unknown cross-attention layers {missing}; known: {list(known)[:6]}...")
         return [known[n] for n in names]
-    is_flux = any(l.block in ("double", "single") for l in layers)
+    is_unet = layers[0].block in ("down", "mid", "up")
     if blocks is None:
-        blocks = ("double",) if is_flux else ("down", "mid")
-    if sides is None and not is_flux:
+        blocks = ("down", "mid") if is_unet else ("joint",) if layers[0].block == "joint" else ("double",)
+    if sides is None and is_unet:
         sides = [s for s in {l.side for l in layers} if s <= 32] or [min(l.side for l in layers)]
     chosen = [l for l in layers if l.block in blocks and (sides is None or l.side in sides)]
     if not chosen:
@@ -233,6 +251,22 @@ class FluxCaptureProcessor(_CaptureProcessor):
         return q.transpose(1, 2), k.transpose(1, 2), self.capture.grid_for(q.shape[1])
 
 
+class SD3CaptureProcessor(_CaptureProcessor):
+    """SD3 joint attention ([image, text]): image queries x text keys, softmax over text keys only."""
+
+    def _queries_keys(self, attn, hidden_states, encoder_hidden_states, *args, **kwargs):
+        if encoder_hidden_states is None:
+            raise RuntimeError(f"{self.layer.name}: no text stream in this joint block")
+        heads = attn.heads
+        q = attn.to_q(hidden_states).unflatten(-1, (heads, -1)).transpose(1, 2)          # [B, H, N, d]
+        k = attn.add_k_proj(encoder_hidden_states).unflatten(-1, (heads, -1)).transpose(1, 2)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_added_k is not None:
+            k = attn.norm_added_k(k)
+        return q, k, self.capture.grid_for(q.shape[2])
+
+
 # ---------------------------------------------------------------------------------------------
 # the capture context
 
@@ -248,7 +282,7 @@ class MapCapture:
         if not layers:
             raise ValueError("MapCapture needs at least one layer")
         self.model, self.layers, self.early_exit = model, list(layers), early_exit
-        self.is_flux = layers[0].block in ("double", "single")
+        self.family = {"double": "flux", "single": "flux", "joint": "sd3"}.get(layers[0].block, "unet")
         self.active = False
         self.replaying = False
         self.maps: dict[str, torch.Tensor] = {}
@@ -258,7 +292,7 @@ class MapCapture:
         self._saved: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> "MapCapture":
-        cls = FluxCaptureProcessor if self.is_flux else UNetCaptureProcessor
+        cls = {"flux": FluxCaptureProcessor, "sd3": SD3CaptureProcessor, "unet": UNetCaptureProcessor}[self.family]
         for layer in self.layers:
             self._saved.append((layer.module, layer.module.processor))
             layer.module.set_processor(cls(layer.module.processor, layer, self))

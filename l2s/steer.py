@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import core
-from .capture import EarlyExit, MapCapture, combine_maps, select_layers
+from .capture import EarlyExit, MapCapture, combine_maps, model_family, select_layers
 from .classifier import RelationClassifier, relation_index
 from .prompts import ParsedPrompt, parse_prompt
 
@@ -93,10 +93,6 @@ def _denoiser(pipe: Any) -> torch.nn.Module:
     raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
 
 
-def _is_flux(model: torch.nn.Module) -> bool:
-    return hasattr(model, "single_transformer_blocks")
-
-
 def _conditional_half(value: Any, batch: int) -> Any:
     """With classifier-free guidance the pipeline batches [negative, positive]: keep the positive."""
     if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == 2 * batch:
@@ -111,9 +107,10 @@ class Steerer:
 
     Args:
         pipe: a diffusers pipeline with ``unet`` (SD 1.x/2.x/XL, the shapes pipeline) or
-            ``transformer`` (Flux).
+            ``transformer`` (Flux, SD3).
         classifier: a ``RelationClassifier`` trained on this model's maps (``n_maps`` = 2).
-        prompt: parsed with the pipeline's tokenizer (Flux: ``tokenizer_2``, the T5 one);
+        prompt: parsed with the pipeline's tokenizer (Flux: ``tokenizer_2``, the T5 one; SD3: the
+            first CLIP one, whose tokens lead SD3's text sequence);
             or pass ``parsed`` (``prompts.make_triplets``) to give triplets and tokens directly.
         config / overrides: a ``SteeringConfig`` and/or its fields as keywords.
     A classifier on the CPU is moved (in place) to a CUDA denoiser's device.
@@ -127,11 +124,11 @@ class Steerer:
                  parsed: ParsedPrompt | None = None, config: SteeringConfig | None = None, **overrides: Any):
         self.config = SteeringConfig(**{**(config.__dict__ if config else {}), **overrides})
         self.denoiser = _denoiser(pipe)
-        self.is_flux = _is_flux(self.denoiser)
+        self.family = model_family(self.denoiser)
         if parsed is None:
             if prompt is None:
                 raise ValueError("give a prompt or parsed triplets")
-            tok = pipe.tokenizer_2 if self.is_flux else pipe.tokenizer
+            tok = pipe.tokenizer_2 if self.family == "flux" else pipe.tokenizer      # Flux: T5; SD3: CLIP part
             parsed = parse_prompt(prompt, tok)
         self.parsed = parsed
         if classifier.config.n_maps != 2:
@@ -275,14 +272,17 @@ class Steerer:
             z_in = z.detach().to(dtype).requires_grad_(True)
             call = dict(args)
             scale_input = getattr(pipe.scheduler, "scale_model_input", None)
-            sample = scale_input(z_in, t) if (scale_input is not None and not self.is_flux) else z_in
-            call["hidden_states" if self.is_flux else "sample"] = sample
+            unet = self.family == "unet"
+            call["sample" if unet else "hidden_states"] = scale_input(z_in, t) if (unet and scale_input) else z_in
             objects = self.parsed.objects
             tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
-            if self.is_flux:
+            if self.family == "flux":                     # packed 2x2 latents: the grid is in the ids
                 ids = call["img_ids"]
                 grid = (int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1)
                 n_text = call["encoder_hidden_states"].shape[1]
+            elif self.family == "sd3":
+                p = self.denoiser.config.patch_size
+                grid, n_text = (z.shape[-2] // p, z.shape[-1] // p), 0
             else:
                 grid, n_text = tuple(z.shape[-2:]), 0
             with MapCapture(self.denoiser, self.layers, self.config.early_exit) as cap:
@@ -337,7 +337,7 @@ class Steerer:
         n = (1 if isinstance(prompt, str) else len(prompt)) * kwargs.get("num_images_per_prompt", 1)
         device = getattr(pipe, "_execution_device", None) or self.denoiser.device
         generator = kwargs.get("generator")
-        if self.is_flux:
+        if self.family == "flux":
             height = kwargs.get("height") or pipe.default_sample_size * pipe.vae_scale_factor
             width = kwargs.get("width") or pipe.default_sample_size * pipe.vae_scale_factor
             latents, _ = pipe.prepare_latents(n, self.denoiser.config.in_channels // 4, height, width,

@@ -159,3 +159,22 @@ def tiny_flux_pipeline(tmp_path: Path, seed: int = 0):
     pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae(), text_encoder=_tiny_clip(tok, 12),
                         tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok, transformer=tiny_flux(seed))
     return _ready(pipe)
+
+
+def tiny_sd3_pipeline(tmp_path: Path, seed: int = 0):
+    """StableDiffusion3Pipeline: SD3Transformer2DModel (joint attention, patch 2, SD3.5's RMS q/k norms), two CLIP text
+    encoders with projection and a T5 encoder from small configs."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import T5Config, T5EncoderModel
+    tok = write_clip_tokenizer(tmp_path / "tokenizer")
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                        caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=16,
+                                        qk_norm="rms_norm")
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae(),
+        text_encoder=_tiny_clip(tok, 16, with_projection=True), tokenizer=tok,
+        text_encoder_2=_tiny_clip(tok, 16, with_projection=True), tokenizer_2=tok, text_encoder_3=t5, tokenizer_3=tok)
+    return _ready(pipe)

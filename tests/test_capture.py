@@ -236,6 +236,45 @@ def test_flux_gradient_matches_pure_torch(rng):
     torch.testing.assert_close(z.grad.double(), z_ref.grad, rtol=2e-3, atol=1e-5 * z_ref.grad.abs().max().item())
 
 
+def test_sd3_maps_match_pure_torch(rng, tmp_path):
+    """SD3 joint attention: the reference concatenates [image, text] as JointAttnProcessor2_0 does
+    and takes image-query rows x text-key columns, softmax over the text keys."""
+    from l2s.testing import tiny_sd3_pipeline
+    model = tiny_sd3_pipeline(tmp_path).transformer
+    layers = find_cross_attention_layers(model)
+    assert [(l.block, l.side) for l in layers] == [("joint", 8), ("joint", 8)]
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+    inputs = dict(hidden_states=torch.randn(2, 4, 16, 12, generator=g), encoder_hidden_states=torch.randn(2, 9, 32, generator=g),
+                  pooled_projections=torch.randn(2, 32, generator=g), timestep=torch.tensor([500.0, 500.0]),
+                  return_dict=False)
+    tokens = [[2], [4, 5]]
+    ref = {}
+
+    def hook(name):
+        def fn(mod, args, kwargs, out):
+            x, ctx = kwargs["hidden_states"], kwargs["encoder_hidden_states"]
+            q = torch.cat([mod.norm_q(mod.to_q(x).unflatten(-1, (mod.heads, -1))),
+                           mod.norm_added_q(mod.add_q_proj(ctx).unflatten(-1, (mod.heads, -1)))], 1)
+            k = torch.cat([mod.norm_k(mod.to_k(x).unflatten(-1, (mod.heads, -1))),
+                           mod.norm_added_k(mod.add_k_proj(ctx).unflatten(-1, (mod.heads, -1)))], 1)
+            n = x.shape[1]
+            ref[name] = attn_maps_torch(q[:, :n].transpose(1, 2).double(), k[:, n:].transpose(1, 2).double(), tokens,
+                                        q.shape[-1] ** -0.5)
+        return fn
+    handles = [l.module.register_forward_hook(hook(l.name), with_kwargs=True) for l in layers]
+    with torch.no_grad():
+        model(**inputs)
+    for h in handles:
+        h.remove()
+    with torch.no_grad(), MapCapture(model, layers, early_exit=False) as cap:
+        cap.begin(tokens, (8, 6))
+        model(**inputs)
+        maps = cap.end()
+    for name, m in maps.items():
+        assert m.shape == (2, 2, 8, 6)
+        np.testing.assert_allclose(m.reshape(2, 2, -1).numpy(), ref[name].numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_grid_mismatch_is_a_clear_error(sd):
     with torch.no_grad(), MapCapture(sd.unet, select_layers(sd.unet)) as cap:
         cap.begin(TOKENS, (15, 16))

@@ -270,14 +270,16 @@ PIPELINES = {
              dict(guidance_scale=3.0, height=32, width=32)),
     "flux": (lambda tmp: __import__("l2s.testing", fromlist=["x"]).tiny_flux_pipeline(tmp),
              dict(guidance_scale=0.0, height=32, width=32, max_sequence_length=40)),
+    "sd3": (lambda tmp: __import__("l2s.testing", fromlist=["x"]).tiny_sd3_pipeline(tmp),
+            dict(guidance_scale=3.0, height=32, width=32, max_sequence_length=16)),
 }
 
 
 @pytest.mark.parametrize("kind", list(PIPELINES))
 def test_other_pipelines_end_to_end(kind, classifier, tmp_path):
-    """SDXL (added text/time conditions, Euler's input scaling) and Flux (packed latents, joint
-    attention, T5 tokens; steering step 0 as Flux-schnell does): plumbing is neutral at step size
-    0, and steering lowers the loss."""
+    """SDXL (added text/time conditions, Euler's input scaling), Flux (packed latents, joint
+    attention, T5 tokens; steering step 0 as Flux-schnell does) and SD3 (joint attention, image
+    tokens first, patch 2, CFG): plumbing is neutral at step size 0, and steering lowers the loss."""
     build, call = PIPELINES[kind]
     pipe = build(tmp_path)
 
