@@ -6,7 +6,7 @@
     image = pipe(prompt, callback_on_step_end=steer, callback_on_step_end_tensor_inputs=steer.tensor_inputs)
 
 How it works. A forward pre-hook on the denoiser remembers the arguments of its latest call (the
-pipeline's prompt embeddings, SDXL's added conditions, Flux's ids and guidance...). At a steered
+pipeline's prompt embeddings, SDXL's added conditions, Flux's ids and guidance...: ``replay.py``). At a steered
 step the hook replays that call on the conditional half only, with the latent requiring grad and
 the step's timestep, captures the subject's and object's cross-attention maps on the chosen layers
 (stopping the forward after the last of them), runs the relation classifier's fused loss and
@@ -17,7 +17,6 @@ step 0 before handing the latent to the pipeline.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -27,9 +26,10 @@ import numpy as np
 import torch
 
 from . import core
-from .capture import EarlyExit, MapCapture, combine_maps, model_family, select_layers
+from .capture import select_layers
 from .classifier import RelationClassifier, relation_index
 from .prompts import ParsedPrompt, parse_prompt
+from .replay import DenoiserCall, denoiser_of
 
 
 @dataclass
@@ -82,26 +82,6 @@ class StepRecord:
     maps: np.ndarray | None = field(default=None, repr=False)   # [B, 2, S, S] classifier input
 
 
-class _ProbeDone(Exception):
-    """Stops the probe call of ``generate`` once the denoiser's first call has been recorded."""
-
-
-def _denoiser(pipe: Any) -> torch.nn.Module:
-    for name in ("unet", "transformer"):
-        if getattr(pipe, name, None) is not None:
-            return getattr(pipe, name)
-    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
-
-
-def _conditional_half(value: Any, batch: int) -> Any:
-    """With classifier-free guidance the pipeline batches [negative, positive]: keep the positive."""
-    if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == 2 * batch:
-        return value[batch:]
-    if isinstance(value, dict):
-        return {k: _conditional_half(v, batch) for k, v in value.items()}
-    return value
-
-
 class Steerer:
     """Learn-to-Steer for one prompt, usable as ``callback_on_step_end`` (see the module doc).
 
@@ -123,12 +103,11 @@ class Steerer:
     def __init__(self, pipe: Any, classifier: RelationClassifier, prompt: str | None = None,
                  parsed: ParsedPrompt | None = None, config: SteeringConfig | None = None, **overrides: Any):
         self.config = SteeringConfig(**{**(config.__dict__ if config else {}), **overrides})
-        self.denoiser = _denoiser(pipe)
-        self.family = model_family(self.denoiser)
+        self.denoiser = denoiser_of(pipe)
         if parsed is None:
             if prompt is None:
                 raise ValueError("give a prompt or parsed triplets")
-            tok = pipe.tokenizer_2 if self.family == "flux" else pipe.tokenizer      # Flux: T5; SD3: CLIP part
+            tok = pipe.tokenizer_2 if hasattr(self.denoiser, "single_transformer_blocks") else pipe.tokenizer
             parsed = parse_prompt(prompt, tok)
         self.parsed = parsed
         if classifier.config.n_maps != 2:
@@ -142,11 +121,8 @@ class Steerer:
         self.records: list[StepRecord] = []
         self._iteration = 0
         self._warned = False
-        self._call: tuple[tuple, dict] | None = None
-        self._probing = False
-        self._hook = None
-        if parsed.triplets:
-            self._hook = self.denoiser.register_forward_pre_hook(self._remember_call, with_kwargs=True)
+        # remembers the pipeline's denoiser calls (only when there is something to steer)
+        self.replay = DenoiserCall(pipe) if parsed.triplets else None
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -156,10 +132,8 @@ class Steerer:
 
     def close(self) -> None:
         """Remove the denoiser hook (also done on ``with`` exit)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        self._call = None
+        if self.replay is not None:
+            self.replay.remove()
 
     def __enter__(self) -> "Steerer":
         return self
@@ -167,15 +141,10 @@ class Steerer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _remember_call(self, module, args, kwargs):
-        self._call = (args, kwargs)
-        if self._probing:
-            raise _ProbeDone()
-
     # -- the callback -----------------------------------------------------------------------------
     def __call__(self, pipe: Any, i: int, t: Any, callback_kwargs: dict) -> dict:
         """diffusers' ``callback_on_step_end``: steers the latent that step i + 1 will denoise."""
-        if not self.active or self._call is None:
+        if not self.active or self.replay.last is None:
             return {}
         timesteps = pipe.scheduler.timesteps
         nxt = i + 1
@@ -191,7 +160,7 @@ class Steerer:
         return the steered latents (a new tensor; the input is not modified)."""
         cfg = self.config
         t = pipe.scheduler.timesteps[step]
-        args = self._replay_arguments(latents.shape[0], t, recorded_t)
+        args = self.replay.arguments(latents.shape[0], t, recorded_t)
         z = latents.detach().float().clone().contiguous()
         per_sample = z[0].numel()
         n_steered = cfg.steered_steps(num_steps).index(step) if step in cfg.steered_steps(num_steps) else 0
@@ -239,26 +208,6 @@ class Steerer:
             self._warned = True
 
     # -- the gradient pass ------------------------------------------------------------------------
-    def _replay_arguments(self, batch: int, t: Any, recorded_t: Any) -> dict:
-        """The denoiser's latest call, bound to parameter names, on the conditional half."""
-        if self._call is None:
-            raise RuntimeError("the denoiser has not been called yet: nothing to replay")
-        args, kwargs = self._call
-        bound = inspect.signature(self.denoiser.forward).bind(*args, **kwargs)
-        out = {k: _conditional_half(v, batch) for k, v in bound.arguments.items()}
-        extra = out.pop("kwargs", None)
-        if isinstance(extra, dict):
-            out.update(extra)
-        ts = torch.as_tensor(out["timestep"])
-        # the pipeline may pass a rescaled timestep (Flux: t / 1000): keep its ratio to the scheduler's
-        rec, seen = float(torch.as_tensor(recorded_t).reshape(-1)[0]), float(ts.reshape(-1)[0])
-        ratio = seen / rec if rec != 0 else 1.0
-        new = torch.as_tensor(t, device=ts.device)
-        new = (new if ratio == 1.0 else new.double() * ratio).to(ts.dtype)
-        out["timestep"] = new.expand(ts.shape) if ts.ndim else new
-        out["return_dict"] = False
-        return out
-
     def _latent_gradient(self, pipe, z: torch.Tensor, dtype, t, args: dict, trip, classify) -> torch.Tensor | None:
         """Gradient w.r.t. the latent z of the classifier loss on one triplet's maps.
 
@@ -270,30 +219,11 @@ class Steerer:
         # scaling included: Euler divides by sqrt(sigma^2 + 1)) must record the graph
         with torch.enable_grad():
             z_in = z.detach().to(dtype).requires_grad_(True)
-            call = dict(args)
-            scale_input = getattr(pipe.scheduler, "scale_model_input", None)
-            unet = self.family == "unet"
-            call["sample" if unet else "hidden_states"] = scale_input(z_in, t) if (unet and scale_input) else z_in
+            call, grid, n_text = self.replay.with_sample(args, z_in, t, pipe.scheduler)
             objects = self.parsed.objects
             tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
-            if self.family == "flux":                     # packed 2x2 latents: the grid is in the ids
-                ids = call["img_ids"]
-                grid = (int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1)
-                n_text = call["encoder_hidden_states"].shape[1]
-            elif self.family == "sd3":
-                p = self.denoiser.config.patch_size
-                grid, n_text = (z.shape[-2] // p, z.shape[-1] // p), 0
-            else:
-                grid, n_text = tuple(z.shape[-2:]), 0
-            with MapCapture(self.denoiser, self.layers, self.config.early_exit) as cap:
-                cap.begin(tokens, grid, n_text)
-                try:
-                    self.denoiser(**call)
-                except EarlyExit:
-                    pass
-                maps = cap.end()
-                x = combine_maps([maps[l.name] for l in self.layers if l.name in maps],
-                                 self.classifier.config.map_size)
+            with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.classifier.config.map_size,
+                                          self.config.early_exit) as (x, cap):
                 dx = classify(x.detach())
                 if dx is None:
                     return None
@@ -316,14 +246,8 @@ class Steerer:
         if 0 in self.config.steered_steps(num_steps):
             latents = kwargs.pop("latents", None)
             if latents is None:
-                latents = self._initial_latents(pipe, prompt, kwargs)
-            self._probing = True
-            try:
-                pipe(prompt, latents=latents, **kwargs)
-            except _ProbeDone:
-                pass
-            finally:
-                self._probing = False
+                latents = self.replay.initial_latents(pipe, prompt, kwargs)
+            self.replay.probe(pipe, prompt, latents=latents, **kwargs)
             sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
             t0 = pipe.scheduler.timesteps[0]
             scaled = latents * sigma
@@ -331,25 +255,6 @@ class Steerer:
             # the pipeline multiplies by sigma again: hand back the change, not a re-divided latent
             kwargs["latents"] = latents + (steered - scaled) / sigma
         return pipe(prompt, callback_on_step_end=self, callback_on_step_end_tensor_inputs=self.tensor_inputs, **kwargs)
-
-    def _initial_latents(self, pipe: Any, prompt: str | list[str], kwargs: dict) -> torch.Tensor:
-        from diffusers.utils.torch_utils import randn_tensor
-        n = (1 if isinstance(prompt, str) else len(prompt)) * kwargs.get("num_images_per_prompt", 1)
-        device = getattr(pipe, "_execution_device", None) or self.denoiser.device
-        generator = kwargs.get("generator")
-        if self.family == "flux":
-            height = kwargs.get("height") or pipe.default_sample_size * pipe.vae_scale_factor
-            width = kwargs.get("width") or pipe.default_sample_size * pipe.vae_scale_factor
-            latents, _ = pipe.prepare_latents(n, self.denoiser.config.in_channels // 4, height, width,
-                                              self.denoiser.dtype, device, generator)
-            return latents
-        cfg = self.denoiser.config
-        vsf = getattr(pipe, "vae_scale_factor", 1)
-        side = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-        height = kwargs.get("height") or side * vsf
-        width = kwargs.get("width") or side * vsf
-        shape = (n, cfg.in_channels, height // vsf, width // vsf)
-        return randn_tensor(shape, generator=generator, device=device, dtype=self.denoiser.dtype)
 
 
 def _tolist(a: Any) -> list:

@@ -99,8 +99,8 @@ def test_gradient_matches_a_pure_torch_loss(sd, classifier, rng):
                        return_tensors="pt").input_ids
     with torch.no_grad():
         cond = sd.text_encoder(ids)[0]
-    steer._call = ((latents, t), {"encoder_hidden_states": cond})
-    args = steer._replay_arguments(1, t, t)
+    steer.replay.last = ((latents, t), {"encoder_hidden_states": cond})
+    args = steer.replay.arguments(1, t, t)
     trip = steer.parsed.triplets[0]
     label = relation_index(classifier.config, [trip.relation])
     seen = {}
@@ -215,7 +215,7 @@ def test_bf16_unet(sd, classifier, rng):
             sd.scheduler.set_timesteps(4)
             t = sd.scheduler.timesteps[0]
             cond = torch.randn(1, sd.tokenizer.model_max_length, 32, dtype=torch.bfloat16)
-            steer._call = ((latents, t), {"encoder_hidden_states": cond})
+            steer.replay.last = ((latents, t), {"encoder_hidden_states": cond})
             out = steer.steer_latents(sd, latents, 0, 4, recorded_t=t)
         assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
         assert not torch.equal(out, latents)
