@@ -156,5 +156,25 @@ def heldout_pairs(count: int = 8, seed: int = 1234) -> set[tuple[str, str]]:
     return {pairs[i] for i in rng.choice(len(pairs), count, replace=False)}
 
 
+def relation_examples(n: int, seed: int, size: int = 64, exclude: set[tuple[str, str]] | None = None):
+    """n two-object scenes as ``inversion.RelationExample``s: a random ordered pair and one relation
+    that holds between them by GenEval's rule (scenes where none holds are skipped). Objects from
+    ``exclude`` (default: the held-out pairs) never appear, so evaluation pairs stay unseen."""
+    from ..inversion import RelationExample
+    exclude = heldout_pairs() if exclude is None else exclude
+    rng = np.random.default_rng(seed)
+    out, k = [], 0
+    while len(out) < n:
+        scene = generate_scene(seed * 7_000_003 + k, size=size, n_objects=2, relational_fraction=0.0)
+        k += 1
+        if any((o.colour, o.shape) in exclude for o in scene.objects):
+            continue
+        a, b = (0, 1) if rng.random() < 0.5 else (1, 0)
+        held = sorted(relations_between(scene.objects[a].box, scene.objects[b].box))
+        if held:
+            out.append(RelationExample(scene.image, scene.objects[a].name, scene.objects[b].name, str(rng.choice(held))))
+    return out
+
+
 __all__ = ["SHAPES", "COLOURS", "RELATIONS", "SceneObject", "Scene", "render_shape_mask", "caption",
-           "generate_scene", "heldout_pairs"]
+           "generate_scene", "heldout_pairs", "relation_examples"]
