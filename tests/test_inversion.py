@@ -73,3 +73,22 @@ def test_inverter_rejects_prompts_without_two_objects(tiny_pipe):
             inv.read(x0, "a red circle", [1])
     with pytest.raises(ValueError, match="mode"):
         MapInverter(tiny_pipe, mode="fixed-point")
+
+
+def test_training_on_maps_learns_and_keeps_the_best_epoch():
+    """train_classifier on synthetic relation maps (a stand-in dataset with the same layout)."""
+    from l2s.synthetic import relation_pairs
+    from l2s.train_classifier import accuracy, split_by_image, train_classifier
+    from l2s.classifier import ClassifierConfig
+    maps, labels, steps = relation_pairs(1200, 8, seed=0, n_steps=50, noise=0.5)
+    n = len(labels)
+    ds = MapDataset(maps, labels, steps, np.zeros(n, np.int8), np.arange(n) // 2, {"source": "synthetic"})
+    train, val = split_by_image(ds, 0.2, seed=0)
+    assert not set(train.image) & set(val.image) and len(train) + len(val) == n
+    clf, hist = train_classifier(train, val, ClassifierConfig(map_size=8, hidden1=32, hidden2=16), epochs=6,
+                                 progress=False)
+    assert hist.val_accuracy[hist.best_epoch] == max(hist.val_accuracy) > 0.9
+    assert accuracy(clf, val) == pytest.approx(max(hist.val_accuracy))
+    assert clf.config.meta["source"] == "synthetic" and clf.config.meta["best_epoch"] == hist.best_epoch
+    with pytest.raises(ValueError, match="8x8"):
+        train_classifier(train, val, ClassifierConfig(map_size=16), epochs=1, progress=False)
