@@ -49,18 +49,31 @@ def single_object_prompts() -> list[PromptSpec]:
 
 
 def evaluate(pipe, prompts: list[PromptSpec], seeds: list[int], steps: int = 25, guidance: float | None = None,
-             batch: int = 16, **call_kwargs) -> dict:
-    """Generate every prompt x seed, judge each image; return a summary and the per-image results."""
+             batch: int = 16, steering=None, **call_kwargs) -> dict:
+    """Generate every prompt x seed, judge each image; return a summary and the per-image results.
+
+    ``steering``: optional ``f(pipe, prompt_text) -> l2s.steer.Steerer``; each prompt's seeds are
+    then generated together through ``Steerer.generate`` (vanilla when f returns None).
+    """
     from .pipeline import DEFAULT_GUIDANCE
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
-    jobs = [(p, s) for p in prompts for s in seeds]
+    if steering is None:
+        jobs = [(p, s) for p in prompts for s in seeds]
+        chunks = [jobs[i: i + batch] for i in range(0, len(jobs), batch)]
+    else:                       # one prompt per chunk: a Steerer serves one prompt
+        chunks = [[(p, s) for s in seeds[i: i + batch]] for p in prompts for i in range(0, len(seeds), batch)]
     results, seconds = [], 0.0
-    for i in tqdm(range(0, len(jobs), batch), desc="evaluate", disable=None, leave=False):
-        chunk = jobs[i: i + batch]
+    for chunk in tqdm(chunks, desc="evaluate", disable=None, leave=False):
         gens = [torch.Generator().manual_seed(s) for _, s in chunk]
+        texts = [p.text for p, _ in chunk]
+        kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=gens, **call_kwargs)
         t0 = time.perf_counter()
-        images = pipe([p.text for p, _ in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                      generator=gens, **call_kwargs).images
+        steerer = steering(pipe, texts[0]) if steering is not None else None
+        if steerer is not None:
+            with steerer:
+                images = steerer.generate(pipe, texts, **kw).images
+        else:
+            images = pipe(texts, **kw).images
         seconds += time.perf_counter() - t0
         for (p, s), img in zip(chunk, images):
             res = judge_prompt(img, p.objects, p.relations, detect(img))
@@ -71,3 +84,44 @@ def evaluate(pipe, prompts: list[PromptSpec], seeds: list[int], steps: int = 25,
     return {"n_images": n, "accuracy": kinds["correct"] / n if n else float("nan"),
             "failures": {k: kinds[k] / n for k in ("missing", "fused", "misplaced")},
             "seconds_per_image": seconds / n if n else float("nan"), "results": results}
+
+
+def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indices: list[int], map_size: int = 16,
+                    steps: int = 25, guidance: float | None = None, n_steps: int = 50):
+    """Maps captured WHILE generating (the steering hook's capture at ``step_indices``, step size 0:
+    the images are the vanilla ones), labelled with the relation the evaluator then MEASURES between
+    the generated subject and object (images where not exactly one relation holds are dropped).
+    The test set of the single- vs dual-inversion ablation: what the classifier sees when steering."""
+    from ..classifier import ClassifierConfig, RelationClassifier
+    from ..geneval import relations_between
+    from ..inversion import MapDataset
+    from ..steer import Steerer
+    from .pipeline import DEFAULT_GUIDANCE
+    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    reader = RelationClassifier(ClassifierConfig(map_size=map_size, n_steps=n_steps, hidden1=8, hidden2=8))
+    maps, labels, step_rows, image = [], [], [], []
+    n_img = 0
+    for p in tqdm(prompts, desc="generation maps", disable=None, leave=False):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        with Steerer(pipe, reader, p.text, iterations=1, step_size=0.0, loss_target=-1.0, steps=step_indices) as st:
+            images = st.generate(pipe, [p.text] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,
+                                 generator=gens).images
+        subj, obj = p.relations[0][0], p.relations[0][2]
+        for b, img in enumerate(images):
+            found = judge_prompt(img, p.objects, p.relations, detect(img)).found
+            if found[subj] is None or found[obj] is None:
+                continue
+            held = relations_between(found[subj].box, found[obj].box)
+            if len(held) != 1:
+                continue
+            label = RELATIONS.index(next(iter(held)))
+            for r in st.records:
+                maps.append(r.maps[b])
+                labels.append(label)
+                step_rows.append(min(n_steps - 1, round(r.step * n_steps / steps)))
+                image.append(n_img)
+            n_img += 1
+    S = map_size
+    return MapDataset(np.array(maps, np.float32).reshape(-1, 2, S, S), np.array(labels, np.int32),
+                      np.array(step_rows, np.int32), np.full(len(labels), 2, np.int8), np.array(image, np.int32),
+                      {"source": "generation", "step_indices": list(step_indices), "images": n_img})
