@@ -41,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
                                                       "shapes-pipeline to train the shipped model further)")
     tm.add_argument("--object-mix", default="0.3,0.4,0.3", help="share of training scenes with 1,2,3 objects "
                                                               "(default 0.3,0.4,0.3)")
+    tc = sub.add_parser("train-classifier", help="train the shapes model's relation classifier (dual inversion)",
+                        description="Invert two-object scenes through the shapes pipeline with the true and a wrong "
+                                    "relation in the prompt, train the C classifier on the maps, save it.")
+    tc.add_argument("--out", default="runs/classifier", help="output folder (classifier + cached map dataset)")
+    tc.add_argument("--examples", type=int, default=1500, help="scenes to invert (default 1500)")
+    tc.add_argument("--single", action="store_true", help="single inversion (positive prompt only): the ablation")
+    tc.add_argument("--mode", default="noise", choices=["noise", "ddim"], help="inversion: noising or DDIM inversion")
+    tc.add_argument("--epochs", type=int, default=150, help="maximum epochs (early stopping, patience 10)")
+    tc.add_argument("--seed", type=int, default=0, help="seed of scenes, noise and initialisation (default 0)")
+    tc.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
     args = parser.parse_args(argv)
 
     if args.command == "generate":
@@ -53,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline saved to {final}")
         return 0
 
+    if args.command == "train-classifier":
+        return _train_classifier(args)
     if args.command == "info":
         import _l2s
         print(json.dumps({"cuda_compiled": _l2s.cuda_compiled(), "cuda_available": _l2s.cuda_available(),
@@ -61,6 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     from .demo import run
     result = run(args.train_samples, args.epochs, args.batch, args.seed, args.steer_iters)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _train_classifier(args) -> int:
+    from pathlib import Path
+
+    from .shapes.pipeline import load_shipped
+    from .shapes.relation_classifier import inversion_dataset, train_shapes_classifier
+    from .train_classifier import accuracy
+    out = Path(args.out)
+    pipe = load_shipped(args.model)
+    data = inversion_dataset(pipe, args.examples, seed=args.seed, mode=args.mode,
+                             cache=out / f"maps-{args.examples}-{args.seed}-{args.mode}")
+    clf, hist, val = train_shapes_classifier(pipe, data, dual=not args.single, seed=args.seed, epochs=args.epochs)
+    path = clf.save(out / ("classifier-single" if args.single else "classifier"))
+    print(json.dumps({"saved": str(path), "rows": len(data), "val_accuracy": accuracy(clf, val),
+                      "epochs": len(hist.val_accuracy), "best_epoch": hist.best_epoch}, indent=2))
     return 0
 
 
