@@ -45,7 +45,7 @@ def test_layer_discovery_and_selection(sd):
     layers = find_cross_attention_layers(sd.unet)
     assert [l.block for l in layers] == ["down", "down", "mid", "up", "up", "up", "up"]
     assert [l.side for l in layers] == [16, 8, 8, 8, 8, 16, 16]
-    assert [l.block for l in select_layers(sd.unet)] == ["down", "down", "mid"]
+    assert [l.block for l in select_layers(sd.unet)] == ["up", "up", "up", "up"]
     assert {l.side for l in select_layers(sd.unet, blocks=("up",), sides=(16,))} == {16}
     with pytest.raises(ValueError, match="no cross-attention layer"):
         select_layers(sd.unet, blocks=("up",), sides=(64,))
@@ -98,7 +98,7 @@ def test_early_exit_skips_the_rest_of_the_unet(sd):
     calls = []
     handle = unet.up_blocks[0].register_forward_hook(lambda *a: calls.append(1))
     try:
-        layers = select_layers(unet)                                  # down + mid
+        layers = select_layers(unet, blocks=("down", "mid"))
         with torch.no_grad(), MapCapture(unet, layers, early_exit=True) as cap:
             cap.begin(TOKENS, (16, 16))
             with pytest.raises(EarlyExit):

@@ -16,7 +16,7 @@ def test_steering_the_shipped_shapes_model():
     kw = dict(num_inference_steps=6, guidance_scale=4.0, generator=torch.Generator().manual_seed(0))
     with Steerer(pipe, clf, prompt, iterations=3, step_size=0.2, loss_target=0.0) as steer:
         assert steer.parsed.describe() == ["red circle | left of | blue square"]
-        assert [l.side for l in steer.layers] == [16, 8, 8]          # down 16x16, down 8x8, mid 8x8
+        assert [l.side for l in steer.layers] == [8, 8, 16, 16]        # up blocks: two at 8x8, two at 16x16
         steered = steer.generate(pipe, prompt, **kw).images
     plain = pipe(prompt, **kw).images
     assert steered.shape == plain.shape == (1, 64, 64, 3) and steered.dtype == np.uint8
