@@ -239,6 +239,12 @@ def _zeros_like(a: Array) -> Array:
     return np.zeros_like(a)
 
 
+def step_index(step: int, num_steps: int, n_steps: int) -> int:
+    """The classifier's step-embedding index of denoising step ``step`` of ``num_steps``: the
+    schedule mapped onto ``[0, n_steps)`` (so maps from 25- and 50-step runs share embeddings)."""
+    return min(n_steps - 1, round(step * n_steps / num_steps))
+
+
 def relation_index(config: ClassifierConfig, relations: Sequence[str]) -> np.ndarray:
     """Indices of relation names in the config's relation list (int32)."""
     try:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .capture import select_layers
+from .classifier import step_index
 from .geneval import RELATIONS
 from .prompts import parse_prompt
 from .replay import DenoiserCall
@@ -96,7 +97,7 @@ class MapInverter:
         map_size: side of the classifier's maps; blocks/sides/layers: the capture's layer choice
             (keep it equal to the steering hook's).
         num_inference_steps: the schedule whose step indices the maps are labelled with;
-            ``n_steps``: the classifier's step-embedding range (index = round(i * n_steps / N)).
+            ``n_steps``: the classifier's step-embedding range (``classifier.step_index``).
         mode: "noise" or "ddim".
     """
 
@@ -141,11 +142,9 @@ class MapInverter:
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((z - shift) * vae.config.scaling_factor).to(den.dtype)
 
-    def _conditioned_call(self, prompt: str) -> tuple[dict, torch.Tensor]:
-        """The denoiser call for ``prompt`` (conditional half), recorded by a probing pipeline call."""
-        self.replay.probe(self.pipe, prompt, num_inference_steps=self.num_inference_steps)
-        timesteps = self.pipe.scheduler.timesteps
-        return self.replay.arguments(1, timesteps[0], timesteps[0]), timesteps
+    def _call_at(self, z: torch.Tensor, t, recorded_t) -> tuple[dict, tuple[int, int], int]:
+        """The recorded (probed) denoiser call, conditional half, replayed on latent z at timestep t."""
+        return self.replay.with_sample(self.replay.arguments(1, t, recorded_t), z, t, self.pipe.scheduler)
 
     def _alpha(self, t) -> float:
         return float(self.pipe.scheduler.alphas_cumprod[int(t)])
@@ -167,14 +166,16 @@ class MapInverter:
         if len(parsed.objects) < 2:
             raise ValueError(f"{prompt!r} names fewer than two objects")
         tokens = [list(parsed.objects[0].tokens), list(parsed.objects[1].tokens)]
-        call, timesteps = self._conditioned_call(prompt)
+        self.replay.probe(self.pipe, prompt, num_inference_steps=self.num_inference_steps)   # records the call
+        timesteps = self.pipe.scheduler.timesteps
+        t0 = timesteps[0]
         out = []
         if self.mode == "noise":
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
             for i in step_indices:
                 t = timesteps[i]
                 z = self.pipe.scheduler.add_noise(x0, noise, t.reshape(1))
-                out.append(self._maps(call, z, t, tokens))
+                out.append(self._maps(z, t, t0, tokens))
             return np.concatenate(out)
         # DDIM inversion: walk the model's deterministic path from x0 to ever noisier steps. The
         # first move (from the clean image) evaluates the model on x0 at the first target step, as
@@ -185,25 +186,23 @@ class MapInverter:
             t = timesteps[i]
             a = self._alpha(t)
             t_eval = t if t_cur is None else t_cur
-            c, _, _ = self.replay.with_sample(call, z, t_eval, self.pipe.scheduler)
-            c["timestep"] = torch.as_tensor(t_eval, device=z.device)
-            pred = self.replay.denoiser(**c)[0]
+            c, _, _ = self._call_at(z, t_eval, t0)
+            pred = self.replay.run(c)[0]
             x0_pred, eps = self._x0_eps(pred.float(), z.float(), self._alpha(t_eval))
             if t_cur is None:
                 x0_pred = x0.float()
             z, t_cur = (a ** 0.5 * x0_pred + (1 - a) ** 0.5 * eps).to(x0.dtype), t
             if i in wanted:
-                by_index[i] = self._maps(call, z, t, tokens)
+                by_index[i] = self._maps(z, t, t0, tokens)
         return np.concatenate([by_index[int(i)] for i in step_indices])
 
-    def _maps(self, call: dict, z: torch.Tensor, t, tokens) -> np.ndarray:
-        c, grid, n_text = self.replay.with_sample(call, z, t, self.pipe.scheduler)
-        c["timestep"] = torch.as_tensor(t, device=z.device)
+    def _maps(self, z: torch.Tensor, t, t0, tokens) -> np.ndarray:
+        c, grid, n_text = self._call_at(z, t, t0)
         with self.replay.capture_maps(c, self.layers, tokens, grid, n_text, self.map_size) as (x, _):
             return x.float().cpu().numpy()
 
     def step_label(self, i: int) -> int:
-        return min(self.n_steps - 1, round(i * self.n_steps / self.num_inference_steps))
+        return step_index(i, self.num_inference_steps, self.n_steps)
 
 
 @dataclass

@@ -45,9 +45,12 @@ class DenoiserCall:
         self.family = model_family(self.denoiser)
         self.last: tuple[tuple, dict] | None = None
         self._probing = False
+        self._replaying = False          # our own replays must not overwrite the pipeline's call
         self._hook = self.denoiser.register_forward_pre_hook(self._remember, with_kwargs=True)
 
     def _remember(self, module, args, kwargs):
+        if self._replaying:
+            return
         self.last = (args, kwargs)
         if self._probing:
             raise ProbeDone()
@@ -113,6 +116,14 @@ class DenoiserCall:
         p = self.denoiser.config.patch_size                  # SD3: patches of the latent
         return call, (z.shape[-2] // p, z.shape[-1] // p), 0
 
+    def run(self, call: dict) -> Any:
+        """The denoiser on a replayed ``call`` (not recorded as the pipeline's latest call)."""
+        self._replaying = True
+        try:
+            return self.denoiser(**call)
+        finally:
+            self._replaying = False
+
     @contextlib.contextmanager
     def capture_maps(self, call: dict, layers: Sequence[CrossAttentionLayer], tokens: Sequence[Sequence[int]],
                      grid: tuple[int, int], n_text: int, map_size: int,
@@ -123,7 +134,7 @@ class DenoiserCall:
         with MapCapture(self.denoiser, layers, early_exit) as cap:
             cap.begin(tokens, grid, n_text)
             try:
-                self.denoiser(**call)
+                self.run(call)
             except EarlyExit:
                 pass
             maps = cap.end()

@@ -27,7 +27,7 @@ import torch
 
 from . import core
 from .capture import select_layers
-from .classifier import RelationClassifier, relation_index
+from .classifier import RelationClassifier, relation_index, step_index
 from .prompts import ParsedPrompt, parse_prompt
 from .replay import DenoiserCall, denoiser_of
 
@@ -163,10 +163,11 @@ class Steerer:
         args = self.replay.arguments(latents.shape[0], t, recorded_t)
         z = latents.detach().float().clone().contiguous()
         per_sample = z[0].numel()
-        n_steered = cfg.steered_steps(num_steps).index(step) if step in cfg.steered_steps(num_steps) else 0
+        steered = cfg.steered_steps(num_steps)
+        n_steered = steered.index(step) if step in steered else 0
         size = cfg.step_size * (cfg.step_decay ** n_steered)
         scale = size * math.sqrt(per_sample) if cfg.normalize else size
-        cls_step = min(self.classifier.config.n_steps - 1, round(step * self.classifier.config.n_steps / num_steps))
+        cls_step = step_index(step, num_steps, self.classifier.config.n_steps)
         B = z.shape[0]
         for it in range(cfg.iterations):
             k = self._iteration % len(self.parsed.triplets)      # round robin over relations

@@ -92,7 +92,7 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     the images are the vanilla ones), labelled with the relation the evaluator then MEASURES between
     the generated subject and object (images where not exactly one relation holds are dropped).
     The test set of the single- vs dual-inversion ablation: what the classifier sees when steering."""
-    from ..classifier import ClassifierConfig, RelationClassifier
+    from ..classifier import ClassifierConfig, RelationClassifier, step_index
     from ..geneval import relations_between
     from ..inversion import MapDataset
     from ..steer import Steerer
@@ -118,7 +118,7 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
             for r in st.records:
                 maps.append(r.maps[b])
                 labels.append(label)
-                step_rows.append(min(n_steps - 1, round(r.step * n_steps / steps)))
+                step_rows.append(step_index(r.step, steps, n_steps))
                 image.append(n_img)
             n_img += 1
     S = map_size
