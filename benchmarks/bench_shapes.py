@@ -14,7 +14,7 @@ import json
 import torch
 
 from l2s.shapes.evaluate import evaluate, heldout_prompts, single_object_prompts
-from l2s.shapes.pipeline import load_shipped
+from l2s.shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
 
 
 def main() -> None:
@@ -23,15 +23,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4, as GenEval)")
     ap.add_argument("--prompts", type=int, default=25, help="prompts per relation count (default 25)")
     ap.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: "
-                                                                  "l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
+    ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                    help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE}: the shipped model's)")
     ap.add_argument("--json", default=None, help="also write the full results here")
     args = ap.parse_args()
     torch.manual_seed(0)
     pipe = load_shipped(args.model)
     seeds = list(range(args.seeds))
-    from l2s.shapes.pipeline import DEFAULT_GUIDANCE
-    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+    guidance = args.guidance
     rows = {
         "single object (colour + shape)": evaluate(pipe, single_object_prompts(), seeds, args.steps, guidance),
         "one relation (held-out pairs)": evaluate(pipe, heldout_prompts(1, args.prompts, seed=1), seeds, args.steps, guidance),

@@ -108,9 +108,7 @@ def _generate(args) -> int:
     from .shapes.detect import detect
     from .shapes.pipeline import load_shipped
     pipe = load_shipped(args.model)
-    from .shapes.pipeline import DEFAULT_GUIDANCE
-    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
-    image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=guidance,
+    image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
                  generator=torch.Generator().manual_seed(args.seed)).images[0]
     big = np.repeat(np.repeat(image, args.upscale, 0), args.upscale, 1)
     Image.fromarray(big).save(args.out)

@@ -54,9 +54,8 @@ def evaluate(pipe, prompts: list[PromptSpec], seeds: list[int], steps: int = 25,
 
     ``steering``: optional ``f(pipe, prompt_text) -> l2s.steer.Steerer``; each prompt's seeds are
     then generated together through ``Steerer.generate`` (vanilla when f returns None).
+    ``guidance`` None: the pipeline's default (``DEFAULT_GUIDANCE`` for the shapes pipeline).
     """
-    from .pipeline import DEFAULT_GUIDANCE
-    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
     if steering is None:
         jobs = [(p, s) for p in prompts for s in seeds]
         chunks = [jobs[i: i + batch] for i in range(0, len(jobs), batch)]
@@ -96,8 +95,6 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     from ..geneval import relations_between
     from ..inversion import MapDataset
     from ..steer import Steerer
-    from .pipeline import DEFAULT_GUIDANCE
-    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
     reader = RelationClassifier(ClassifierConfig(map_size=map_size, n_steps=n_steps, hidden1=8, hidden2=8))
     maps, labels, step_rows, image = [], [], [], []
     n_img = 0

@@ -47,7 +47,7 @@ class ShapesPipeline(DiffusionPipeline):
         return x.permute(0, 2, 3, 1).cpu().numpy()
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], num_inference_steps: int = 25, guidance_scale: float = DEFAULT_GUIDANCE,
+    def __call__(self, prompt: str | list[str], num_inference_steps: int = 25, guidance_scale: float | None = None,
                  negative_prompt: str | list[str] | None = None, num_images_per_prompt: int = 1,
                  generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
                  output_type: str = "np", return_dict: bool = True,
@@ -60,6 +60,7 @@ class ShapesPipeline(DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {bad} not in {self._callback_tensor_inputs}")
         B = len(prompts)
         prompt_embeds = self.encode_prompt(prompts)
+        guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale     # None: the tuned one
         do_cfg = guidance_scale > 1.0
         negative_prompt_embeds = None
         if do_cfg:
