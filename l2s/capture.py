@@ -241,10 +241,11 @@ class FluxCaptureProcessor(_CaptureProcessor):
             q = attn.norm_q(q.unflatten(-1, (-1, attn.head_dim)))
             k = attn.norm_added_k(k.unflatten(-1, (-1, attn.head_dim)))
         else:                                            # single-stream block: [text, image] in one sequence
-            x = hidden_states
-            q_all = attn.to_qkv(x).chunk(3, dim=-1)[0] if attn.fused_projections else attn.to_q(x[:, n_text:])
-            q = q_all[:, n_text:] if attn.fused_projections else q_all
-            k = attn.to_qkv(x[:, :n_text]).chunk(3, dim=-1)[1] if attn.fused_projections else attn.to_k(x[:, :n_text])
+            text, image = hidden_states[:, :n_text], hidden_states[:, n_text:]
+            if attn.fused_projections:                   # projections are per token: slice first
+                q, k = attn.to_qkv(image).chunk(3, dim=-1)[0], attn.to_qkv(text).chunk(3, dim=-1)[1]
+            else:
+                q, k = attn.to_q(image), attn.to_k(text)
             q = attn.norm_q(q.unflatten(-1, (-1, attn.head_dim)))
             k = attn.norm_k(k.unflatten(-1, (-1, attn.head_dim)))
         if image_rotary_emb is not None:                 # rotary tables cover [text, image] positions

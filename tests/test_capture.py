@@ -280,3 +280,21 @@ def test_grid_mismatch_is_a_clear_error(sd):
         cap.begin(TOKENS, (15, 16))
         with pytest.raises(RuntimeError, match="do not tile"):
             sd.unet(**_unet_inputs(sd.unet, 0))
+
+
+def test_flux_fused_projections_give_the_same_maps():
+    model = tiny_flux()
+    inputs = flux_inputs(model, seed=7)
+    layers = find_cross_attention_layers(model)
+
+    def maps():
+        with torch.no_grad(), MapCapture(model, layers, early_exit=False) as cap:
+            cap.begin([[1], [2, 4]], (6, 4), n_text=7)
+            model(**inputs)
+            return cap.end()
+    plain = maps()
+    model.fuse_qkv_projections()
+    assert all(l.module.fused_projections for l in layers)
+    fused = maps()
+    for name in plain:
+        torch.testing.assert_close(fused[name], plain[name], rtol=1e-5, atol=1e-7)
