@@ -17,10 +17,11 @@ from .geneval import relations_between
 from .inversion import RelationExample
 
 
-def _load_image(path: Path, size: int) -> np.ndarray:
+def _load_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image resized to size x size (uint8 RGB) and its original (width, height)."""
     from PIL import Image
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+        return np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8), im.size
 
 
 def pairs_from_boxes(objects: list[tuple[str, tuple[float, float, float, float]]],
@@ -44,14 +45,10 @@ def box_folder_examples(folder: str | Path, size: int = 64, max_examples: int | 
     folder = Path(folder)
     out = []
     for entry in json.loads((folder / "boxes.json").read_text()):
-        path = folder / entry["image"]
-        from PIL import Image
-        with Image.open(path) as im:
-            w, h = im.size
+        image, (w, h) = _load_image(folder / entry["image"], size)
         objs = [(o["name"], (o["box"][0] / w, o["box"][1] / h, o["box"][2] / w, o["box"][3] / h)) for o in entry["objects"]]
         pairs = list(pairs_from_boxes(objs))
         if pairs:
-            image = _load_image(path, size)
             out.extend(RelationExample(image, s, o, r) for s, r, o in pairs)
         if max_examples is not None and len(out) >= max_examples:
             return out[:max_examples]
@@ -77,7 +74,7 @@ def gqa_examples(scene_graphs: str | Path, image_dir: str | Path, size: int = 64
         path = Path(image_dir) / f"{image_id}.jpg"
         if not path.exists():
             raise FileNotFoundError(f"GQA image {path} listed in the scene graphs is missing")
-        image = _load_image(path, size)
+        image, _ = _load_image(path, size)
         for k in rng.permutation(len(pairs))[:max_per_image]:
             s, r, o = pairs[k]
             out.append(RelationExample(image, s, o, r))
