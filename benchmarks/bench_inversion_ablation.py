@@ -41,7 +41,7 @@ def main() -> None:
     _, val_all = split_by_image(data, 0.15, seed=args.seed)          # the split train_shapes_classifier holds out
     rows = []
     for dual in (False, True):
-        clf, hist, _ = train_shapes_classifier(pipe, data, dual=dual, seed=args.seed, epochs=args.epochs)
+        clf, hist, _ = train_shapes_classifier(data, dual=dual, seed=args.seed, epochs=args.epochs)
         pos = val_all.subset(np.flatnonzero(val_all.inversion == 0))
         neg = val_all.subset(np.flatnonzero(val_all.inversion == 1))
         rows.append(("dual" if dual else "single", accuracy(clf, pos), accuracy(clf, neg), accuracy(clf, gen),

@@ -86,7 +86,7 @@ def _train_classifier(args) -> int:
     pipe = load_shipped(args.model)
     data = inversion_dataset(pipe, args.examples, seed=args.seed, mode=args.mode,
                              cache=out / f"maps-{args.examples}-{args.seed}-{args.mode}")
-    clf, hist, val = train_shapes_classifier(pipe, data, dual=not args.single, seed=args.seed, epochs=args.epochs)
+    clf, hist, val = train_shapes_classifier(data, dual=not args.single, seed=args.seed, epochs=args.epochs)
     path = clf.save(out / ("classifier-single" if args.single else "classifier"))
     print(json.dumps({"saved": str(path), "rows": len(data), "val_accuracy": accuracy(clf, val),
                       "epochs": len(hist.val_accuracy), "best_epoch": hist.best_epoch}, indent=2))

@@ -34,7 +34,7 @@ def inversion_dataset(pipe, n_examples: int, seed: int = 0, step_indices: Sequen
     return ds
 
 
-def train_shapes_classifier(pipe, data: MapDataset, dual: bool = True, seed: int = 0, epochs: int = 150,
+def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, epochs: int = 150,
                             progress: bool = True) -> tuple[RelationClassifier, TrainHistory, MapDataset]:
     """Train on ``data`` (``dual=False``: its positive-inversion rows only); returns the classifier,
     its history and the held-out validation split (same kind of rows as trained on)."""
