@@ -18,8 +18,8 @@ import numpy as np
 from l2s.shapes.evaluate import generation_maps, heldout_prompts
 from l2s.shapes.pipeline import load_shipped
 from l2s.shapes.relation_classifier import MAP_SIZE, NUM_INFERENCE_STEPS, STEP_INDICES, inversion_dataset, \
-    train_shapes_classifier
-from l2s.train_classifier import accuracy, split_by_image
+    split_scenes, train_shapes_classifier
+from l2s.train_classifier import accuracy
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
                           list(STEP_INDICES), map_size=MAP_SIZE, steps=NUM_INFERENCE_STEPS)
     print(f"inversion rows {len(data)} ({args.examples} scenes x 2 prompts x {len(STEP_INDICES)} steps); "
           f"generation rows {len(gen)} from {gen.meta['images']} images with both objects and one relation")
-    _, val_all = split_by_image(data, 0.15, seed=args.seed)          # the split train_shapes_classifier holds out
+    _, val_all = split_scenes(data, args.seed)                         # the scenes train_shapes_classifier holds out
     rows = []
     for dual in (False, True):
         clf, hist, _ = train_shapes_classifier(data, dual=dual, seed=args.seed, epochs=args.epochs)

@@ -34,12 +34,19 @@ def inversion_dataset(pipe, n_examples: int, seed: int = 0, step_indices: Sequen
     return ds
 
 
+def split_scenes(data: MapDataset, seed: int = 0) -> tuple[MapDataset, MapDataset]:
+    """The train/validation split by scene that ``train_shapes_classifier`` uses (both inversions
+    of a scene on the same side), for reading a trained classifier's held-out rows."""
+    return split_by_image(data, 0.15, seed=seed)
+
+
 def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, epochs: int = 150,
                             progress: bool = True) -> tuple[RelationClassifier, TrainHistory, MapDataset]:
     """Train on ``data`` (``dual=False``: its positive-inversion rows only); returns the classifier,
     its history and the held-out validation split (same kind of rows as trained on)."""
-    rows = data if dual else data.positive_only()
-    train, val = split_by_image(rows, 0.15, seed=seed)
+    train, val = split_scenes(data, seed)
+    if not dual:
+        train, val = train.positive_only(), val.positive_only()
     config = ClassifierConfig(map_size=MAP_SIZE, hidden1=256, hidden2=128)
     clf, hist = train_classifier(train, val, config, epochs=epochs, seed=seed, progress=progress)
     clf.config.meta.update({"dual_inversion": dual, "pipeline": "l2s shapes-pipeline"})
