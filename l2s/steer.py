@@ -92,7 +92,10 @@ class Steerer:
         prompt: parsed with the pipeline's tokenizer (Flux: ``tokenizer_2``, the T5 one; SD3: the
             first CLIP one, whose tokens lead SD3's text sequence);
             or pass ``parsed`` (``prompts.make_triplets``) to give triplets and tokens directly.
-        config / overrides: a ``SteeringConfig`` and/or its fields as keywords.
+        config / overrides: a ``SteeringConfig`` and/or its fields as keywords. Without ``config``,
+            the classifier's own recommended settings (``classifier.config.meta["steering"]``, written
+            by whoever trained it for its model) replace the ``SteeringConfig`` defaults; overrides
+            apply last.
     A classifier on the CPU is moved (in place) to a CUDA denoiser's device.
     A prompt without a relation gives a steerer that does nothing: generation is unmodified.
     ``records`` lists a ``StepRecord`` per gradient iteration.
@@ -102,7 +105,8 @@ class Steerer:
 
     def __init__(self, pipe: Any, classifier: RelationClassifier, prompt: str | None = None,
                  parsed: ParsedPrompt | None = None, config: SteeringConfig | None = None, **overrides: Any):
-        self.config = SteeringConfig(**{**(config.__dict__ if config else {}), **overrides})
+        base = dict(config.__dict__) if config is not None else recommended_settings(classifier)
+        self.config = SteeringConfig(**{**base, **overrides})
         self.denoiser = denoiser_of(pipe)
         if parsed is None:
             if prompt is None:
@@ -256,6 +260,17 @@ class Steerer:
             # the pipeline multiplies by sigma again: hand back the change, not a re-divided latent
             kwargs["latents"] = latents + (steered - scaled) / sigma
         return pipe(prompt, callback_on_step_end=self, callback_on_step_end_tensor_inputs=self.tensor_inputs, **kwargs)
+
+
+def recommended_settings(classifier: Any) -> dict:
+    """The ``SteeringConfig`` fields a classifier's config recommends (``meta["steering"]``; {} if none)."""
+    meta = getattr(getattr(classifier, "config", None), "meta", None) or {}
+    rec = dict(meta.get("steering", {}))
+    unknown = set(rec) - set(SteeringConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"classifier meta 'steering' has unknown fields {sorted(unknown)}; "
+                         f"known: {sorted(SteeringConfig.__dataclass_fields__)}")
+    return rec
 
 
 def _tolist(a: Any) -> list:

@@ -230,6 +230,24 @@ def test_config_schedule():
     assert SteeringConfig(steps=[0, 3, 99]).steered_steps(4) == [0, 3]
 
 
+def test_classifier_recommended_settings_apply_unless_overridden(sd, classifier):
+    rec = RelationClassifier(classifier.config.__class__(**{**classifier.config.__dict__,
+                                                            "meta": {"steering": {"steps": [1, 2], "loss_target": 0.3}}}),
+                             params=classifier.params)
+    steer = Steerer(sd, rec, PROMPT)
+    assert steer.config.steps == [1, 2] and steer.config.loss_target == 0.3 and steer.config.iterations == 3
+    steer.close()
+    steer = Steerer(sd, rec, PROMPT, loss_target=0.1)                 # keywords override the recommendation
+    assert steer.config.steps == [1, 2] and steer.config.loss_target == 0.1
+    steer.close()
+    steer = Steerer(sd, rec, PROMPT, config=SteeringConfig())         # an explicit config replaces it
+    assert steer.config.steps is None and steer.config.loss_target == SteeringConfig().loss_target
+    steer.close()
+    rec.config.meta["steering"] = {"step_sise": 0.1}
+    with pytest.raises(ValueError, match="step_sise"):
+        Steerer(sd, rec, PROMPT)
+
+
 def test_classifier_must_read_two_maps(sd):
     three = RelationClassifier(ClassifierConfig(map_size=8, n_maps=3, hidden1=8, hidden2=8))
     with pytest.raises(ValueError, match="2"):
