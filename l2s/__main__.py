@@ -17,15 +17,24 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--steer-iters", type=int, default=30, help="steering iterations (default 30)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sub.add_parser("info", help="print the build: CUDA compiled/available, GEMM backend")
-    gen = sub.add_parser("generate", help="generate an image with the shipped shapes-world model and save a PNG",
-                         description="Generate a 64x64 image from a prompt with the shapes-world model (vanilla "
-                                     "generation for now) and print the objects the exact evaluator finds in it.")
+    gen = sub.add_parser("generate", help="generate an image with the shipped shapes-world model, steered, and save a PNG",
+                         description="Generate a 64x64 image from a prompt with the shapes-world model, steered by the "
+                                     "shipped relation classifier (Learn-to-Steer) when the prompt names a spatial "
+                                     "relation, and print what the exact evaluator finds in it.")
     gen.add_argument("prompt", help='e.g. "a red circle to the left of a blue square"')
     gen.add_argument("--out", default="l2s.png", help="output PNG path (default l2s.png)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     gen.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
     gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the "
                                                                   "shipped model's, l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
+    gen.add_argument("--no-steer", action="store_true", help="plain generation (no steering)")
+    gen.add_argument("--compare", action="store_true", help="save vanilla | steered side by side (same seed)")
+    gen.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
+    gen.add_argument("--iterations", type=int, default=None, help="gradient iterations per steered step "
+                                                                  "(default: the classifier's recommendation)")
+    gen.add_argument("--step-size", type=float, default=None, help="RMS latent change per update (default: recommended)")
+    gen.add_argument("--loss-target", type=float, default=None, help="stop a step's updates under this loss "
+                                                                    "(default: recommended)")
     gen.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the PNG (default 4: 256 px)")
     gen.add_argument("--model", default=None, help="pipeline folder (default: the model shipped in l2s/weights)")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
@@ -101,21 +110,60 @@ def _parse_mix(text: str) -> tuple[float, float, float]:
 
 
 def _generate(args) -> int:
+    import time
+
     import numpy as np
     import torch
     from PIL import Image
 
-    from .shapes.detect import detect
     from .shapes.pipeline import load_shipped
     pipe = load_shipped(args.model)
-    image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                 generator=torch.Generator().manual_seed(args.seed)).images[0]
-    big = np.repeat(np.repeat(image, args.upscale, 0), args.upscale, 1)
-    Image.fromarray(big).save(args.out)
-    found = [f"{d.colour} {d.shape} at x={np.mean(d.box[::2]):.2f}, y={np.mean(d.box[1::2]):.2f}"
-             for d in sorted(detect(image), key=lambda d: -d.area)]
-    print(json.dumps({"prompt": args.prompt, "seed": args.seed, "png": args.out, "detected": found}, indent=2))
+    kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
+    runs = {}
+    if args.no_steer or args.compare:
+        t0 = time.perf_counter()
+        runs["vanilla"] = (pipe(args.prompt, generator=torch.Generator().manual_seed(args.seed), **kw).images[0],
+                           time.perf_counter() - t0)
+    if not args.no_steer:
+        from .shapes.relation_classifier import load_shipped_classifier
+        from .steer import Steerer
+        knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
+                                   ("loss_target", args.loss_target)) if v is not None}
+        t0 = time.perf_counter()
+        with Steerer(pipe, load_shipped_classifier(args.classifier), args.prompt, **knobs) as steer:
+            image = steer.generate(pipe, args.prompt, generator=torch.Generator().manual_seed(args.seed), **kw).images[0]
+        runs["steered"] = (image, time.perf_counter() - t0)
+        if not steer.active:
+            print("no spatial relation found in the prompt: generated without steering", file=sys.stderr)
+    row = np.concatenate([im for im, _ in runs.values()], axis=1)
+    Image.fromarray(np.repeat(np.repeat(row, args.upscale, 0), args.upscale, 1)).save(args.out)
+    report = {"prompt": args.prompt, "seed": args.seed, "png": args.out,
+              "panels": list(runs) if len(runs) > 1 else None}
+    for name, (image, seconds) in runs.items():
+        report[name] = {"seconds": round(seconds, 2), **_describe(args.prompt, image)}
+    print(json.dumps(report, indent=2))
     return 0
+
+
+def _describe(prompt: str, image) -> dict:
+    """What the exact evaluator sees: detections and, when the prompt parses into the world's
+    objects, GenEval's verdict on each relation."""
+    import numpy as np
+
+    from .prompts import parse_prompt
+    from .shapes.detect import detect, judge_prompt, parse_object_phrase
+    dets = detect(image)
+    out = {"detected": [f"{d.colour} {d.shape} at x={np.mean(d.box[::2]):.2f}, y={np.mean(d.box[1::2]):.2f}"
+                        for d in sorted(dets, key=lambda d: -d.area)]}
+    parsed = parse_prompt(prompt)
+    try:
+        objects = [parse_object_phrase(o.name) for o in parsed.objects]
+    except ValueError:
+        return out                               # objects outside the shapes world: detections only
+    if parsed.triplets:
+        res = judge_prompt(image, objects, [(t.subject, t.relation, t.object) for t in parsed.triplets], dets)
+        out["verdict"] = res.failure
+    return out
 
 
 if __name__ == "__main__":

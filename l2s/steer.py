@@ -43,6 +43,9 @@ class SteeringConfig:
     step_size: with ``normalize`` the RMS change of the latent per update (the update is
         ``step_size * sqrt(numel) * g / ||g||`` per sample); without it the plain ``step_size * g``.
     step_decay: the step size is multiplied by this after each steered step.
+    grad_blur: standard deviation (in latent pixels) of a Gaussian low-pass applied to the latent
+        gradient before the update (0: none). Layout lives in low frequencies; the raw gradient's
+        high frequencies deform shapes instead of moving them.
     blocks / sides / layers: which cross-attention layers to read (see ``capture.select_layers``).
     early_exit: stop the denoiser's forward after the last captured layer.
     keep_maps: keep the classifier's input maps of each steered step's first iteration (for plots).
@@ -52,6 +55,7 @@ class SteeringConfig:
     iterations: int = 3
     step_size: float = 0.1
     step_decay: float = 1.0
+    grad_blur: float = 0.0
     normalize: bool = True
     loss_target: float = 0.02
     blocks: Sequence[str] | None = None
@@ -202,6 +206,8 @@ class Steerer:
             if not torch.isfinite(g).all():
                 self._skip(rec, "non-finite gradient")
                 break
+            if cfg.grad_blur > 0:
+                g = gaussian_blur(g.float(), cfg.grad_blur)
             norms = core.update_latent(z, g.float().contiguous(), scale, normalize=cfg.normalize)
             rec.grad_norm = [float(v) for v in _tolist(norms)]
         return z.to(latents.dtype)
@@ -260,6 +266,26 @@ class Steerer:
             # the pipeline multiplies by sigma again: hand back the change, not a re-divided latent
             kwargs["latents"] = latents + (steered - scaled) / sigma
         return pipe(prompt, callback_on_step_end=self, callback_on_step_end_tensor_inputs=self.tensor_inputs, **kwargs)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur over the last two axes (reflect padding, radius 3 sigma) of a 4-D tensor."""
+    if x.dim() != 4:
+        raise ValueError(f"grad_blur needs [B, C, H, W] latents, got shape {tuple(x.shape)} (packed Flux latents "
+                         f"are not supported)")
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    B, C, H, W = x.shape
+    if radius >= min(H, W):
+        raise ValueError(f"grad_blur sigma {sigma} is too wide for a {H}x{W} latent")
+    flat = x.reshape(B * C, 1, H, W)
+    flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (radius, radius, 0, 0), mode="reflect"),
+                                      kernel.view(1, 1, 1, -1))
+    flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (0, 0, radius, radius), mode="reflect"),
+                                      kernel.view(1, 1, -1, 1))
+    return flat.reshape(B, C, H, W)
 
 
 def recommended_settings(classifier: Any) -> dict:

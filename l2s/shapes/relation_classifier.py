@@ -16,17 +16,28 @@ from ..inversion import MapDataset, MapInverter, build_dataset
 from ..train_classifier import TrainHistory, split_by_image, train_classifier
 from .scenes import relation_examples
 
-# the steps the hook steers by default (first half of 25), sampled
-STEP_INDICES = (0, 3, 6, 9, 12)
+# maps are read at steps 1..12 of 25: step 0's maps are pure noise (the old classifier read
+# generation-time maps at chance there, 0.24, and at 0.71-0.87 from step 2 on), and the layout is
+# settled by mid-schedule
+STEP_INDICES = tuple(range(1, 13))
 NUM_INFERENCE_STEPS = 25
 MAP_SIZE = 16
+
+# the steering settings this classifier recommends (saved in its meta, read by Steerer). Tuned on
+# held-out-pair prompts that the benchmark never uses (python benchmarks/bench_steering.py --prompt-set tuning --grid benchmarks/grids/tuning.jsonl):
+# skipping step 0 and stopping at loss 0.2 mattered most; pushing the loss to 0.05 fused objects
+SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.1, "loss_target": 0.2}
+
+SHIPPED_CLASSIFIER = Path(__file__).resolve().parent.parent / "weights" / "shapes-classifier" / "classifier"
 
 
 def inversion_dataset(pipe, n_examples: int, seed: int = 0, step_indices: Sequence[int] = STEP_INDICES,
                       dual: bool = True, mode: str = "noise", cache: str | Path | None = None) -> MapDataset:
     """Dual (or single) inversion maps of ``n_examples`` fresh scenes; cached at ``cache`` if given."""
     if cache is not None and Path(cache).with_suffix(".safetensors").exists():
-        return MapDataset.load(cache)
+        cached = MapDataset.load(cache)
+        if cached.meta.get("step_indices") == [int(i) for i in step_indices] and cached.meta.get("dual") == dual:
+            return cached                       # a cache made with other steps or inversion is rebuilt
     with MapInverter(pipe, map_size=MAP_SIZE, num_inference_steps=NUM_INFERENCE_STEPS, mode=mode) as inv:
         ds = build_dataset(inv, relation_examples(n_examples, seed=seed), step_indices, dual=dual, seed=seed)
     if cache is not None:
@@ -49,5 +60,13 @@ def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, 
         train, val = train.positive_only(), val.positive_only()
     config = ClassifierConfig(map_size=MAP_SIZE, hidden1=256, hidden2=128)
     clf, hist = train_classifier(train, val, config, epochs=epochs, seed=seed, progress=progress)
-    clf.config.meta.update({"dual_inversion": dual, "pipeline": "l2s shapes-pipeline"})
+    clf.config.meta.update({"dual_inversion": dual, "pipeline": "l2s shapes-pipeline", "steering": dict(SHAPES_STEERING)})
     return clf, hist, val
+
+
+def load_shipped_classifier(path: str | Path | None = None) -> RelationClassifier:
+    """The relation classifier shipped for the shapes model (or the one at ``path``, a path stem)."""
+    stem = Path(path) if path else SHIPPED_CLASSIFIER
+    if not stem.with_suffix(".safetensors").exists():
+        raise FileNotFoundError(f"no classifier at {stem}.safetensors (train one: python -m l2s train-classifier)")
+    return RelationClassifier.load(stem)

@@ -10,14 +10,15 @@ from l2s.classifier import RelationClassifier
 def test_train_classifier_cli_end_to_end(tmp_path, capsys):
     assert main(["train-classifier", "--out", str(tmp_path), "--examples", "8", "--epochs", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["rows"] == 8 * 2 * 5                       # examples x (positive, negative) x steps
+    assert report["rows"] == 8 * 2 * 12                      # examples x (positive, negative) x steps 1..12
     clf = RelationClassifier.load(tmp_path / "classifier")
     meta = clf.config.meta
-    assert meta["dual_inversion"] and meta["map_size"] == 16 and meta["step_indices"] == [0, 3, 6, 9, 12]
+    assert meta["dual_inversion"] and meta["map_size"] == 16 and meta["step_indices"] == list(range(1, 13))
+    assert meta["steering"]["steps"][0] == 1               # the recommended schedule travels with the weights
     assert meta["layers"] and meta["inversion_mode"] == "noise"
     # the map dataset was cached; the single-inversion ablation reuses it and keeps positive rows only
     assert main(["train-classifier", "--out", str(tmp_path), "--examples", "8", "--epochs", "1", "--single"]) == 0
-    assert json.loads(capsys.readouterr().out)["rows"] == 80
+    assert json.loads(capsys.readouterr().out)["rows"] == 8 * 2 * 12
     single = RelationClassifier.load(tmp_path / "classifier-single")
-    assert not single.config.meta["dual_inversion"] and single.config.meta["train_rows"] < 40
+    assert not single.config.meta["dual_inversion"] and single.config.meta["train_rows"] < 8 * 12
     assert not np.array_equal(single.params, clf.params)
