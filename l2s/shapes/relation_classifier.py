@@ -26,7 +26,7 @@ MAP_SIZE = 16
 # the steering settings this classifier recommends (saved in its meta, read by Steerer). Tuned on
 # held-out-pair prompts that the benchmark never uses (python benchmarks/bench_steering.py --prompt-set tuning --grid benchmarks/grids/tuning.jsonl):
 # skipping step 0 and stopping at loss 0.2 mattered most; pushing the loss to 0.05 fused objects
-SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.1, "loss_target": 0.2}
+SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.07, "loss_target": 0.2}
 
 SHIPPED_CLASSIFIER = Path(__file__).resolve().parent.parent / "weights" / "shapes-classifier" / "classifier"
 
@@ -51,7 +51,7 @@ def split_scenes(data: MapDataset, seed: int = 0) -> tuple[MapDataset, MapDatase
     return split_by_image(data, 0.15, seed=seed)
 
 
-def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, epochs: int = 150,
+def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, epochs: int = 150, lr: float = 3e-4,
                             progress: bool = True) -> tuple[RelationClassifier, TrainHistory, MapDataset]:
     """Train on ``data`` (``dual=False``: its positive-inversion rows only); returns the classifier,
     its history and the held-out validation split (same kind of rows as trained on)."""
@@ -59,7 +59,7 @@ def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, 
     if not dual:
         train, val = train.positive_only(), val.positive_only()
     config = ClassifierConfig(map_size=MAP_SIZE, hidden1=256, hidden2=128)
-    clf, hist = train_classifier(train, val, config, epochs=epochs, seed=seed, progress=progress)
+    clf, hist = train_classifier(train, val, config, epochs=epochs, lr=lr, seed=seed, progress=progress)
     clf.config.meta.update({"dual_inversion": dual, "pipeline": "l2s shapes-pipeline", "steering": dict(SHAPES_STEERING)})
     return clf, hist, val
 
