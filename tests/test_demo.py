@@ -34,10 +34,18 @@ def test_generate_writes_a_png(tmp_path):
     from l2s.shapes.pipeline import build_pipeline
     build_pipeline(block_out_channels=(8, 8, 16, 16), attention_head_dim=4, norm_num_groups=4).save_pretrained(tmp_path / "m")
     out = tmp_path / "x.png"
-    r = subprocess.run([sys.executable, "-m", "l2s", "generate", "a red circle above a blue square", "--model",
-                        str(tmp_path / "m"), "--steps", "2", "--upscale", "2", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    base = [sys.executable, "-m", "l2s", "generate", "a red circle above a blue square", "--model",
+            str(tmp_path / "m"), "--steps", "4", "--upscale", "2", "--out", str(out)]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300)      # steered by the shipped classifier
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout[r.stdout.index("{"):])
-    assert report["png"] == str(out) and isinstance(report["detected"], list)
+    assert report["png"] == str(out) and isinstance(report["steered"]["detected"], list)
+    assert report["steered"]["verdict"] in ("correct", "missing", "fused", "misplaced") and "vanilla" not in report
     assert Image.open(out).size == (128, 128)
+    r = subprocess.run(base + ["--compare"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout[r.stdout.index("{"):])
+    assert report["panels"] == ["vanilla", "steered"] and Image.open(out).size == (256, 128)
+    r = subprocess.run(base + ["--no-steer"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and list(json.loads(r.stdout[r.stdout.index("{"):])) == ["prompt", "seed", "png", "panels",
+                                                                                   "vanilla"]
