@@ -1,6 +1,6 @@
 """Single vs dual inversion: classifier accuracy on held-out inversion maps and on generation-time maps.
 
-    python benchmarks/bench_inversion_ablation.py --examples 1500 --gen-prompts 40 --gen-seeds 4
+    python benchmarks/bench_inversion_ablation.py --examples 2000 --gen-prompts 40 --gen-seeds 4
 
 Both classifiers train on the same scenes (the single one on the positive-prompt rows only).
 "Inversion" accuracy: held-out scenes' maps, positive-prompt rows and negative-prompt rows
@@ -25,7 +25,7 @@ from l2s.train_classifier import accuracy
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--examples", type=int, default=1500)
+    ap.add_argument("--examples", type=int, default=2000)
     ap.add_argument("--cache", default="runs/ablation", help="folder caching the map dataset")
     ap.add_argument("--gen-prompts", type=int, default=40)
     ap.add_argument("--gen-seeds", type=int, default=4)

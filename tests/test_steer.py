@@ -336,3 +336,23 @@ def test_steering_on_cuda_matches_cpu(classifier, tmp_path):
     cpu, gpu = runs
     np.testing.assert_allclose([r.loss for r in gpu], [r.loss for r in cpu], rtol=2e-3)
     np.testing.assert_allclose([r.grad_norm for r in gpu], [r.grad_norm for r in cpu], rtol=5e-3)
+
+
+def test_gaussian_blur_matches_a_numpy_reference(rng):
+    from l2s.steer import gaussian_blur
+    x = rng.standard_normal((2, 3, 12, 10))
+    sigma = 1.3
+    r = int(np.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k2 = np.outer(k, k) / k.sum() ** 2
+    padded = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)), mode="reflect")
+    want = np.zeros_like(x)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            want += k2[dy, dx] * padded[:, :, dy: dy + 12, dx: dx + 10]
+    got = gaussian_blur(torch.from_numpy(x), sigma).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        gaussian_blur(torch.zeros(1, 16, 4), 1.0)
+    with pytest.raises(ValueError, match="too wide"):
+        gaussian_blur(torch.zeros(1, 1, 4, 4), 2.0)
