@@ -39,7 +39,8 @@ class SteeringConfig:
     steer_fraction: steer the first ``round(steer_fraction * num_steps)`` steps (ignored when
         ``steps`` lists step indices explicitly).
     iterations: gradient updates per steered step (each one denoiser forward to the last captured
-        layer + backward); stops early once the loss is under ``loss_target``.
+        layer + backward; relations taken round robin); the step ends early once every relation's
+        loss, checked in turn, is under ``loss_target``.
     step_size: with ``normalize`` the RMS change of the latent per update (the update is
         ``step_size * sqrt(numel) * g / ||g||`` per sample); without it the plain ``step_size * g``.
     step_decay: the step size is multiplied by this after each steered step.
@@ -177,6 +178,7 @@ class Steerer:
         scale = size * math.sqrt(per_sample) if cfg.normalize else size
         cls_step = step_index(step, num_steps, self.classifier.config.n_steps)
         B = z.shape[0]
+        satisfied = 0                       # consecutive relations found under the loss target
         for it in range(cfg.iterations):
             k = self._iteration % len(self.parsed.triplets)      # round robin over relations
             self._iteration += 1
@@ -202,7 +204,12 @@ class Steerer:
             g = self._latent_gradient(pipe, z, latents.dtype, t, args, trip, classify)
             rec = self.records[records_before]
             if g is None:
+                # a relation already satisfied: go on to the next one; stop once all of them are
+                satisfied += 1
+                if rec.skipped == "loss under target" and satisfied < len(self.parsed.triplets):
+                    continue
                 break
+            satisfied = 0
             if not torch.isfinite(g).all():
                 self._skip(rec, "non-finite gradient")
                 break

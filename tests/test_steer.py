@@ -186,6 +186,31 @@ def test_multi_relation_prompts_alternate(sd, classifier):
     assert [r.relation for r in steer.records] == ["above", "left of", "above"]
 
 
+class _LossPerRelation:
+    """A stand-in loss with the classifier's interface: a fixed loss per relation, a nonzero gradient."""
+
+    def __init__(self, losses):
+        self.config = ClassifierConfig(map_size=8, n_steps=10, step_dim=4, hidden1=1, hidden2=1)
+        self.params, self.losses = torch.zeros(0), losses
+
+    def loss_and_input_grad(self, x, labels, steps=None):
+        rel = self.config.relations[int(np.asarray(labels)[0])]
+        x = torch.as_tensor(x)
+        return self.losses[rel], torch.ones_like(x) * 1e-3, torch.full((x.shape[0], 4), 0.25)
+
+
+@pytest.mark.parametrize("losses, expected", [
+    ({"above": 0.0, "left of": 1.0}, [("above", True), ("left of", False), ("above", True), ("left of", False)]),
+    ({"above": 0.0, "left of": 0.0}, [("above", True), ("left of", True)]),      # all satisfied: the step ends
+])
+def test_a_satisfied_relation_hands_over_to_the_next(sd, losses, expected):
+    prompt = "a dog above a cat to the left of a ball"
+    with Steerer(sd, _LossPerRelation(losses), prompt, steps=[1], iterations=4, loss_target=0.5) as steer:
+        steer.generate(sd, prompt, num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                       generator=torch.Generator().manual_seed(0))
+    assert [(r.relation, r.skipped == "loss under target") for r in steer.records] == expected
+
+
 def test_explicit_triplets_override_the_parser(sd, classifier):
     parsed = make_triplets([[2], [4]], [(1, "below", 0)])
     with Steerer(sd, classifier, parsed=parsed, iterations=1, loss_target=0.0) as steer:
