@@ -26,7 +26,7 @@ def test_train_classifier_cli_end_to_end(tmp_path, capsys):
 
 def test_the_shipped_classifier_reads_fresh_scenes_of_the_shipped_model():
     """Guards the shipped weights against drift in the capture code or the model: fresh scenes (seed
-    99; training used seed 0), dual inversion at steps 6-12, where it validated at 0.82."""
+    99; training used seed 0), dual inversion at steps 6-12 (it validated at 0.82 over steps 1-12)."""
     from l2s.capture import select_layers
     from l2s.shapes.pipeline import load_shipped
     from l2s.shapes.relation_classifier import inversion_dataset, load_shipped_classifier
@@ -36,4 +36,4 @@ def test_the_shipped_classifier_reads_fresh_scenes_of_the_shipped_model():
     assert meta["dual_inversion"] and meta["steering"]["steps"][0] >= 1
     assert meta["layers"] == [layer.name for layer in select_layers(pipe.unet)]
     data = inversion_dataset(pipe, 16, seed=99, step_indices=range(6, 13))
-    assert accuracy(clf, data) >= 0.6
+    assert accuracy(clf, data) >= 0.8                  # measured 0.98; chance is 0.25
