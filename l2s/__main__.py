@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--step-size", type=float, default=None, help="RMS latent change per update (default: recommended)")
     gen.add_argument("--loss-target", type=float, default=None, help="stop a step's updates under this loss "
                                                                     "(default: recommended)")
+    gen.add_argument("--plots", default=None, metavar="PREFIX", help="also save PREFIX-maps.png (subject/object "
+                     "attention per steered step) and PREFIX-curves.png (loss, relation probability); needs matplotlib")
     gen.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the PNG (default 4: 256 px)")
     gen.add_argument("--model", default=None, help="pipeline folder (default: the model shipped in l2s/weights)")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
@@ -138,6 +140,12 @@ def _generate(args) -> int:
         runs["steered"] = (image, time.perf_counter() - t0)
         if not steer.active:
             print("no spatial relation found in the prompt: generated without steering", file=sys.stderr)
+        elif args.plots:
+            from .plots import plot_attention, plot_curves
+            trip = steer.parsed.triplets[0]
+            names = (steer.parsed.objects[trip.subject].name, steer.parsed.objects[trip.object].name)
+            plot_attention([r for r in steer.records if r.triplet == 0], image, names).savefig(f"{args.plots}-maps.png")
+            plot_curves(steer.records).savefig(f"{args.plots}-curves.png")
     row = np.concatenate([im for im, _ in runs.values()], axis=1)
     Image.fromarray(np.repeat(np.repeat(row, args.upscale, 0), args.upscale, 1)).save(args.out)
     report = {"prompt": args.prompt, "seed": args.seed, "png": args.out,

@@ -84,6 +84,7 @@ class StepRecord:
     grad_norm: list[float]
     step_size: float
     skipped: str = ""
+    label: int = 0                   # index of ``relation`` in ``probs`` (the classifier's relation order)
     maps: np.ndarray | None = field(default=None, repr=False)   # [B, 2, S, S] classifier input
 
 
@@ -190,6 +191,7 @@ class Steerer:
                 """Loss and d(loss)/d(maps) from the C classifier; None ends this step's iterations."""
                 loss_mean, dx, probs = self.classifier.loss_and_input_grad(x, labels, steps)
                 rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
+                                 label=int(self.labels[k]),
                                  maps=x.float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
                 self.records.append(rec)
                 if not math.isfinite(loss_mean):

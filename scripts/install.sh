@@ -8,6 +8,6 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # torch==2.13.0 is the CPU build on these machines; other versions pull multi-GB CUDA wheels.
 .venv/bin/python -m pip install -q "torch==2.13.0" numpy pytest safetensors tqdm \
-    "diffusers==0.42.1" "transformers==5.24.0" pillow
+    "diffusers==0.42.1" "transformers==5.24.0" pillow "matplotlib==3.11.2"
 .venv/bin/python -m pip install -q --no-build-isolation -e .
 .venv/bin/python -m l2s info

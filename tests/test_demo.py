@@ -42,8 +42,9 @@ def test_generate_writes_a_png(tmp_path):
     assert report["png"] == str(out) and isinstance(report["steered"]["detected"], list)
     assert report["steered"]["verdict"] in ("correct", "missing", "fused", "misplaced") and "vanilla" not in report
     assert Image.open(out).size == (128, 128)
-    r = subprocess.run(base + ["--compare"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(base + ["--compare", "--plots", str(tmp_path / "p")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p-maps.png").stat().st_size > 1000 and (tmp_path / "p-curves.png").stat().st_size > 1000
     report = json.loads(r.stdout[r.stdout.index("{"):])
     assert report["panels"] == ["vanilla", "steered"] and Image.open(out).size == (256, 128)
     r = subprocess.run(base + ["--no-steer"], capture_output=True, text=True, timeout=300)
