@@ -39,6 +39,18 @@ def main(argv: list[str] | None = None) -> int:
                      "attention per steered step) and PREFIX-curves.png (loss, relation probability); needs matplotlib")
     gen.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the PNG (default 4: 256 px)")
     gen.add_argument("--model", default=None, help="pipeline folder (default: the model shipped in l2s/weights)")
+    jd = sub.add_parser("judge", help="the relation classifier as a judge: read an image's relation from its maps",
+                        description="Noise an image (a PNG, or one generated from the prompt) to the classifier's steps, "
+                                    "read the first relation's subject and object maps through the model, and print the "
+                                    "classifier's relation probabilities per step and averaged, beside the exact "
+                                    "evaluator's verdict.")
+    jd.add_argument("prompt", help='e.g. "a red circle to the left of a blue square" (its first relation is judged)')
+    jd.add_argument("--image", default=None, help="PNG to judge (any multiple of 64 px; default: generate one)")
+    jd.add_argument("--seed", type=int, default=0, help="noise seed of generation and of the judge's noising (default 0)")
+    jd.add_argument("--steps", type=int, default=25, help="DDIM steps when generating (default 25)")
+    jd.add_argument("--no-steer", action="store_true", help="judge a vanilla image (when generating)")
+    jd.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
+    jd.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
                         description="Train the shapes-world model; rerunning with the same --out resumes from its checkpoint.")
     tm.add_argument("--out", default="runs/shapes", help="run folder: data cache, checkpoint, log, final pipeline")
@@ -68,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "generate":
         return _generate(args)
+    if args.command == "judge":
+        return _judge(args)
     if args.command == "train-model":
         from .shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
@@ -153,6 +167,55 @@ def _generate(args) -> int:
     for name, (image, seconds) in runs.items():
         report[name] = {"seconds": round(seconds, 2), **_describe(args.prompt, image)}
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _judge(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .classifier import step_index
+    from .inversion import MapInverter
+    from .prompts import parse_prompt
+    from .shapes.pipeline import load_shipped
+    from .shapes.relation_classifier import MAP_SIZE, NUM_INFERENCE_STEPS, load_shipped_classifier
+    pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
+    parsed = parse_prompt(args.prompt, pipe.tokenizer)
+    if not parsed.triplets:
+        raise SystemExit(f"no spatial relation in {args.prompt!r}: nothing to judge")
+    trip = parsed.triplets[0]
+    size = pipe.unet.config.sample_size
+    if args.image:
+        img = Image.open(args.image).convert("RGB")
+        if img.size[0] % size or img.size != (img.size[0], img.size[0]):
+            raise SystemExit(f"{args.image}: expected a square image whose side is a multiple of {size}, got {img.size}")
+        image = np.asarray(img.resize((size, size), Image.NEAREST))
+    else:
+        gen = torch.Generator().manual_seed(args.seed)
+        kw = dict(num_inference_steps=args.steps, generator=gen)
+        if args.no_steer:
+            image = pipe(args.prompt, **kw).images[0]
+        else:
+            from .steer import Steerer
+            with Steerer(pipe, clf, args.prompt) as steer:
+                image = steer.generate(pipe, args.prompt, **kw).images[0]
+    steps = clf.config.meta.get("step_indices", [6, 9, 12])
+    # the judged pair is read as "subject rel object" in a prompt naming only the two of them
+    names = (parsed.objects[trip.subject].name, parsed.objects[trip.object].name)
+    with MapInverter(pipe, map_size=MAP_SIZE, num_inference_steps=NUM_INFERENCE_STEPS) as inv:
+        maps = inv.read(inv.encode(image[None]), f"a {names[0]} {trip.relation} a {names[1]}", steps,
+                        generator=torch.Generator().manual_seed(args.seed))
+    probs, _ = clf.forward(np.ascontiguousarray(maps, np.float32),
+                           np.array([step_index(s, NUM_INFERENCE_STEPS, clf.config.n_steps) for s in steps], np.int32))
+    probs = np.asarray(probs)
+    rels = list(clf.config.relations)
+    mean = probs.mean(0)
+    print(json.dumps({"prompt": args.prompt, "judged": f"{names[0]} | {trip.relation} | {names[1]}",
+                      "probabilities": {r: round(float(p), 3) for r, p in zip(rels, mean)},
+                      "classifier_says": rels[int(mean.argmax())],
+                      "per_step": {int(s): {r: round(float(p), 3) for r, p in zip(rels, row)} for s, row in zip(steps, probs)},
+                      "evaluator": _describe(args.prompt, image)}, indent=2))
     return 0
 
 

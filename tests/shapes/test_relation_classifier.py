@@ -37,3 +37,26 @@ def test_the_shipped_classifier_reads_fresh_scenes_of_the_shipped_model():
     assert meta["layers"] == [layer.name for layer in select_layers(pipe.unet)]
     data = inversion_dataset(pipe, 16, seed=99, step_indices=range(6, 13))
     assert accuracy(clf, data) >= 0.8                  # measured 0.98; chance is 0.25
+
+
+def test_judge_reads_the_relation_of_vanilla_and_steered_images(capsys, tmp_path):
+    """`l2s judge`: seed 0 draws the circle right of the square unsteered and left of it steered
+    (the evaluator's verdicts: misplaced, correct); the classifier as a judge must say the same."""
+    prompt = "a red circle to the left of a blue square"
+    out = {}
+    for arm, extra in (("vanilla", ["--no-steer"]), ("steered", [])):
+        assert main(["judge", prompt, *extra]) == 0
+        out[arm] = json.loads(capsys.readouterr().out)
+    assert out["vanilla"]["evaluator"]["verdict"] == "misplaced" and out["vanilla"]["classifier_says"] == "right of"
+    assert out["steered"]["evaluator"]["verdict"] == "correct" and out["steered"]["classifier_says"] == "left of"
+    png = tmp_path / "vanilla.png"                          # the same vanilla image through a 256 px PNG
+    assert main(["generate", prompt, "--no-steer", "--out", str(png)]) == 0
+    capsys.readouterr()
+    assert main(["judge", prompt, "--image", str(png)]) == 0
+    assert json.loads(capsys.readouterr().out)["classifier_says"] == "right of"
+    bad = tmp_path / "bad.png"
+    from PIL import Image
+    Image.new("RGB", (100, 60)).save(bad)
+    import pytest
+    with pytest.raises(SystemExit, match="multiple of 64"):
+        main(["judge", prompt, "--image", str(bad)])
