@@ -128,30 +128,39 @@ def _parse_mix(text: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
-def _generate(args) -> int:
+def _render(pipe, prompt: str, seed: int, steps: int, guidance: float | None = None, classifier=None, **knobs):
+    """One image of ``prompt`` from ``seed``; steered by ``classifier`` when given (``knobs``: SteeringConfig
+    fields). Returns the image, the Steerer (None when vanilla) and the wall time in seconds."""
     import time
 
-    import numpy as np
     import torch
+    kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed))
+    t0 = time.perf_counter()
+    if classifier is None:
+        return pipe(prompt, **kw).images[0], None, time.perf_counter() - t0
+    from .steer import Steerer
+    with Steerer(pipe, classifier, prompt, **knobs) as steer:
+        image = steer.generate(pipe, prompt, **kw).images[0]
+    return image, steer, time.perf_counter() - t0
+
+
+def _generate(args) -> int:
+    import numpy as np
     from PIL import Image
 
     from .shapes.pipeline import load_shipped
     pipe = load_shipped(args.model)
-    kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
+    common = (pipe, args.prompt, args.seed, args.steps, args.guidance)
     runs = {}
     if args.no_steer or args.compare:
-        t0 = time.perf_counter()
-        runs["vanilla"] = (pipe(args.prompt, generator=torch.Generator().manual_seed(args.seed), **kw).images[0],
-                           time.perf_counter() - t0)
+        image, _, seconds = _render(*common)
+        runs["vanilla"] = (image, seconds)
     if not args.no_steer:
         from .shapes.relation_classifier import load_shipped_classifier
-        from .steer import Steerer
         knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
                                    ("loss_target", args.loss_target)) if v is not None}
-        t0 = time.perf_counter()
-        with Steerer(pipe, load_shipped_classifier(args.classifier), args.prompt, **knobs) as steer:
-            image = steer.generate(pipe, args.prompt, generator=torch.Generator().manual_seed(args.seed), **kw).images[0]
-        runs["steered"] = (image, time.perf_counter() - t0)
+        image, steer, seconds = _render(*common, classifier=load_shipped_classifier(args.classifier), **knobs)
+        runs["steered"] = (image, seconds)
         if not steer.active:
             print("no spatial relation found in the prompt: generated without steering", file=sys.stderr)
         elif args.plots:
@@ -175,8 +184,7 @@ def _judge(args) -> int:
     import torch
     from PIL import Image
 
-    from .classifier import step_index
-    from .inversion import MapInverter
+    from .inversion import MapInverter, relation_prompt
     from .prompts import parse_prompt
     from .shapes.pipeline import load_shipped
     from .shapes.relation_classifier import MAP_SIZE, NUM_INFERENCE_STEPS, load_shipped_classifier
@@ -192,22 +200,15 @@ def _judge(args) -> int:
             raise SystemExit(f"{args.image}: expected a square image whose side is a multiple of {size}, got {img.size}")
         image = np.asarray(img.resize((size, size), Image.NEAREST))
     else:
-        gen = torch.Generator().manual_seed(args.seed)
-        kw = dict(num_inference_steps=args.steps, generator=gen)
-        if args.no_steer:
-            image = pipe(args.prompt, **kw).images[0]
-        else:
-            from .steer import Steerer
-            with Steerer(pipe, clf, args.prompt) as steer:
-                image = steer.generate(pipe, args.prompt, **kw).images[0]
+        image = _render(pipe, args.prompt, args.seed, args.steps, classifier=None if args.no_steer else clf)[0]
     steps = clf.config.meta.get("step_indices", [6, 9, 12])
-    # the judged pair is read as "subject rel object" in a prompt naming only the two of them
+    # the judged pair is read as "subject rel object" in a prompt naming only the two of them, as in training
     names = (parsed.objects[trip.subject].name, parsed.objects[trip.object].name)
-    with MapInverter(pipe, map_size=MAP_SIZE, num_inference_steps=NUM_INFERENCE_STEPS) as inv:
-        maps = inv.read(inv.encode(image[None]), f"a {names[0]} {trip.relation} a {names[1]}", steps,
+    with MapInverter(pipe, map_size=MAP_SIZE, num_inference_steps=NUM_INFERENCE_STEPS, n_steps=clf.config.n_steps) as inv:
+        maps = inv.read(inv.encode(image[None]), relation_prompt(names[0], trip.relation, names[1]), steps,
                         generator=torch.Generator().manual_seed(args.seed))
-    probs, _ = clf.forward(np.ascontiguousarray(maps, np.float32),
-                           np.array([step_index(s, NUM_INFERENCE_STEPS, clf.config.n_steps) for s in steps], np.int32))
+        step_rows = np.array([inv.step_label(s) for s in steps], np.int32)
+    probs, _ = clf.forward(np.ascontiguousarray(maps, np.float32), step_rows)
     probs = np.asarray(probs)
     rels = list(clf.config.relations)
     mean = probs.mean(0)

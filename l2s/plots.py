@@ -65,8 +65,9 @@ def plot_curves(records: Sequence[Any], sample: int = 0):
     ax_loss.plot(x, [r.loss for r in records], marker="o", ms=3)
     ax_loss.set_xlabel("gradient iteration"); ax_loss.set_ylabel("classifier loss (batch mean)")
     ax_loss.set_yscale("log")
-    for r0 in {r.step: i for i, r in reversed(list(enumerate(records)))}.values():
-        ax_loss.axvline(r0, color="0.85", lw=0.8, zorder=0)
+    for i, r in enumerate(records):
+        if r.iteration == 0:                     # a new steered step starts here
+            ax_loss.axvline(i, color="0.85", lw=0.8, zorder=0)
     for rel in sorted({r.relation for r in records}):
         pts = [(r.step, r.probs[sample][r.label]) for r in first_iterations(records) if r.relation == rel]
         ax_prob.plot(*zip(*pts), marker="o", label=rel)
