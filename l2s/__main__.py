@@ -51,6 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     jd.add_argument("--no-steer", action="store_true", help="judge a vanilla image (when generating)")
     jd.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
     jd.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    ev = sub.add_parser("eval", help="spatial-accuracy benchmark table: vanilla vs centroid loss vs Learn-to-Steer",
+                        description="Generate held-out prompts (objects never paired with a relation in training) with "
+                                    "each arm and the same seeds, judge every image with the exact evaluator "
+                                    "(GenEval's rule) and print a markdown table of accuracy, failure kinds "
+                                    "(missing, fused, misplaced) and seconds per image.")
+    ev.add_argument("--arms", default="vanilla,centroid,l2s", help="comma-separated arms at their tuned settings: "
+                    "vanilla, centroid, l2s (default all three; ignored with --grid)")
+    ev.add_argument("--grid", default=None, help="JSON-lines file, one arm per line: {\"arm\": ..., optional "
+                    "\"margin\" (centroid) and SteeringConfig fields}; see benchmarks/grids/")
+    ev.add_argument("--relations", default="1,2", help="relation counts, comma-separated; 0 = every single-object "
+                                                       "prompt (default 1,2)")
+    ev.add_argument("--prompts", type=int, default=25, help="prompts per relation count (default 25)")
+    ev.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4, as GenEval)")
+    ev.add_argument("--prompt-set", default="heldout", choices=["heldout", "tuning"],
+                    help="heldout: the benchmark's prompts and seeds; tuning: others, for choosing settings")
+    ev.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
+    ev.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the shipped model's)")
+    ev.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
+    ev.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    ev.add_argument("--json", default=None, help="also write every row, with per-image results, to this file")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
                         description="Train the shapes-world model; rerunning with the same --out resumes from its checkpoint.")
     tm.add_argument("--out", default="runs/shapes", help="run folder: data cache, checkpoint, log, final pipeline")
@@ -82,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args)
     if args.command == "judge":
         return _judge(args)
+    if args.command == "eval":
+        return _eval(args)
     if args.command == "train-model":
         from .shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
@@ -118,6 +140,29 @@ def _train_classifier(args) -> int:
     path = clf.save(out / ("classifier-single" if args.single else "classifier"))
     print(json.dumps({"saved": str(path), "rows": len(data), "val_accuracy": accuracy(clf, val),
                       "epochs": len(hist.val_accuracy), "best_epoch": hist.best_epoch}, indent=2))
+    return 0
+
+
+def _eval(args) -> int:
+    from .shapes.benchmark import load_arms, markdown_table, row_line, run_benchmark
+    from .shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
+    from .shapes.relation_classifier import load_shipped_classifier
+    from .steer import recommended_settings
+    try:
+        arms = load_arms(args.arms, args.grid)
+        relations = [int(v) for v in args.relations.split(",")]
+    except ValueError as exc:
+        raise SystemExit(f"l2s eval: {exc}")
+    pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
+    rows = run_benchmark(pipe, clf, arms, relations, args.prompts, args.seeds, args.prompt_set, args.steps,
+                         args.guidance, report=lambda row: print(row_line(row), flush=True))
+    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+    print(f"\nprompt set {args.prompt_set}, {args.prompts} prompts x {args.seeds} seeds, steps={args.steps} "
+          f"guidance={guidance}; classifier settings {json.dumps(recommended_settings(clf))}\n")
+    print(markdown_table(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
     return 0
 
 
