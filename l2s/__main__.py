@@ -193,6 +193,7 @@ def _generate(args) -> int:
     import numpy as np
     from PIL import Image
 
+    from .shapes.judge import describe_image
     from .shapes.pipeline import load_shipped
     pipe = load_shipped(args.model)
     common = (pipe, args.prompt, args.seed, args.steps, args.guidance)
@@ -219,25 +220,19 @@ def _generate(args) -> int:
     report = {"prompt": args.prompt, "seed": args.seed, "png": args.out,
               "panels": list(runs) if len(runs) > 1 else None}
     for name, (image, seconds) in runs.items():
-        report[name] = {"seconds": round(seconds, 2), **_describe(args.prompt, image)}
+        report[name] = {"seconds": round(seconds, 2), **describe_image(args.prompt, image)}
     print(json.dumps(report, indent=2))
     return 0
 
 
 def _judge(args) -> int:
     import numpy as np
-    import torch
     from PIL import Image
 
-    from .inversion import MapInverter, relation_prompt
-    from .prompts import parse_prompt
+    from .shapes.judge import describe_image, judge_relation
     from .shapes.pipeline import load_shipped
-    from .shapes.relation_classifier import MAP_SIZE, NUM_INFERENCE_STEPS, load_shipped_classifier
+    from .shapes.relation_classifier import load_shipped_classifier
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
-    parsed = parse_prompt(args.prompt, pipe.tokenizer)
-    if not parsed.triplets:
-        raise SystemExit(f"no spatial relation in {args.prompt!r}: nothing to judge")
-    trip = parsed.triplets[0]
     size = pipe.unet.config.sample_size
     if args.image:
         img = Image.open(args.image).convert("RGB")
@@ -246,45 +241,12 @@ def _judge(args) -> int:
         image = np.asarray(img.resize((size, size), Image.NEAREST))
     else:
         image = _render(pipe, args.prompt, args.seed, args.steps, classifier=None if args.no_steer else clf)[0]
-    steps = clf.config.meta.get("step_indices", [6, 9, 12])
-    # the judged pair is read as "subject rel object" in a prompt naming only the two of them, as in training
-    names = (parsed.objects[trip.subject].name, parsed.objects[trip.object].name)
-    with MapInverter(pipe, map_size=MAP_SIZE, num_inference_steps=NUM_INFERENCE_STEPS, n_steps=clf.config.n_steps) as inv:
-        maps = inv.read(inv.encode(image[None]), relation_prompt(names[0], trip.relation, names[1]), steps,
-                        generator=torch.Generator().manual_seed(args.seed))
-        step_rows = np.array([inv.step_label(s) for s in steps], np.int32)
-    probs, _ = clf.forward(np.ascontiguousarray(maps, np.float32), step_rows)
-    probs = np.asarray(probs)
-    rels = list(clf.config.relations)
-    mean = probs.mean(0)
-    print(json.dumps({"prompt": args.prompt, "judged": f"{names[0]} | {trip.relation} | {names[1]}",
-                      "probabilities": {r: round(float(p), 3) for r, p in zip(rels, mean)},
-                      "classifier_says": rels[int(mean.argmax())],
-                      "per_step": {int(s): {r: round(float(p), 3) for r, p in zip(rels, row)} for s, row in zip(steps, probs)},
-                      "evaluator": _describe(args.prompt, image)}, indent=2))
-    return 0
-
-
-def _describe(prompt: str, image) -> dict:
-    """What the exact evaluator sees: detections and, when the prompt parses into the world's
-    objects, GenEval's verdict on each relation."""
-    import numpy as np
-
-    from .prompts import parse_prompt
-    from .shapes.detect import detect, judge_prompt, parse_object_phrase
-    dets = detect(image)
-    out = {"detected": [f"{d.colour} {d.shape} at x={np.mean(d.box[::2]):.2f}, y={np.mean(d.box[1::2]):.2f}"
-                        for d in sorted(dets, key=lambda d: -d.area)]}
-    parsed = parse_prompt(prompt)
     try:
-        objects = [parse_object_phrase(o.name) for o in parsed.objects]
-    except ValueError:
-        return out                               # objects outside the shapes world: detections only
-    if parsed.triplets:
-        res = judge_prompt(image, objects, [(t.subject, t.relation, t.object) for t in parsed.triplets], dets)
-        out["verdict"] = res.failure
-    return out
-
+        verdict = judge_relation(pipe, clf, args.prompt, image, seed=args.seed)
+    except ValueError as exc:
+        raise SystemExit(f"l2s judge: {exc}")
+    print(json.dumps({"prompt": args.prompt, **verdict, "evaluator": describe_image(args.prompt, image)}, indent=2))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # torch==2.13.0 is the CPU build on these machines; other versions pull multi-GB CUDA wheels.
 .venv/bin/python -m pip install -q "torch==2.13.0" numpy pytest safetensors tqdm \
-    "diffusers==0.42.1" "transformers==5.24.0" pillow "matplotlib==3.11.2"
+    "diffusers==0.42.1" "transformers==5.24.0" pillow "matplotlib==3.11.2" \
+    "nbclient==0.11.0" "nbformat==5.11.1" "ipykernel==7.4.0" "ipywidgets==8.1.9" "nbmake==1.5.5"
 .venv/bin/python -m pip install -q --no-build-isolation -e .
 .venv/bin/python -m l2s info

@@ -126,4 +126,5 @@ def load_shipped(path=None, device: str = "cpu") -> ShapesPipeline:
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
     dlog.disable_progress_bar(); tlog.disable_progress_bar()
-    return ShapesPipeline.from_pretrained(folder).to(device)
+    # low_cpu_mem_usage=False: the 7.8 MB model needs no `accelerate` (and diffusers stops suggesting it)
+    return ShapesPipeline.from_pretrained(folder, low_cpu_mem_usage=False).to(device)
