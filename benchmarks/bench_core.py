@@ -1,4 +1,5 @@
-"""Time the core ops against plain torch implementations of the same maths; print a markdown table.
+"""Time the core ops against plain torch implementations of the same maths and against the
+device's floor; print a markdown table.
 
     python benchmarks/bench_core.py                 # CPU: C core vs torch (CPU)
     python benchmarks/bench_core.py --device cuda   # GPU: CUDA kernels vs torch (CUDA)
@@ -6,10 +7,18 @@
 Extraction shapes are Stable Diffusion 1.x cross-attention layers at 512 px (64x64, 32x32, 16x16
 positions; 77 CLIP tokens; 8 heads) and one Flux-like joint layer (4096 image x 512 text tokens,
 24 heads x 128). The torch baseline materialises the [B, H, N, L] softmax, as attention-store code does.
+
+Floor = max(GEMM FLOPs / measured fp32 GEMM rate, compulsory bytes / measured copy bandwidth), both
+rates measured on the same device with torch (a 2048^3 matmul; a 256 MiB copy, read + write
+counted). FLOPs count the matrix products of the maths done once (extraction forward: Q K^T;
+forward+backward: Q K^T, dQ, dK -- l2s recomputes Q K^T in the backward instead of storing the
+probabilities, so it does 8/6 of the floor's FLOPs); bytes count reading each input and writing
+each output once. The floor is a lower bound: "l2s / floor" says how far from it each op runs.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -43,12 +52,27 @@ def timeit(fn, device: str, repeats: int) -> float:
     return float(np.median(times))
 
 
+def device_rates(device: str) -> tuple[float, float]:
+    """(fp32 GEMM FLOP/s, copy bytes/s) measured with torch on ``device``."""
+    n = 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    t_mm = timeit(lambda: a @ b, device, 5)
+    src = torch.rand(64 * 2 ** 20, device=device)       # touched pages: no lazily mapped zero page
+    dst = torch.rand_like(src)
+    t_copy = timeit(lambda: dst.copy_(src), device, 5)
+    return 2 * n ** 3 / t_mm, 2 * src.numel() * 4 / t_copy
+
+
+def floor_seconds(flops: float, nbytes: float, rates: tuple[float, float]) -> float:
+    return max(flops / rates[0], nbytes / rates[1])
+
+
 def torch_maps(q, k, scale):
     p = torch.softmax(torch.einsum("bhnd,bhld->bhnl", q, k) * scale, -1)
     return torch.stack([p[..., row].sum(-1).mean(1) for row in TOKENS], 1)
 
 
-def bench_extraction(device: str, repeats: int, skip_large_cpu: bool) -> list[tuple]:
+def bench_extraction(device: str, repeats: int, skip_large_cpu: bool, rates) -> list[tuple]:
     rows = []
     for name, (B, H, N, L, D) in EXTRACT_SHAPES.items():
         if device == "cpu" and skip_large_cpu and L > 100:
@@ -69,7 +93,10 @@ def bench_extraction(device: str, repeats: int, skip_large_cpu: bool) -> list[tu
             t_tf = timeit(lambda: torch_maps(q, k, scale), device, repeats)
         t_tfb = timeit(torch_fb, device, repeats)
         probs_mb = B * H * N * L * 4 / 2 ** 20
-        rows.append((f"maps {name} B={B} H={H} N={N} L={L} D={D}", t_fwd, t_tf, t_fb, t_tfb,
+        qk_flops, qk_bytes, map_bytes = 2 * B * H * N * L * D, 4 * B * (N + L) * H * D, 4 * B * len(TOKENS) * N
+        floors = (floor_seconds(qk_flops, qk_bytes + map_bytes, rates),
+                  floor_seconds(3 * qk_flops, 2 * (qk_bytes + map_bytes), rates))
+        rows.append((f"maps {name} B={B} H={H} N={N} L={L} D={D}", (t_fwd, t_tf, floors[0]), (t_fb, t_tfb, floors[1]),
                      f"torch holds {probs_mb:.0f} MiB of probabilities; l2s none"))
     return rows
 
@@ -90,7 +117,7 @@ def torch_classifier(model: RelationClassifier, device: str):
     return loss_fn, list(P.values())
 
 
-def bench_classifier(device: str, repeats: int) -> list[tuple]:
+def bench_classifier(device: str, repeats: int, rates) -> list[tuple]:
     rows = []
     model = RelationClassifier(ClassifierConfig(), seed=0)          # the authors' head widths: 256 -> 128
     if device == "cuda":
@@ -118,7 +145,14 @@ def bench_classifier(device: str, repeats: int) -> list[tuple]:
             run_torch = lambda: torch.autograd.grad(loss_fn(x, steps, labels), tparams)
         t_l2s = timeit(run_l2s, device, repeats)
         t_torch = timeit(run_torch, device, repeats)
-        rows.append((f"classifier fwd+bwd B={B}, {what}", None, None, t_l2s, t_torch,
+        c = model.config
+        gemm_weights = (c.n_maps * c.map_size ** 2 + c.step_dim) * c.hidden1 + c.hidden1 * c.hidden2 + c.hidden2 * len(c.relations)
+        in_bytes = 4 * B * c.n_maps * c.map_size ** 2
+        if B == 1:      # forward + input gradient: read the weights and the maps, write the map gradient
+            floor = floor_seconds(4 * B * gemm_weights, 4 * model.n_params + 2 * in_bytes, rates)
+        else:           # forward + all gradients: read weights and maps, write weight gradients
+            floor = floor_seconds(6 * B * gemm_weights, 8 * model.n_params + in_bytes, rates)
+        rows.append((f"classifier fwd+bwd B={B}, {what}", None, (t_l2s, t_torch, floor),
                      f"{model.n_params / 1e3:.0f}k params"))
     return rows
 
@@ -131,15 +165,23 @@ def main() -> None:
     args = ap.parse_args()
     if args.device == "cuda" and not _l2s.cuda_available():
         raise SystemExit("no CUDA device or _l2s built without CUDA (python -m l2s info)")
-    dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, torch threads={torch.get_num_threads()}, l2s C core single-threaded"
-    print(f"device: {dev}; torch {torch.__version__}; median of {args.repeats}\n")
-    print("| op | l2s fwd ms | torch fwd ms | l2s fwd+bwd ms | torch fwd+bwd ms | speed-up fwd+bwd | note |")
-    print("|---|---|---|---|---|---|---|")
-    rows = bench_extraction(args.device, args.repeats, not args.with_flux_cpu) + bench_classifier(args.device, args.repeats)
-    fmt = lambda t: "-" if t is None else f"{t * 1e3:.2f}"
-    for name, f, tf, fb, tfb, note in rows:
-        print(f"| {name} | {fmt(f)} | {fmt(tf)} | {fmt(fb)} | {fmt(tfb)} | {tfb / fb:.2f}x | {note} |")
-
+    if args.device == "cuda":
+        dev = torch.cuda.get_device_name()
+    else:
+        dev = (f"CPU ({os.cpu_count()} cores), torch threads={torch.get_num_threads()}, l2s C core threads="
+               f"{os.environ.get('L2S_NUM_THREADS', os.cpu_count())}")
+    rates = device_rates(args.device)
+    print(f"device: {dev}; torch {torch.__version__}; median of {args.repeats}; measured fp32 GEMM "
+          f"{rates[0] / 1e9:.0f} GFLOP/s, copy {rates[1] / 1e9:.1f} GB/s\n")
+    print("| op | l2s fwd ms | torch fwd ms | floor fwd ms | l2s fwd+bwd ms | torch fwd+bwd ms | floor fwd+bwd ms "
+          "| torch / l2s (fwd+bwd) | l2s / floor (fwd+bwd) | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = (bench_extraction(args.device, args.repeats, not args.with_flux_cpu, rates)
+            + bench_classifier(args.device, args.repeats, rates))
+    fmt = lambda t: f"{t * 1e3:.3f}" if t < 1e-2 else f"{t * 1e3:.2f}"
+    for name, fwd, fb, note in rows:
+        cells = " | ".join(fmt(t) for t in fwd) if fwd else "- | - | -"
+        print(f"| {name} | {cells} | {' | '.join(fmt(t) for t in fb)} | {fb[1] / fb[0]:.2f}x | {fb[0] / fb[2]:.1f}x | {note} |")
 
 if __name__ == "__main__":
     main()

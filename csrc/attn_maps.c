@@ -1,42 +1,113 @@
 /*
  * attn_maps.c — cross-attention maps for a few tokens without materialising [B, H, N, L].
  * The model keeps its fused attention for its own output; we recompute only softmax rows,
- * one image position at a time, and keep the columns of the tokens we were asked for.
+ * a block of ROWS image positions at a time, and keep the columns of the tokens we were asked for.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include "l2s.h"
 #include "numeric.h"
+#include "simd.h"
 #include "parallel.h"
 
-/* Copy rows [row0, row0 + rows) of head (b, h) of a strided [B, H, R, D] tensor into dense floats. */
+/* ROWS query rows per block; LANES output columns per register tile (two SSE vectors). */
+enum { ROWS = 4, LANES = 8 };
+
+static inline int padded(int n) { return (n + LANES - 1) / LANES * LANES; }
+
+/* Copy rows [row0, row0 + rows) of head (b, h) of a strided [B, H, R, D] tensor into dense floats
+ * with row stride ld (>= D); columns D..ld and rows rows..pad_rows are zeroed. */
 static void load_rows(const void* src, const int64_t st[4], l2s_dtype dt, int b, int h, int row0, int rows,
-                      int D, float* dst) {
+                      int pad_rows, int D, int ld, float* dst) {
     int64_t base = (int64_t)b * st[0] + (int64_t)h * st[1];
-    for (int r = 0; r < rows; r++)
-        for (int d = 0; d < D; d++)
-            dst[(int64_t)r * D + d] = l2s_load(src, base + (int64_t)(row0 + r) * st[2] + (int64_t)d * st[3], dt);
-}
-
-/* p[l] = softmax_l(scale * q . k[l]) for one query row. */
-static void softmax_row(const float* q, const float* kh, int L, int D, float scale, float* p) {
-    float mx = -INFINITY;
-    for (int l = 0; l < L; l++) {
-        p[l] = l2s_dot_f32(q, kh + (int64_t)l * D, D) * scale;
-        if (p[l] > mx) mx = p[l];
+    for (int r = 0; r < pad_rows; r++) {
+        float* out = dst + (int64_t)r * ld;
+        int filled = r < rows ? D : 0;
+        for (int d = 0; d < filled; d++)
+            out[d] = l2s_load(src, base + (int64_t)(row0 + r) * st[2] + (int64_t)d * st[3], dt);
+        for (int d = filled; d < ld; d++) out[d] = 0.f;
     }
-    float sum = 0.f;
-    for (int l = 0; l < L; l++) { p[l] = expf(p[l] - mx); sum += p[l]; }
-    float inv = 1.f / sum;
-    for (int l = 0; l < L; l++) p[l] *= inv;
 }
 
-/* dq += a * k and dk += a * q over D: the two rank-1 updates of the softmax backward.
- * restrict: the four rows are disjoint slices of one scratch block. */
-static inline void axpy2(int D, float a, const float* restrict k, float* restrict dq,
-                         const float* restrict q, float* restrict dk) {
-    for (int d = 0; d < D; d++) { dq[d] += a * k[d]; dk[d] += a * q[d]; }
+/* Keys of head (b, h) as dense K^T [D, Lp], zero padded past L (the forward GEMM's right side). */
+static void load_keys_t(const void* k, const int64_t st[4], l2s_dtype dt, int b, int h, int L, int Lp, int D,
+                        float* kt) {
+    int64_t base = (int64_t)b * st[0] + (int64_t)h * st[1];
+    for (int d = 0; d < D; d++) {
+        float* row = kt + (int64_t)d * Lp;
+        for (int l = 0; l < L; l++) row[l] = l2s_load(k, base + (int64_t)l * st[2] + (int64_t)d * st[3], dt);
+        for (int l = L; l < Lp; l++) row[l] = 0.f;
+    }
+}
+
+/* out[r, j] = sum_{i < K} a[r, i] * bm[i, j] for r < ROWS, j < ncols (a multiple of LANES): the
+ * logits (q . K^T) and dQ (dS . K) of a row block. Columns run along the inner loop, so there are
+ * no horizontal sums, and the ROWS x LANES accumulators stay in registers while each row of bm
+ * serves ROWS rows of a. (Row-at-a-time dot products ran 3x slower than torch on bench_core.) */
+static void block_gemm(const float* a, int lda, int K, const float* bm, int ldb, int ncols, float* out, int ldo) {
+    for (int j0 = 0; j0 < ncols; j0 += LANES) {
+#if defined(__SSE2__)
+        __m128 acc[ROWS][2];
+        for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm_setzero_ps();
+        for (int i = 0; i < K; i++) {
+            const float* bi = bm + (int64_t)i * ldb + j0;
+            __m128 b0 = _mm_loadu_ps(bi), b1 = _mm_loadu_ps(bi + 4);
+            for (int r = 0; r < ROWS; r++) {
+                __m128 x = _mm_set1_ps(a[(int64_t)r * lda + i]);
+                acc[r][0] = _mm_add_ps(acc[r][0], _mm_mul_ps(x, b0));
+                acc[r][1] = _mm_add_ps(acc[r][1], _mm_mul_ps(x, b1));
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            _mm_storeu_ps(out + (int64_t)r * ldo + j0, acc[r][0]);
+            _mm_storeu_ps(out + (int64_t)r * ldo + j0 + 4, acc[r][1]);
+        }
+#else
+        float acc[ROWS][LANES] = {{0.f}};
+        for (int i = 0; i < K; i++)
+            for (int r = 0; r < ROWS; r++)
+                for (int j = 0; j < LANES; j++) acc[r][j] += a[(int64_t)r * lda + i] * bm[(int64_t)i * ldb + j0 + j];
+        for (int r = 0; r < ROWS; r++)
+            for (int j = 0; j < LANES; j++) out[(int64_t)r * ldo + j0 + j] = acc[r][j];
+#endif
+    }
+}
+
+/* dk[l, :] += sum_r ds[r, l] * q[r, :] for l < L: dK's rank-ROWS update from one row block
+ * (Dp a multiple of LANES; the q tile stays in registers while l runs). */
+static void block_rank_update(const float* ds, int lds, const float* q, int L, int Dp, float* dk) {
+    for (int d0 = 0; d0 < Dp; d0 += LANES) {
+#if defined(__SSE2__)
+        __m128 q0[ROWS], q1[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            q0[r] = _mm_loadu_ps(q + (int64_t)r * Dp + d0);
+            q1[r] = _mm_loadu_ps(q + (int64_t)r * Dp + d0 + 4);
+        }
+        for (int l = 0; l < L; l++) {
+            float* dkl = dk + (int64_t)l * Dp + d0;
+            __m128 a0 = _mm_loadu_ps(dkl), a1 = _mm_loadu_ps(dkl + 4);
+            for (int r = 0; r < ROWS; r++) {
+                __m128 x = _mm_set1_ps(ds[(int64_t)r * lds + l]);
+                a0 = _mm_add_ps(a0, _mm_mul_ps(x, q0[r]));
+                a1 = _mm_add_ps(a1, _mm_mul_ps(x, q1[r]));
+            }
+            _mm_storeu_ps(dkl, a0);
+            _mm_storeu_ps(dkl + 4, a1);
+        }
+#else
+        for (int l = 0; l < L; l++)
+            for (int r = 0; r < ROWS; r++)
+                for (int j = 0; j < LANES; j++)
+                    dk[(int64_t)l * Dp + d0 + j] += ds[(int64_t)r * lds + l] * q[(int64_t)r * Dp + d0 + j];
+#endif
+    }
+}
+
+/* In place: p[l] = exp(scale * (p[l] - max)) over the first L entries; returns 1 / sum, the
+ * factor that makes them the softmax (the forward only needs it at the requested tokens). */
+static float softmax_row_unnormalised(float* p, int L, float scale) {
+    return 1.f / l2s_exp_shifted_inplace(p, L, l2s_max_f32(p, L), scale);
 }
 
 typedef struct {
@@ -49,18 +120,15 @@ typedef struct {
     int failed;             /* a worker could not get scratch memory */
 } attn_job;
 
-/* No L2S_HOT here: on the AMD EPYC of our CI machines the AVX2 clone ran these loops 1.1x (forward)
- * and 2.4x (backward) SLOWER than the baseline build (benchmarks/bench_core.py), so none is made. */
-
 /* Forward over flattened rows (b, n) in [begin, end): each worker owns its rows of maps. */
 static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
     attn_job* job = (attn_job*)vjob;
     const l2s_attn_shape* s = job->s;
-    const int N = s->N, L = s->L, D = s->D, T = s->T, M = s->M;
-    float* kh = (float*)malloc(sizeof(float) * ((size_t)L * D + D + L));
-    if (!kh) { job->failed = 1; return; }
-    float* qr = kh + (size_t)L * D;
-    float* p = qr + D;
+    const int N = s->N, L = s->L, D = s->D, T = s->T, M = s->M, Lp = padded(L);
+    float* kt = (float*)malloc(sizeof(float) * ((size_t)Lp * D + (size_t)ROWS * D + (size_t)ROWS * Lp));
+    if (!kt) { job->failed = 1; return; }
+    float* qb = kt + (size_t)Lp * D;
+    float* p = qb + (size_t)ROWS * D;
     const float inv_heads = 1.f / (float)s->H;
     for (int64_t row = begin; row < end;) {
         int b = (int)(row / N), n0 = (int)(row % N);
@@ -68,23 +136,28 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
         for (int t = 0; t < T; t++)
             memset(job->maps + ((int64_t)b * T + t) * N + n0, 0, sizeof(float) * (size_t)(n1 - n0));
         for (int h = 0; h < s->H; h++) {
-            load_rows(job->k, s->k_strides, s->dtype, b, h, 0, L, D, kh);
-            for (int n = n0; n < n1; n++) {
-                load_rows(job->q, s->q_strides, s->dtype, b, h, n, 1, D, qr);
-                softmax_row(qr, kh, L, D, s->scale, p);
-                for (int t = 0; t < T; t++) {
-                    float acc = 0.f;
-                    for (int m = 0; m < M; m++) {
-                        int tok = job->tokens[t * M + m];
-                        if (tok >= 0) acc += p[tok];
+            load_keys_t(job->k, s->k_strides, s->dtype, b, h, L, Lp, D, kt);
+            for (int n = n0; n < n1; n += ROWS) {
+                int rows = n1 - n < ROWS ? n1 - n : ROWS;
+                load_rows(job->q, s->q_strides, s->dtype, b, h, n, rows, ROWS, D, D, qb);
+                block_gemm(qb, D, D, kt, Lp, Lp, p, Lp);
+                for (int r = 0; r < rows; r++) {
+                    float* pr = p + (int64_t)r * Lp;
+                    float inv_sum = softmax_row_unnormalised(pr, L, s->scale);
+                    for (int t = 0; t < T; t++) {
+                        float acc = 0.f;
+                        for (int m = 0; m < M; m++) {
+                            int tok = job->tokens[t * M + m];
+                            if (tok >= 0) acc += pr[tok];
+                        }
+                        job->maps[((int64_t)b * T + t) * N + n + r] += acc * inv_sum * inv_heads;
                     }
-                    job->maps[((int64_t)b * T + t) * N + n] += acc * inv_heads;
                 }
             }
         }
         row += n1 - n0;
     }
-    free(kh);
+    free(kt);
 }
 
 int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
@@ -94,54 +167,65 @@ int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
     return job.failed ? -1 : 0;
 }
 
-/* Backward over heads (b, h) in [begin, end): each worker owns dq[b, h] and dk[b, h]. */
+/* Backward over heads (b, h) in [begin, end): each worker owns dq[b, h] and dk[b, h]. Per block
+ * of ROWS query rows: recompute the softmax, ds = p * (w - <p, w>) * scale with w = d maps / d p,
+ * then dQ = dS K and dK += dS^T Q, both as register-tiled block products. */
 static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
     attn_job* job = (attn_job*)vjob;
     const l2s_attn_shape* s = job->s;
-    const int H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, M = s->M;
+    const int H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, M = s->M, Lp = padded(L), Dp = padded(D);
     const float scale = s->scale;             /* locals: float stores below cannot alias them */
     const l2s_dtype dt = s->dtype;
     const int32_t* tokens = job->tokens;
     const float* dmaps = job->dmaps;
-    /* kh: the head's keys; dkh: dK accumulator over all N rows; qr, p, w, dq_row: per row. */
-    size_t nfl = (size_t)L * D * 2 + (size_t)D * 2 + (size_t)L * 2;
+    /* kh [L, Dp] and kt [D, Lp]: the head's keys both ways; dkh [L, Dp]: dK over all N rows;
+     * qb, dqb [ROWS, Dp]: a row block and its dQ; p [ROWS, Lp]: probabilities, then ds; w [L]. */
+    size_t nfl = (size_t)L * Dp * 2 + (size_t)Lp * D + (size_t)ROWS * Dp * 2 + (size_t)ROWS * Lp + (size_t)L;
     float* kh = (float*)malloc(sizeof(float) * nfl);
     if (!kh) { job->failed = 1; return; }
-    float* dkh = kh + (size_t)L * D;
-    float* qr = dkh + (size_t)L * D;
-    float* dq_row = qr + D;
-    float* p = dq_row + D;
-    float* w = p + L;
+    float* dkh = kh + (size_t)L * Dp;
+    float* kt = dkh + (size_t)L * Dp;
+    float* qb = kt + (size_t)Lp * D;
+    float* dqb = qb + (size_t)ROWS * Dp;
+    float* p = dqb + (size_t)ROWS * Dp;
+    float* w = p + (size_t)ROWS * Lp;
     const float inv_heads = 1.f / (float)H;
     for (int64_t bh = begin; bh < end; bh++) {
         int b = (int)(bh / H), h = (int)(bh % H);
-        load_rows(job->k, s->k_strides, s->dtype, b, h, 0, L, D, kh);
-        memset(dkh, 0, sizeof(float) * (size_t)L * D);
-        for (int n = 0; n < N; n++) {
-            load_rows(job->q, s->q_strides, dt, b, h, n, 1, D, qr);
-            softmax_row(qr, kh, L, D, scale, p);
-            /* w[l] = d maps / d p[l] for this row: which maps read column l, and how hard. */
-            memset(w, 0, sizeof(float) * L);
-            for (int t = 0; t < T; t++) {
-                float g = dmaps[((int64_t)b * T + t) * N + n] * inv_heads;
-                for (int m = 0; m < M; m++) {
-                    int tok = tokens[t * M + m];
-                    if (tok >= 0) w[tok] += g;
+        load_rows(job->k, s->k_strides, dt, b, h, 0, L, L, D, Dp, kh);
+        load_keys_t(job->k, s->k_strides, dt, b, h, L, Lp, D, kt);
+        memset(dkh, 0, sizeof(float) * (size_t)L * Dp);
+        for (int n0 = 0; n0 < N; n0 += ROWS) {
+            int rows = N - n0 < ROWS ? N - n0 : ROWS;
+            load_rows(job->q, s->q_strides, dt, b, h, n0, rows, ROWS, D, Dp, qb);
+            block_gemm(qb, Dp, D, kt, Lp, Lp, p, Lp);
+            for (int r = 0; r < ROWS; r++) {
+                float* pr = p + (int64_t)r * Lp;
+                if (r >= rows) { memset(pr, 0, sizeof(float) * (size_t)Lp); continue; }   /* no row: no ds */
+                float inv_sum = softmax_row_unnormalised(pr, L, scale);
+                /* w[l] = d maps / d p[l] for this row: which maps read column l, and how hard. */
+                memset(w, 0, sizeof(float) * L);
+                for (int t = 0; t < T; t++) {
+                    float g = dmaps[((int64_t)b * T + t) * N + n0 + r] * inv_heads;
+                    for (int m = 0; m < M; m++) {
+                        int tok = tokens[t * M + m];
+                        if (tok >= 0) w[tok] += g;
+                    }
                 }
+                float pw = 0.f;
+                for (int l = 0; l < L; l++) { pr[l] *= inv_sum; pw += pr[l] * w[l]; }
+                for (int l = 0; l < L; l++) pr[l] = pr[l] * (w[l] - pw) * scale;
+                for (int l = L; l < Lp; l++) pr[l] = 0.f;
             }
-            /* softmax backward: ds = p * (w - <p, w>), then ds flows into q and k. */
-            float pw = 0.f;
-            for (int l = 0; l < L; l++) pw += p[l] * w[l];
-            memset(dq_row, 0, sizeof(float) * D);
-            for (int l = 0; l < L; l++) {
-                float ds = p[l] * (w[l] - pw) * scale;
-                if (ds == 0.f) continue;
-                axpy2(D, ds, kh + (int64_t)l * D, dq_row, qr, dkh + (int64_t)l * D);
+            block_gemm(p, Lp, L, kh, Dp, Dp, dqb, Dp);
+            block_rank_update(p, Lp, qb, L, Dp, dkh);
+            for (int r = 0; r < rows; r++) {
+                int64_t dq_base = (bh * N + n0 + r) * D;
+                for (int d = 0; d < D; d++) l2s_store(job->dq, dq_base + d, dt, dqb[(int64_t)r * Dp + d]);
             }
-            int64_t dq_base = (bh * N + n) * D;
-            for (int d = 0; d < D; d++) l2s_store(job->dq, dq_base + d, dt, dq_row[d]);
         }
-        for (int64_t i = 0; i < (int64_t)L * D; i++) l2s_store(job->dk, bh * L * D + i, dt, dkh[i]);
+        for (int l = 0; l < L; l++)
+            for (int d = 0; d < D; d++) l2s_store(job->dk, (bh * L + l) * D + d, dt, dkh[(int64_t)l * Dp + d]);
     }
     free(kh);
 }

@@ -31,11 +31,22 @@ def test_all_tokens_sum_to_one(rng):
     np.testing.assert_allclose(maps, 1.0, rtol=1e-5)
 
 
-def test_backward_matches_torch_autograd(rng):
-    q, k = _inputs(rng, B=2, H=3, N=12, L=7, D=5)
-    tokens = [[1], [3, 4]]
+def test_wide_logits_underflow_cleanly(rng):
+    """Logits spanning hundreds: most exponents clamp/underflow in the vectorised exp."""
+    q, k = _inputs(rng, B=1, H=2, N=13, L=21, D=16)
+    tokens = [[0], [5, 20]]
+    got = l2s.attention_maps(q, k, tokens, 8.0)
+    want = attn_maps(q.astype(np.float64), k.astype(np.float64), l2s.token_table(tokens), 8.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# N, L, D off the 4-row blocks and 8-wide tiles of the C kernels, and on them
+@pytest.mark.parametrize("N,L,D", [(12, 7, 5), (7, 16, 8), (5, 9, 19), (1, 1, 3)])
+def test_backward_matches_torch_autograd(rng, N, L, D):
+    q, k = _inputs(rng, B=2, H=3, N=N, L=L, D=D)
+    tokens = [[1 % L], [3 % L, 4 % L]]
     scale = 0.7
-    dmaps = rng.standard_normal((2, 2, 12)).astype(np.float32)
+    dmaps = rng.standard_normal((2, 2, N)).astype(np.float32)
     dq, dk = l2s.attention_maps_backward(q, k, tokens, dmaps, scale)
     qt = torch.tensor(q, dtype=torch.float64, requires_grad=True)
     kt = torch.tensor(k, dtype=torch.float64, requires_grad=True)

@@ -1,0 +1,84 @@
+/*
+ * simd.h — SSE2 forms of CPU hot loops the compiler will not vectorise by itself (without
+ * -ffast-math it keeps max and exp scalar). SSE2 is in every x86-64 CPU, so the portable build
+ * uses it unconditionally; other targets take the scalar loops, which compute the same values.
+ */
+#ifndef L2S_SIMD_H
+#define L2S_SIMD_H
+
+#include "numeric.h"
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* exp(x) for x <= 0, the softmax exponent after the max is subtracted, in a form the compiler
+ * vectorises (glibc's expf is a scalar call; on the 64x64 SD layer it was most of the maps time):
+ * x = k ln2 + r with |r| <= ln2/2 (k by truncation: cvttps2dq is plain SSE2), exp(r) by its
+ * degree-6 Taylor polynomial (truncation error < 1.3e-7 relative), 2^k built in the exponent bits.
+ * Below -87 the result is clamped to exp(-87) ~ 1.6e-38: invisible next to the row maximum's 1. */
+static inline float l2s_exp_nonpos(float x) {
+    x = x < -87.f ? -87.f : x;
+    float t = x * 1.44269504088896341f - 0.5f;
+    int k = (int)t;                                  /* t < 0: truncation rounds up, k = round(x log2 e) */
+    float r = x - (float)k * 0.693145751953125f - (float)k * 1.428606765330187e-06f;   /* ln2, split */
+    float p = 1.f + r * (1.f + r * (0.5f + r * (0.166666667f + r * (0.0416666667f + r * (0.00833333333f
+                                                                                    + r * 0.00138888889f)))));
+    return p * l2s_bits_f32((uint32_t)(k + 127) << 23);
+}
+
+/* max of x[0..n) (n >= 1). */
+static inline float l2s_max_f32(const float* x, int n) {
+    int i = 0;
+    float mx = x[0];
+#if defined(__SSE2__)
+    if (n >= 4) {
+        __m128 m = _mm_loadu_ps(x);
+        for (i = 4; i + 4 <= n; i += 4) m = _mm_max_ps(m, _mm_loadu_ps(x + i));
+        float lanes[4];
+        _mm_storeu_ps(lanes, m);
+        mx = lanes[0] > lanes[1] ? lanes[0] : lanes[1];
+        mx = mx > lanes[2] ? mx : lanes[2];
+        mx = mx > lanes[3] ? mx : lanes[3];
+    }
+#endif
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+/* x[i] = exp(scale * (x[i] - shift)) where that is <= 0 (scale > 0, shift = the max); returns the
+ * sum of the results. The same steps as l2s_exp_nonpos, four at a time. */
+static inline float l2s_exp_shifted_inplace(float* x, int n, float shift, float scale) {
+    int i = 0;
+    float sum = 0.f;
+#if defined(__SSE2__)
+    const __m128 lo = _mm_set1_ps(-87.f), log2e = _mm_set1_ps(1.44269504088896341f), half = _mm_set1_ps(0.5f);
+    const __m128 ln2_hi = _mm_set1_ps(0.693145751953125f), ln2_lo = _mm_set1_ps(1.428606765330187e-06f);
+    const __m128 c6 = _mm_set1_ps(0.00138888889f), c5 = _mm_set1_ps(0.00833333333f), c4 = _mm_set1_ps(0.0416666667f);
+    const __m128 c3 = _mm_set1_ps(0.166666667f), one = _mm_set1_ps(1.f), sh = _mm_set1_ps(shift);
+    const __m128 sc = _mm_set1_ps(scale);
+    __m128 acc = _mm_setzero_ps();
+    for (; i + 4 <= n; i += 4) {
+        __m128 v = _mm_max_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), sh), sc), lo);
+        __m128i k = _mm_cvttps_epi32(_mm_sub_ps(_mm_mul_ps(v, log2e), half));
+        __m128 kf = _mm_cvtepi32_ps(k);
+        __m128 r = _mm_sub_ps(_mm_sub_ps(v, _mm_mul_ps(kf, ln2_hi)), _mm_mul_ps(kf, ln2_lo));
+        __m128 p = _mm_add_ps(c5, _mm_mul_ps(r, c6));
+        p = _mm_add_ps(c4, _mm_mul_ps(r, p));
+        p = _mm_add_ps(c3, _mm_mul_ps(r, p));
+        p = _mm_add_ps(half, _mm_mul_ps(r, p));
+        p = _mm_add_ps(one, _mm_mul_ps(r, p));
+        p = _mm_add_ps(one, _mm_mul_ps(r, p));
+        __m128 two_k = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k, _mm_set1_epi32(127)), 23));
+        __m128 e = _mm_mul_ps(p, two_k);
+        _mm_storeu_ps(x + i, e);
+        acc = _mm_add_ps(acc, e);
+    }
+    float lanes[4];
+    _mm_storeu_ps(lanes, acc);
+    sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+#endif
+    for (; i < n; i++) { x[i] = l2s_exp_nonpos((x[i] - shift) * scale); sum += x[i]; }
+    return sum;
+}
+
+#endif /* L2S_SIMD_H */
