@@ -1,15 +1,27 @@
-"""Vanilla vs steered wall time on a real Stable Diffusion UNet architecture (random weights).
+"""Vanilla vs steered wall time on real SD 1.4 / SD 2.1 UNet and FLUX.1-dev transformer
+architectures (random weights).
 
-    python benchmarks/bench_steer.py --model sd14 --size 256 --steps 10            # CPU, here
+    python benchmarks/bench_steer.py --model sd14 --size 512 --steps 10            # CPU, here
     python benchmarks/bench_steer.py --model sd14 --size 512 --steps 50 --device cuda --dtype float16
+    python benchmarks/bench_steer.py --model sd21 --size 768 --steps 50 --device cuda --dtype float16
+    python benchmarks/bench_steer.py --model flux --size 1024 --steps 28 --device cuda --dtype bfloat16
+    python benchmarks/bench_steer.py --model flux --flux-layers 1,1 --size 256 --steps 4   # CPU smoke run
+    python benchmarks/bench_steer.py --model shapes          # the shipped shapes model and classifier
 
 The UNet is the published SD 1.4 / 2.1 architecture with random weights, the text encoder the
-SD 1.4 CLIP-L text architecture (random), the tokenizer a character-level CLIP BPE. Timings cover
+SD 1.4 CLIP-L text architecture (random), the tokenizer a character-level CLIP BPE. Flux: the
+FLUX.1-dev transformer config (``l2s.testing.FLUX_DEV_CONFIG``; guidance 3.5 embedded, no CFG
+batch) with small text encoders and VAE (they run once per image in both arms). Timings cover
 the whole pipeline call with ``output_type="latent"`` (no VAE decode: the same cost in both arms,
 so leaving it out makes the ratio larger, not smaller). The classifier is random: the loss value is
 meaningless here, only the cost of each gradient iteration is measured (``loss_target=-1`` makes
 every scheduled iteration run). Rows: vanilla; steered with early exit (forward stops after the
 last captured layer); steered with the full forward.
+
+``--model shapes`` times the shipped 64 px shapes model with its trained classifier over held-out
+one-relation prompts (``--prompts`` x 2 seeds, arms interleaved prompt by prompt): vanilla; steered
+with the classifier's recommended schedule, which stops a step once the loss is under its target;
+the same schedule with every iteration run.
 """
 from __future__ import annotations
 
@@ -20,8 +32,13 @@ from pathlib import Path
 
 import torch
 
+from l2s.steer import SteeringConfig
 
-def build(model: str, device: str, dtype: torch.dtype):
+
+def build(model: str, device: str, dtype: torch.dtype, flux_layers: tuple[int, int] | None = None):
+    if model == "flux":
+        from l2s.testing import flux_dev_pipeline
+        return flux_dev_pipeline(Path(tempfile.mkdtemp()), flux_layers, device, dtype)
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -56,25 +73,35 @@ def timed(fn, device: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="sd14", choices=["sd14", "sd21"])
+    ap.add_argument("--model", default="sd14", choices=["sd14", "sd21", "flux", "shapes"])
+    ap.add_argument("--flux-layers", default=None, help="D,S: shrink Flux to D double and S single blocks "
+                                                        "(a smoke run; not the real architecture)")
     ap.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size / 8)")
-    ap.add_argument("--steps", type=int, default=10, help="denoising steps (first half steered)")
-    ap.add_argument("--iterations", type=int, default=1, help="gradient iterations per steered step")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 10; shapes: 25, its schedule)")
+    ap.add_argument("--iterations", type=int, default=SteeringConfig.iterations,
+                    help=f"gradient iterations per steered step (default {SteeringConfig.iterations}, the default schedule; "
+                         "all of them run: the random classifier never reaches the loss target)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--prompts", type=int, default=10, help="shapes only: held-out prompts (x 2 seeds)")
     args = ap.parse_args()
+    if args.steps is None:
+        args.steps = 25 if args.model == "shapes" else 10
+    if args.model == "shapes":
+        return shapes_main(args)
 
     from l2s.classifier import ClassifierConfig, RelationClassifier
     from l2s.steer import Steerer
     dtype = getattr(torch, args.dtype)
-    pipe = build(args.model, args.device, dtype)
+    flux_layers = tuple(int(v) for v in args.flux_layers.split(",")) if args.flux_layers else None
+    pipe = build(args.model, args.device, dtype, flux_layers)
     clf = RelationClassifier(ClassifierConfig(map_size=16))
     if args.device.startswith("cuda"):
         clf = clf.to(args.device)
     prompt = "a dog to the left of a cat"
-    call = dict(num_inference_steps=args.steps, guidance_scale=7.5, output_type="latent", height=args.size,
-                width=args.size)
+    call = dict(num_inference_steps=args.steps, guidance_scale=3.5 if args.model == "flux" else 7.5,
+                output_type="latent", height=args.size, width=args.size)
 
     def vanilla():
         pipe(prompt, generator=torch.Generator().manual_seed(0), **call)
@@ -92,8 +119,12 @@ def main() -> None:
     for name, fn in rows:
         results[name] = min(timed(fn, args.device) for _ in range(args.repeats))
     n_steered = round(0.5 * args.steps)
-    print(f"{args.model} UNet (random weights), {args.size}px, {args.steps} steps (first {n_steered} steered, "
-          f"{args.iterations} iteration(s) each), CFG 7.5, {args.dtype} on {args.device}")
+    what = "FLUX.1-dev transformer" if args.model == "flux" else f"{args.model} UNet"
+    if flux_layers:
+        what += f" shrunk to {flux_layers[0]}+{flux_layers[1]} blocks"
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"{what} (random weights), {args.size}px, {args.steps} steps (first {n_steered} steered, "
+          f"{args.iterations} iteration(s) each), guidance {call['guidance_scale']}, {args.dtype} on {device}")
     print(f"{'arm':<24}{'s/image':>10}{'x vanilla':>11}")
     for name, sec in results.items():
         print(f"{name:<24}{sec:>10.2f}{sec / results['vanilla']:>11.2f}")
@@ -101,6 +132,37 @@ def main() -> None:
     full_pass = (results["steered, full forward"] - results["vanilla"]) / (n_steered * args.iterations)
     print(f"per gradient iteration: early exit {grad_pass:.2f} s, full forward {full_pass:.2f} s "
           f"(saving {100 * (1 - grad_pass / full_pass):.0f}%)")
+
+
+def shapes_main(args) -> None:
+    from l2s.shapes.evaluate import heldout_prompts
+    from l2s.shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
+    from l2s.shapes.relation_classifier import load_shipped_classifier
+    from l2s.steer import Steerer, recommended_settings
+    pipe, clf = load_shipped(), load_shipped_classifier()
+    knobs = recommended_settings(clf)
+    prompts = [p.text for p in heldout_prompts(1, args.prompts, seed=1)]
+    steps = args.steps
+
+    def run(prompt: str, loss_target: float | None):
+        gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+        kw = dict(num_inference_steps=steps, generator=gens)
+        if loss_target is None:
+            return pipe([prompt] * 2, **kw)
+        with Steerer(pipe, clf, prompt, **{**knobs, "loss_target": loss_target}) as st:
+            return st.generate(pipe, [prompt] * 2, **kw)
+    arms = {"vanilla": None, "steered, recommended": knobs["loss_target"], "steered, every iteration": -1.0}
+    seconds = dict.fromkeys(arms, 0.0)
+    run(prompts[0], None)                                    # warm-up
+    for prompt in prompts:                                   # interleaved: drift in machine load hits all arms
+        for name, target in arms.items():
+            seconds[name] += timed(lambda: run(prompt, target), "cpu")
+    n = 2 * len(prompts)
+    print(f"shapes model (shipped), 64px, {steps} steps, steered steps {knobs['steps']}, {knobs['iterations']} "
+          f"iterations, guidance {DEFAULT_GUIDANCE}, {n} images, CPU ({torch.get_num_threads()} threads)")
+    print(f"{'arm':<28}{'s/image':>10}{'x vanilla':>11}")
+    for name, sec in seconds.items():
+        print(f"{name:<28}{sec / n:>10.3f}{sec / seconds['vanilla']:>11.2f}")
 
 
 if __name__ == "__main__":

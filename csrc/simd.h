@@ -11,8 +11,8 @@
 #include <emmintrin.h>
 #endif
 
-/* exp(x) for x <= 0, the softmax exponent after the max is subtracted, in a form the compiler
- * vectorises (glibc's expf is a scalar call; on the 64x64 SD layer it was most of the maps time):
+/* exp(x) for x <= 0, the softmax exponent after the max is subtracted: the scalar form of the
+ * loop below (glibc's expf is a scalar call the compiler cannot vectorise; it was most of the maps time):
  * x = k ln2 + r with |r| <= ln2/2 (k by truncation: cvttps2dq is plain SSE2), exp(r) by its
  * degree-6 Taylor polynomial (truncation error < 1.3e-7 relative), 2^k built in the exponent bits.
  * Below -87 the result is clamped to exp(-87) ~ 1.6e-38: invisible next to the row maximum's 1. */

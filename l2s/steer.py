@@ -127,12 +127,29 @@ class Steerer:
             classifier.to(device)             # maps are made on the denoiser's device: keep the C/CUDA op there
         self.classifier = classifier
         self.labels = relation_index(classifier.config, [t.relation for t in parsed.triplets]) if parsed.triplets else None
-        self.layers = select_layers(self.denoiser, self.config.blocks, self.config.sides, self.config.layers)
+        self.layers = self._layers_for(classifier)
         self.records: list[StepRecord] = []
         self._iteration = 0
         self._warned = False
         # remembers the pipeline's denoiser calls (only when there is something to steer)
         self.replay = DenoiserCall(pipe) if parsed.triplets else None
+
+    def _layers_for(self, classifier: RelationClassifier) -> list:
+        """The config's layer choice; without one, the layers the classifier was trained on
+        (``meta["layers"]``) when this model has them all, else the default (with a warning: the
+        classifier then reads maps of other layers than it learned from)."""
+        c = self.config
+        trained_on = classifier.config.meta.get("layers")
+        if c.blocks is not None or c.sides is not None or c.layers is not None or not trained_on:
+            return select_layers(self.denoiser, c.blocks, c.sides, c.layers)
+        try:
+            return select_layers(self.denoiser, names=trained_on)
+        except ValueError:
+            chosen = select_layers(self.denoiser)
+            warnings.warn(f"the classifier was trained on maps of layers {trained_on[:2]}... that this model lacks; "
+                          f"steering reads the default layers ({len(chosen)}) instead: expect a weaker classifier "
+                          "(train one on this model, or pass layers=)", stacklevel=3)
+            return chosen
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property

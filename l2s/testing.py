@@ -154,6 +154,35 @@ def tiny_flux_pipeline(tmp_path: Path, seed: int = 0):
     return _ready(pipe)
 
 
+# FLUX.1-dev's transformer (diffusers' config of black-forest-labs/FLUX.1-dev): 19 double-stream and
+# 38 single-stream blocks, 24 heads x 128, T5 width 4096, CLIP pooled 768, guidance embedding
+FLUX_DEV_CONFIG = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                       num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                       guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+
+
+def flux_dev_pipeline(tmp_path: Path, layers: tuple[int, int] | None = None, device: str = "cpu",
+                      dtype=torch.bfloat16, seed: int = 0):
+    """FluxPipeline around a random-weight transformer of FLUX.1-dev's architecture (``layers`` =
+    (double, single) block counts to shrink it for a smoke run), with small text encoders and VAE of
+    the right widths: they run once per image in both arms of a timing, so only the transformer matters.
+    Built directly on ``device`` (12B parameters: 24 GB in bfloat16)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+    tok = write_clip_tokenizer(tmp_path / "tokenizer", max_length=77)
+    config = dict(FLUX_DEV_CONFIG)
+    if layers is not None:
+        config["num_layers"], config["num_single_layers"] = layers
+    torch.manual_seed(seed)
+    with torch.device(device):
+        transformer = FluxTransformer2DModel(**config).to(dtype)
+        t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=4096, d_kv=64, d_ff=256, num_layers=1, num_heads=2))
+        pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
+                            vae=_tiny_vae(latent_channels=16, levels=4), text_encoder=_tiny_clip(tok, 768),
+                            tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok, transformer=transformer)
+    return _ready(pipe.to(device, dtype))
+
+
 def tiny_sd3_pipeline(tmp_path: Path, seed: int = 0):
     """StableDiffusion3Pipeline: SD3Transformer2DModel (joint attention, patch 2, SD3.5's RMS q/k norms), two CLIP text
     encoders with projection and a T5 encoder from small configs."""

@@ -273,6 +273,23 @@ def test_classifier_recommended_settings_apply_unless_overridden(sd, classifier)
         Steerer(sd, rec, PROMPT)
 
 
+def test_layers_come_from_the_classifier_unless_chosen(sd, classifier):
+    from l2s.capture import select_layers
+    default = [l.name for l in select_layers(sd.unet)]
+    trained_on = default[-1:]
+    rec = RelationClassifier(classifier.config.__class__(**{**classifier.config.__dict__,
+                                                            "meta": {"layers": trained_on}}), params=classifier.params)
+    with Steerer(sd, rec, PROMPT) as steer:
+        assert [l.name for l in steer.layers] == trained_on               # the maps it learned from
+    with Steerer(sd, rec, PROMPT, layers=default[:1]) as steer:
+        assert [l.name for l in steer.layers] == default[:1]              # an explicit choice wins
+    rec.config.meta["layers"] = ["transformer_blocks.0.attn"]             # trained on another model
+    with pytest.warns(UserWarning, match="lacks"):
+        steer = Steerer(sd, rec, PROMPT)
+    assert [l.name for l in steer.layers] == default
+    steer.close()
+
+
 def test_classifier_must_read_two_maps(sd):
     three = RelationClassifier(ClassifierConfig(map_size=8, n_maps=3, hidden1=8, hidden2=8))
     with pytest.raises(ValueError, match="2"):
