@@ -132,7 +132,8 @@ class MapInverter:
     def encode(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images [B, H, W, 3] -> the pipeline's clean latents x0."""
         den = self.replay.denoiser
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        # a float copy: images read from a PNG are read-only arrays, which torch will not wrap
+        x = torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2) / 127.5 - 1
         x = x.to(den.device)
         vae = getattr(self.pipe, "vae", None)
         if vae is None:                                    # pixel-space model (the shapes world)
