@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--arms", default="vanilla,early,full", help="vanilla, early (steered, early exit), full "
+                                                              "(steered, full forward); default all three")
     ap.add_argument("--prompts", type=int, default=10, help="shapes only: held-out prompts (x 2 seeds)")
     args = ap.parse_args()
     if args.steps is None:
@@ -114,7 +116,9 @@ def main() -> None:
         return run
 
     vanilla()                                             # warm-up (allocator, kernels, first-call costs)
-    rows = [("vanilla", vanilla), ("steered, early exit", steered(True)), ("steered, full forward", steered(False))]
+    arms = {"vanilla": ("vanilla", vanilla), "early": ("steered, early exit", steered(True)),
+            "full": ("steered, full forward", steered(False))}
+    rows = [arms["vanilla"]] + [arms[a] for a in args.arms.split(",") if a != "vanilla"]
     results = {}
     for name, fn in rows:
         results[name] = min(timed(fn, args.device) for _ in range(args.repeats))
@@ -128,10 +132,9 @@ def main() -> None:
     print(f"{'arm':<24}{'s/image':>10}{'x vanilla':>11}")
     for name, sec in results.items():
         print(f"{name:<24}{sec:>10.2f}{sec / results['vanilla']:>11.2f}")
-    grad_pass = (results["steered, early exit"] - results["vanilla"]) / (n_steered * args.iterations)
-    full_pass = (results["steered, full forward"] - results["vanilla"]) / (n_steered * args.iterations)
-    print(f"per gradient iteration: early exit {grad_pass:.2f} s, full forward {full_pass:.2f} s "
-          f"(saving {100 * (1 - grad_pass / full_pass):.0f}%)")
+    per_pass = {name: (sec - results["vanilla"]) / (n_steered * args.iterations)
+                for name, sec in results.items() if name != "vanilla"}
+    print("per gradient iteration: " + ", ".join(f"{name} {sec:.2f} s" for name, sec in per_pass.items()))
 
 
 def shapes_main(args) -> None:
