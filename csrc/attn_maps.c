@@ -104,6 +104,70 @@ static void block_rank_update(const float* ds, int lds, const float* q, int L, i
     }
 }
 
+#ifdef L2S_AVX2_PATH
+/* block_gemm and block_rank_update with 8-wide FMA tiles, two per row (8 independent accumulators
+ * hide the FMA latency); a last odd tile of 8 columns runs alone. */
+__attribute__((target("avx2,fma")))
+static void block_gemm_avx2(const float* a, int lda, int K, const float* bm, int ldb, int ncols, float* out, int ldo) {
+    int j0 = 0;
+    for (; j0 + 2 * LANES <= ncols; j0 += 2 * LANES) {
+        __m256 acc[ROWS][2];
+        for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (int i = 0; i < K; i++) {
+            const float* bi = bm + (int64_t)i * ldb + j0;
+            __m256 b0 = _mm256_loadu_ps(bi), b1 = _mm256_loadu_ps(bi + LANES);
+            for (int r = 0; r < ROWS; r++) {
+                __m256 x = _mm256_broadcast_ss(a + (int64_t)r * lda + i);
+                acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            _mm256_storeu_ps(out + (int64_t)r * ldo + j0, acc[r][0]);
+            _mm256_storeu_ps(out + (int64_t)r * ldo + j0 + LANES, acc[r][1]);
+        }
+    }
+    if (j0 < ncols) {
+        __m256 acc[ROWS];
+        for (int r = 0; r < ROWS; r++) acc[r] = _mm256_setzero_ps();
+        for (int i = 0; i < K; i++) {
+            __m256 b0 = _mm256_loadu_ps(bm + (int64_t)i * ldb + j0);
+            for (int r = 0; r < ROWS; r++)
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (int64_t)r * lda + i), b0, acc[r]);
+        }
+        for (int r = 0; r < ROWS; r++) _mm256_storeu_ps(out + (int64_t)r * ldo + j0, acc[r]);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void block_rank_update_avx2(const float* ds, int lds, const float* q, int L, int Dp, float* dk) {
+    for (int d0 = 0; d0 < Dp; d0 += LANES) {
+        __m256 qt[ROWS];
+        for (int r = 0; r < ROWS; r++) qt[r] = _mm256_loadu_ps(q + (int64_t)r * Dp + d0);
+        for (int l = 0; l < L; l++) {
+            float* dkl = dk + (int64_t)l * Dp + d0;
+            __m256 acc = _mm256_loadu_ps(dkl);
+            for (int r = 0; r < ROWS; r++)
+                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + (int64_t)r * lds + l), qt[r], acc);
+            _mm256_storeu_ps(dkl, acc);
+        }
+    }
+}
+#endif
+
+/* The widest variant this CPU runs (chosen once per op call). */
+typedef struct {
+    void (*gemm)(const float*, int, int, const float*, int, int, float*, int);
+    void (*rank_update)(const float*, int, const float*, int, int, float*);
+} block_ops;
+
+static block_ops pick_block_ops(void) {
+#ifdef L2S_AVX2_PATH
+    if (l2s_use_avx2()) return (block_ops){block_gemm_avx2, block_rank_update_avx2};
+#endif
+    return (block_ops){block_gemm, block_rank_update};
+}
+
 /* In place: p[l] = exp(scale * (p[l] - max)) over the first L entries; returns 1 / sum, the
  * factor that makes them the softmax (the forward only needs it at the requested tokens). */
 static float softmax_row_unnormalised(float* p, int L, float scale) {
@@ -117,6 +181,7 @@ typedef struct {
     const float* dmaps;     /* backward only */
     float* maps;            /* forward only */
     void *dq, *dk;          /* backward only */
+    block_ops ops;          /* SSE2 or AVX2+FMA block products */
     int failed;             /* a worker could not get scratch memory */
 } attn_job;
 
@@ -140,7 +205,7 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
             for (int n = n0; n < n1; n += ROWS) {
                 int rows = n1 - n < ROWS ? n1 - n : ROWS;
                 load_rows(job->q, s->q_strides, s->dtype, b, h, n, rows, ROWS, D, D, qb);
-                block_gemm(qb, D, D, kt, Lp, Lp, p, Lp);
+                job->ops.gemm(qb, D, D, kt, Lp, Lp, p, Lp);
                 for (int r = 0; r < rows; r++) {
                     float* pr = p + (int64_t)r * Lp;
                     float inv_sum = softmax_row_unnormalised(pr, L, s->scale);
@@ -162,7 +227,7 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
 
 int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                           const int32_t* tokens, float* maps) {
-    attn_job job = {s, q, k, tokens, NULL, maps, NULL, NULL, 0};
+    attn_job job = {s, q, k, tokens, NULL, maps, NULL, NULL, pick_block_ops(), 0};
     l2s_parallel_for((int64_t)s->B * s->N, 64, attn_forward_rows, &job);
     return job.failed ? -1 : 0;
 }
@@ -198,7 +263,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
         for (int n0 = 0; n0 < N; n0 += ROWS) {
             int rows = N - n0 < ROWS ? N - n0 : ROWS;
             load_rows(job->q, s->q_strides, dt, b, h, n0, rows, ROWS, D, Dp, qb);
-            block_gemm(qb, Dp, D, kt, Lp, Lp, p, Lp);
+            job->ops.gemm(qb, Dp, D, kt, Lp, Lp, p, Lp);
             for (int r = 0; r < ROWS; r++) {
                 float* pr = p + (int64_t)r * Lp;
                 if (r >= rows) { memset(pr, 0, sizeof(float) * (size_t)Lp); continue; }   /* no row: no ds */
@@ -217,8 +282,8 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
                 for (int l = 0; l < L; l++) pr[l] = pr[l] * (w[l] - pw) * scale;
                 for (int l = L; l < Lp; l++) pr[l] = 0.f;
             }
-            block_gemm(p, Lp, L, kh, Dp, Dp, dqb, Dp);
-            block_rank_update(p, Lp, qb, L, Dp, dkh);
+            job->ops.gemm(p, Lp, L, kh, Dp, Dp, dqb, Dp);
+            job->ops.rank_update(p, Lp, qb, L, Dp, dkh);
             for (int r = 0; r < rows; r++) {
                 int64_t dq_base = (bh * N + n0 + r) * D;
                 for (int d = 0; d < D; d++) l2s_store(job->dq, dq_base + d, dt, dqb[(int64_t)r * Dp + d]);
@@ -232,7 +297,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
 
 int attn_maps_backward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                            const int32_t* tokens, const float* dmaps, void* dq, void* dk) {
-    attn_job job = {s, q, k, tokens, dmaps, NULL, dq, dk, 0};
+    attn_job job = {s, q, k, tokens, dmaps, NULL, dq, dk, pick_block_ops(), 0};
     l2s_parallel_for((int64_t)s->B * s->H, 1, attn_backward_heads, &job);
     return job.failed ? -1 : 0;
 }

@@ -6,10 +6,29 @@
 #ifndef L2S_SIMD_H
 #define L2S_SIMD_H
 
+#include <stdlib.h>
+#include <string.h>
 #include "numeric.h"
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define L2S_AVX2_PATH 1     /* AVX2+FMA variants compiled with target attributes, picked at run time */
+#endif
+
+/* Whether to take the AVX2+FMA variants: the CPU has both and L2S_SIMD is not "sse2" (which forces
+ * the portable SSE2 path, e.g. to test it on a machine that has AVX2). Read per op call. */
+static inline int l2s_use_avx2(void) {
+#ifdef L2S_AVX2_PATH
+    const char* env = getenv("L2S_SIMD");
+    if (env && strcmp(env, "sse2") == 0) return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
 
 /* exp(x) for x <= 0, the softmax exponent after the max is subtracted: the scalar form of the
  * loop below (glibc's expf is a scalar call the compiler cannot vectorise; it was most of the maps time):

@@ -131,3 +131,21 @@ def test_thread_count_does_not_change_results(rng, monkeypatch, threads):
     got = (l2s.attention_maps(q, k, [[1], [2, 3]]), *l2s.attention_maps_backward(q, k, [[1], [2, 3]], dmaps))
     for a, b in zip(got, ref):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("simd", ["sse2", "auto"])
+def test_both_simd_paths_match_float64(rng, monkeypatch, simd):
+    """L2S_SIMD=sse2 forces the portable SSE2 tiles; "auto" takes AVX2+FMA where the CPU has them."""
+    monkeypatch.setenv("L2S_SIMD", simd)
+    q, k = _inputs(rng, B=2, H=3, N=37, L=21, D=24)               # 3 column tiles: a pair and an odd one
+    tokens = [[2], [7, 20]]
+    dmaps = rng.standard_normal((2, 2, 37)).astype(np.float32)
+    got = l2s.attention_maps(q, k, tokens, 0.3)
+    want = attn_maps(q.astype(np.float64), k.astype(np.float64), l2s.token_table(tokens), 0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    dq, dk = l2s.attention_maps_backward(q, k, tokens, dmaps, 0.3)
+    qt = torch.tensor(q, dtype=torch.float64, requires_grad=True)
+    kt = torch.tensor(k, dtype=torch.float64, requires_grad=True)
+    (attn_maps_torch(qt, kt, tokens, 0.3) * torch.tensor(dmaps, dtype=torch.float64)).sum().backward()
+    np.testing.assert_allclose(dq, qt.grad.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(dk, kt.grad.numpy(), rtol=1e-4, atol=1e-6)
