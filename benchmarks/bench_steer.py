@@ -36,29 +36,10 @@ from l2s.steer import SteeringConfig
 
 
 def build(model: str, device: str, dtype: torch.dtype, flux_layers: tuple[int, int] | None = None):
+    from l2s.testing import flux_dev_pipeline, sd_pipeline
     if model == "flux":
-        from l2s.testing import flux_dev_pipeline
         return flux_dev_pipeline(Path(tempfile.mkdtemp()), flux_layers, device, dtype)
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from l2s.testing import sd_unet, write_clip_tokenizer
-    tok = write_clip_tokenizer(Path(tempfile.mkdtemp()) / "tok", max_length=77)
-    unet = sd_unet(model, dtype=dtype)
-    dim = unet.config.cross_attention_dim
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=dim, intermediate_size=4 * dim,
-                                        num_hidden_layers=12, num_attention_heads=dim // 64, max_position_embeddings=77,
-                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                        pad_token_id=tok.pad_token_id))
-    # a 4-level VAE (scale factor 8, like SD's) kept tiny: it only sets the latent size here
-    vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4)
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device, dtype)
+    return sd_pipeline(Path(tempfile.mkdtemp()), model, device, dtype)
 
 
 def timed(fn, device: str) -> float:
@@ -85,9 +66,11 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--arms", default="vanilla,early,full", help="vanilla, early (steered, early exit), full "
-                                                              "(steered, full forward); default all three")
+                                                              "(steered, full forward); vanilla always runs")
     ap.add_argument("--prompts", type=int, default=10, help="shapes only: held-out prompts (x 2 seeds)")
     args = ap.parse_args()
+    if set(args.arms.split(",")) - {"vanilla", "early", "full"}:
+        ap.error(f"--arms takes vanilla, early, full; got {args.arms!r}")
     if args.steps is None:
         args.steps = 25 if args.model == "shapes" else 10
     if args.model == "shapes":
@@ -138,13 +121,13 @@ def main() -> None:
 
 
 def shapes_main(args) -> None:
-    from l2s.shapes.evaluate import heldout_prompts
+    from l2s.shapes.benchmark import benchmark_prompts
     from l2s.shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
     from l2s.shapes.relation_classifier import load_shipped_classifier
     from l2s.steer import Steerer, recommended_settings
     pipe, clf = load_shipped(), load_shipped_classifier()
-    knobs = recommended_settings(clf)
-    prompts = [p.text for p in heldout_prompts(1, args.prompts, seed=1)]
+    knobs = recommended_settings(clf)                        # what Steerer runs by itself; printed below
+    prompts = [p.text for p in benchmark_prompts(1, args.prompts)]
     steps = args.steps
 
     def run(prompt: str, loss_target: float | None):
@@ -152,7 +135,7 @@ def shapes_main(args) -> None:
         kw = dict(num_inference_steps=steps, generator=gens)
         if loss_target is None:
             return pipe([prompt] * 2, **kw)
-        with Steerer(pipe, clf, prompt, **{**knobs, "loss_target": loss_target}) as st:
+        with Steerer(pipe, clf, prompt, loss_target=loss_target) as st:
             return st.generate(pipe, [prompt] * 2, **kw)
     arms = {"vanilla": None, "steered, recommended": knobs["loss_target"], "steered, every iteration": -1.0}
     seconds = dict.fromkeys(arms, 0.0)

@@ -5,7 +5,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
 #include "l2s.h"
 #include "numeric.h"
 #include "simd.h"

@@ -43,18 +43,38 @@ TINY_UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block
                  attention_head_dim=8, norm_num_groups=8)
 
 
+def _sd_pipeline(tok, unet, text_encoder, vae):
+    """StableDiffusionPipeline with SD's DDIM schedule (scaled-linear betas) and no safety checker."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
 def tiny_sd_pipeline(tmp_path: Path, seed: int = 0):
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     tok = write_clip_tokenizer(tmp_path / "tokenizer")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**TINY_UNET)
-    vae = _tiny_vae()
-    text = _tiny_clip(tok, 32)
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    return _ready(pipe)
+    vae = _tiny_vae()                            # built in this order: the seed's weights stay as they were
+    return _ready(_sd_pipeline(tok, unet, _tiny_clip(tok, 32), vae))
+
+
+def sd_pipeline(tmp_path: Path, name: str = "sd14", device: str = "cpu", dtype=torch.float32, seed: int = 0):
+    """StableDiffusionPipeline around a random-weight UNet of a real SD architecture (``sd_unet``) and
+    a CLIP-L-shaped text encoder (12 layers at the UNet's cross-attention width); the VAE is a tiny
+    4-level one (scale factor 8, as SD's): it only sets the latent size when timing with
+    ``output_type="latent"``."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+    tok = write_clip_tokenizer(tmp_path / "tokenizer", max_length=77)
+    unet = sd_unet(name, seed=seed)
+    dim = unet.config.cross_attention_dim
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=dim, intermediate_size=4 * dim,
+                                        num_hidden_layers=12, num_attention_heads=dim // 64, max_position_embeddings=77,
+                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                        pad_token_id=tok.pad_token_id))
+    return _ready(_sd_pipeline(tok, unet, text, _tiny_vae(levels=4)).to(device, dtype))
 
 
 def tiny_flux(seed: int = 0):
