@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -54,23 +55,32 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("eval", help="spatial-accuracy benchmark table: vanilla vs centroid loss vs Learn-to-Steer",
                         description="Generate held-out prompts (objects never paired with a relation in training) with "
                                     "each arm and the same seeds, judge every image with the exact evaluator "
-                                    "(GenEval's rule) and print a markdown table of accuracy, failure kinds "
-                                    "(missing, fused, misplaced) and seconds per image.")
+                                    "(GenEval's rule) and print a markdown table of accuracy with its 95%% Wilson "
+                                    "interval, failure kinds (missing, fused, misplaced) and seconds per image (arms "
+                                    "interleaved prompt by prompt), then each steered arm paired with vanilla and with "
+                                    "every other arm on the same images (exact McNemar test). "
+                                    "With --compare A.json B.json, only print the paired table of two saved runs.")
     ev.add_argument("--arms", default="vanilla,centroid,l2s", help="comma-separated arms at their tuned settings: "
                     "vanilla, centroid, l2s (default all three; ignored with --grid)")
     ev.add_argument("--grid", default=None, help="JSON-lines file, one arm per line: {\"arm\": ..., optional "
                     "\"margin\" (centroid) and SteeringConfig fields}; see benchmarks/grids/")
     ev.add_argument("--relations", default="1,2", help="relation counts, comma-separated; 0 = every single-object "
                                                        "prompt (default 1,2)")
-    ev.add_argument("--prompts", type=int, default=25, help="prompts per relation count (default 25)")
-    ev.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4, as GenEval)")
+    ev.add_argument("--prompts", type=int, default=25, help="different prompts per relation count (default 25)")
+    ev.add_argument("--seeds", default="4", help="noise seeds per prompt: a count N (the prompt set's first N: "
+                    "0.. for heldout, 200.. for tuning; default 4, as GenEval), a range 40-43, or a list 0,7,9")
     ev.add_argument("--prompt-set", default="heldout", choices=["heldout", "tuning"],
-                    help="heldout: the benchmark's prompts and seeds; tuning: others, for choosing settings")
+                    help="heldout: the benchmark's prompts and seeds; tuning: other prompts and seeds, for choosing "
+                         "settings")
     ev.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
     ev.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the shipped model's)")
     ev.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
     ev.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
-    ev.add_argument("--json", default=None, help="also write every row, with per-image results, to this file")
+    ev.add_argument("--json", default=None, help="also write the run (settings, rows, every image's prompt, seed, arm, "
+                                                 "detections, verdict and seconds) to this file")
+    ev.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"),
+                    help="print the paired table of two --json runs (every arm of A against every arm of B on the "
+                         "images both judged) and exit")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
                         description="Train the shapes-world model; rerunning with the same --out resumes from its checkpoint.")
     tm.add_argument("--out", default="runs/shapes", help="run folder: data cache, checkpoint, log, final pipeline")
@@ -144,26 +154,51 @@ def _train_classifier(args) -> int:
 
 
 def _eval(args) -> int:
-    from .shapes.benchmark import load_arms, markdown_table, row_line, run_benchmark
+    from .shapes.benchmark import (load_arms, load_rows, markdown_table, paired_comparisons, paired_table, row_line,
+                                   run_benchmark, seed_list)
+    if args.compare:
+        try:
+            rows_a, rows_b = (load_rows(p) for p in args.compare)
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"l2s eval --compare: {exc}")
+        print(paired_table(paired_comparisons(rows_a, rows_b)))
+        return 0
     from .shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
     from .shapes.relation_classifier import load_shipped_classifier
     from .steer import recommended_settings
     try:
         arms = load_arms(args.arms, args.grid)
         relations = [int(v) for v in args.relations.split(",")]
+        seeds = seed_list(args.seeds, args.prompt_set)
+        if args.prompts < 1:
+            raise ValueError(f"--prompts must be at least 1, got {args.prompts}")
+        if args.json and not os.access(os.path.dirname(os.path.abspath(args.json)), os.W_OK):
+            raise ValueError(f"--json {args.json}: its folder does not exist or is not writable")
     except ValueError as exc:
         raise SystemExit(f"l2s eval: {exc}")
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
-    rows = run_benchmark(pipe, clf, arms, relations, args.prompts, args.seeds, args.prompt_set, args.steps,
+    rows = run_benchmark(pipe, clf, arms, relations, args.prompts, seeds, args.prompt_set, args.steps,
                          args.guidance, report=lambda row: print(row_line(row), flush=True))
     guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
-    print(f"\nprompt set {args.prompt_set}, {args.prompts} prompts x {args.seeds} seeds, steps={args.steps} "
+    print(f"\nprompt set {args.prompt_set}, {args.prompts} prompts x seeds {_seed_text(seeds)}, steps={args.steps} "
           f"guidance={guidance}; classifier settings {json.dumps(recommended_settings(clf))}\n")
     print(markdown_table(rows))
+    paired = paired_comparisons(rows)
+    if paired:
+        print("\nPaired on the same images (exact McNemar test; a difference is supported where p < 0.05):\n")
+        print(paired_table(paired))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            json.dump({"prompt_set": args.prompt_set, "prompts": args.prompts, "seeds": seeds, "steps": args.steps,
+                       "guidance": guidance, "rows": rows, "paired": paired}, fh, indent=1)
     return 0
+
+
+def _seed_text(seeds: list[int]) -> str:
+    """[0, 1, 2, 3] -> "0-3"; others as a list."""
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 1:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(str(s) for s in seeds)
 
 
 def _parse_mix(text: str) -> tuple[float, float, float]:

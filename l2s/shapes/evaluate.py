@@ -5,9 +5,11 @@ training captions. One-relation prompts: "a A rel a B"; two-relation chains: "a 
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Collection
 
 import numpy as np
 import torch
@@ -33,14 +35,28 @@ def spec_from_chain(objects: list[tuple[str, str]], relations: list[str]) -> Pro
     return PromptSpec(text, list(objects), [(i, rel, i + 1) for i, rel in enumerate(relations)])
 
 
-def heldout_prompts(n_relations: int, count: int, seed: int = 0) -> list[PromptSpec]:
-    """``count`` prompts whose objects are all held-out pairs (distinct within a prompt)."""
+def distinct_prompt_count(n_relations: int) -> int:
+    """How many different ``heldout_prompts`` texts exist with ``n_relations`` relations."""
+    n_pairs = len(heldout_pairs())
+    return math.perm(n_pairs, n_relations + 1) * len(RELATIONS) ** n_relations
+
+
+def heldout_prompts(n_relations: int, count: int, seed: int = 0, exclude: Collection[str] = ()) -> list[PromptSpec]:
+    """``count`` different prompts whose objects are all held-out pairs (distinct within a prompt),
+    none of whose texts is in ``exclude``. Drawn in a seeded sequence, repeats skipped: the first k
+    prompts of a longer set are the k-prompt set."""
+    available = distinct_prompt_count(n_relations) - len(set(exclude))
+    if count > available:
+        raise ValueError(f"only {available} different {n_relations}-relation prompts can be drawn, asked for {count}")
     rng = np.random.default_rng(seed)
     pairs = sorted(heldout_pairs())
-    out = []
-    for _ in range(count):
+    out, seen = [], set(exclude)
+    while len(out) < count:
         idx = rng.choice(len(pairs), n_relations + 1, replace=False)
-        out.append(spec_from_chain([pairs[i] for i in idx], [str(rng.choice(RELATIONS)) for _ in range(n_relations)]))
+        spec = spec_from_chain([pairs[i] for i in idx], [str(rng.choice(RELATIONS)) for _ in range(n_relations)])
+        if spec.text not in seen:
+            seen.add(spec.text)
+            out.append(spec)
     return out
 
 
@@ -61,7 +77,7 @@ def evaluate(pipe, prompts: list[PromptSpec], seeds: list[int], steps: int = 25,
         chunks = [jobs[i: i + batch] for i in range(0, len(jobs), batch)]
     else:                       # one prompt per chunk: a Steerer serves one prompt
         chunks = [[(p, s) for s in seeds[i: i + batch]] for p in prompts for i in range(0, len(seeds), batch)]
-    results, seconds = [], 0.0
+    results = []
     for chunk in tqdm(chunks, desc="evaluate", disable=None, leave=False):
         gens = [torch.Generator().manual_seed(s) for _, s in chunk]
         texts = [p.text for p, _ in chunk]
@@ -73,16 +89,25 @@ def evaluate(pipe, prompts: list[PromptSpec], seeds: list[int], steps: int = 25,
                 images = steerer.generate(pipe, texts, **kw).images
         else:
             images = pipe(texts, **kw).images
-        seconds += time.perf_counter() - t0
+        per_image = (time.perf_counter() - t0) / len(chunk)        # a chunk is one batch: its time is shared
         for (p, s), img in zip(chunk, images):
-            res = judge_prompt(img, p.objects, p.relations, detect(img))
+            dets = detect(img)
+            res = judge_prompt(img, p.objects, p.relations, dets)
             results.append({"prompt": p.text, "seed": s, "failure": res.failure,
-                            "found": [f is not None for f in res.found], "relations_hold": res.relations_hold})
+                            "found": [f is not None for f in res.found], "relations_hold": res.relations_hold,
+                            "detections": [{"colour": d.colour, "shape": d.shape,
+                                            "box": [round(float(v), 4) for v in d.box]} for d in dets],
+                            "seconds": per_image})
+    return {**summarize(results), "results": results}
+
+
+def summarize(results: list[dict]) -> dict:
+    """Accuracy, failure kinds and mean seconds per image of per-image results (``evaluate``'s)."""
     kinds = Counter(r["failure"] for r in results)
     n = len(results)
     return {"n_images": n, "accuracy": kinds["correct"] / n if n else float("nan"),
-            "failures": {k: kinds[k] / n for k in ("missing", "fused", "misplaced")},
-            "seconds_per_image": seconds / n if n else float("nan"), "results": results}
+            "failures": {k: kinds[k] / n if n else float("nan") for k in ("missing", "fused", "misplaced")},
+            "seconds_per_image": sum(r["seconds"] for r in results) / n if n else float("nan")}
 
 
 def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indices: list[int], map_size: int = 16,

@@ -6,8 +6,9 @@ from test_evaluate import PaintingPipe
 
 from l2s.__main__ import main
 from l2s.baselines import CentroidLoss
-from l2s.shapes.benchmark import (arm_label, arm_steering, benchmark_prompts, load_arms, markdown_table,
-                                  run_benchmark)
+from l2s.shapes.benchmark import (RESERVED, arm_label, arm_steering, benchmark_prompts, load_arms, markdown_table,
+                                  paired_comparisons, paired_table, run_benchmark, seed_list)
+from l2s.shapes.evaluate import distinct_prompt_count, heldout_prompts
 
 
 def test_arms_by_name_and_from_a_grid(tmp_path):
@@ -44,12 +45,66 @@ def test_run_benchmark_rows_on_a_painting_generator():
     rows = run_benchmark(PaintingPipe(specs), None, [{"arm": "vanilla"}], relations=[0, 1], prompts=3, seeds=2,
                          report=seen.append)
     assert [r["relations"] for r in rows] == [0, 1] and seen == rows
-    assert rows[0]["n_images"] == 35 * 2 and rows[1]["n_images"] == 3 * 2
+    assert rows[0]["n_images"] == 35 * 2 and rows[1]["n_images"] == 3 * 2 and rows[1]["seeds"] == [0, 1]
     assert all(r["accuracy"] == 1.0 for r in rows)                     # a perfect painter is judged perfect
+    image = rows[1]["results"][0]
+    assert image["arm"] == "vanilla" and image["seconds"] >= 0 and image["failure"] == "correct"
+    assert {d["colour"] + " " + d["shape"] for d in image["detections"]} == {" ".join(o) for o in specs[0].objects}
     table = markdown_table(rows).splitlines()
-    assert len(table) == 4 and table[3].startswith("| 1 | vanilla | 6 | 1.000 |")
-    tuning = benchmark_prompts(1, 3, "tuning")
-    assert [p.text for p in tuning] != [p.text for p in benchmark_prompts(1, 3)]
+    assert len(table) == 4 and table[3].startswith("| 1 | vanilla | 6 | 1.000 | 0.61-1.00 |")
+    assert table[3].endswith("| 1.00 |")                               # time ratio to vanilla
+
+
+def test_prompt_sets_are_distinct_and_tuning_never_meets_the_benchmark():
+    for n in (1, 2, 3):
+        bench = [p.text for p in benchmark_prompts(n, 120)]
+        assert len(set(bench)) == 120
+        assert [p.text for p in benchmark_prompts(n, 25)] == bench[:25]         # a prefix of a longer set
+        tuning = [p.text for p in benchmark_prompts(n, 24, "tuning")]
+        assert len(set(tuning)) == 24 and not set(tuning) & set(bench[:RESERVED])
+    assert distinct_prompt_count(1) == 8 * 7 * 4
+    assert len({p.text for p in heldout_prompts(1, 224)}) == 224                  # every one of them
+    with pytest.raises(ValueError, match="only 224 different"):
+        heldout_prompts(1, 225)
+
+
+def test_seed_lists():
+    assert seed_list(4) == seed_list("4") == [0, 1, 2, 3]
+    assert seed_list("2", "tuning") == [200, 201]
+    assert seed_list("40-43") == [40, 41, 42, 43] and seed_list("0,7,9") == [0, 7, 9]
+    for bad in ("0", "3-1", "1,1", "x"):
+        with pytest.raises(ValueError):
+            seed_list(bad)
+
+
+def _row(relations, arm, correct):
+    return {"relations": relations, "arm": arm, "results": [{"prompt": f"p{i // 4}", "seed": i % 4,
+                                                           "failure": "correct" if ok else "misplaced"}
+                                                          for i, ok in enumerate(correct)]}
+
+
+def test_paired_comparisons_steered_arm_first_and_across_runs():
+    rows = [_row(1, "vanilla", [1, 0, 0, 0, 0, 0, 0, 0]), _row(1, "l2s", [1, 1, 1, 1, 1, 1, 1, 0]),
+            _row(1, "centroid", [0, 1, 1, 1, 1, 1, 1, 1]), _row(2, "vanilla", [0] * 8)]
+    pairs = paired_comparisons(rows)
+    assert [(c["a"], c["b"]) for c in pairs] == [("l2s", "vanilla"), ("centroid", "vanilla"), ("l2s", "centroid")]
+    assert pairs[0]["only_a"] == 6 and pairs[0]["only_b"] == 0 and pairs[0]["p"] == pytest.approx(2 / 64)
+    assert pairs[2]["only_a"] == 1 and pairs[2]["only_b"] == 1 and pairs[2]["p"] == 1.0
+    across = paired_comparisons(rows[:2], rows[1:2])
+    assert [(c["a"], c["b"]) for c in across] == [("A: vanilla", "B: l2s"), ("A: l2s", "B: l2s")]
+    assert across[1]["only_a"] == across[1]["only_b"] == 0 and across[1]["both"] == 7
+    assert "| 1 | l2s | vanilla | 8 | 1 | 6 | 0 | 0.0312 |" in paired_table(pairs)
+
+
+def test_eval_compare_cli(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"rows": [_row(1, "l2s", [1] * 8)]}))
+    b.write_text(json.dumps([_row(1, "l2s", [0] * 8)]))                   # an older file: the row list only
+    assert main(["eval", "--compare", str(a), str(b)]) == 0
+    assert "| 1 | A: l2s | B: l2s | 8 | 0 | 8 | 0 | 0.00781 |" in capsys.readouterr().out
+    b.write_text("[{}]")
+    with pytest.raises(SystemExit, match="no per-image results"):
+        main(["eval", "--compare", str(a), str(b)])
 
 
 def test_eval_cli_on_the_shipped_model(tmp_path, capsys):
@@ -59,8 +114,14 @@ def test_eval_cli_on_the_shipped_model(tmp_path, capsys):
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| relations | arm | images |" in text and "| 1 | l2s | 4 |" in text
-    rows = json.loads(out.read_text())
-    acc = {r["arm"]: r["accuracy"] for r in rows}
-    assert acc["l2s"] > acc["vanilla"] and len(rows[1]["results"]) == 4
+    assert "| 1 | l2s | vanilla | 4 |" in text and "seeds 0-1" in text           # the paired table, the seeds
+    run = json.loads(out.read_text())
+    acc = {r["arm"]: r["accuracy"] for r in run["rows"]}
+    assert acc["l2s"] > acc["vanilla"] and len(run["rows"][1]["results"]) == 4 and run["seeds"] == [0, 1]
+    assert run["paired"][0]["a"] == "l2s" and run["paired"][0]["pairs"] == 4
     with pytest.raises(SystemExit, match="unknown arm"):
         main(["eval", "--arms", "best"])
+    with pytest.raises(SystemExit, match="repeats"):
+        main(["eval", "--seeds", "1,1"])
+    with pytest.raises(SystemExit, match="not writable"):
+        main(["eval", "--json", str(tmp_path / "missing" / "x.json")])
