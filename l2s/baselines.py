@@ -2,7 +2,7 @@
 
 ``CentroidLoss`` is the usual one: the centroid of each object's map, and a hinge on their offset
 along the relation's axis ("left of": the subject's centroid must sit ``margin`` left of the
-object's). It has the classifier's steering interface (``config``, ``loss_and_input_grad``), so
+object's; axis and sign come from ``relations.TABLE``). It implements ``losses.RelationLoss``, so
 ``Steerer`` runs it unchanged.
 """
 from __future__ import annotations
@@ -12,43 +12,48 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classifier import ClassifierConfig
-
-# (axis, sign): the subject-minus-object offset along axis (0 = x, 1 = y; y points down) must be
-# below -margin for sign -1 and above +margin for sign +1
-_RULE = {"left of": (0, -1), "right of": (0, 1), "above": (1, -1), "below": (1, 1)}
+from .relations import RELATIONS, relation
 
 
 class CentroidLoss:
-    """Hinge on the subject/object centroid offset; ``probs`` are a softmax of the four signed
-    offsets (for records and plots only)."""
+    """Hinge on the subject/object centroid offset; ``probs`` are a softmax of the signed offsets
+    along each relation's direction (for records and plots only). Denoising steps are ignored."""
 
-    def __init__(self, map_size: int = 16, margin: float = 0.2, n_steps: int = 50):
-        self.config = ClassifierConfig(map_size=map_size, n_steps=n_steps, hidden1=1, hidden2=1, kind="centroid")
-        self.margin = margin
-        self.params = torch.zeros(0)
+    n_maps = 2
+
+    def __init__(self, map_size: int = 16, margin: float = 0.2, relations: tuple[str, ...] = RELATIONS):
+        self.map_size, self.margin = int(map_size), float(margin)
+        self.relations = tuple(relation(r).name for r in relations)
+        self.meta: dict = {}
+
+    def step_row(self, step: int, num_steps: int) -> int:
+        return 0
 
     def to(self, device: Any) -> "CentroidLoss":
-        self.params = self.params.to(device)
-        return self
+        return self                                   # torch ops run on the maps' device
+
+    def losses_and_grad(self, maps: Any, labels: Any, steps: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample hinge losses [B], d(sum)/d(maps) for maps [B, 2, S, S], pseudo-probabilities."""
+        x = torch.as_tensor(maps).detach()
+        x = (x if x.dtype == torch.float64 else x.float()).requires_grad_(True)
+        with torch.enable_grad():
+            S = x.shape[-1]
+            grid = (torch.arange(S, dtype=x.dtype, device=x.device) + 0.5) / S
+            mass = x.sum((-2, -1)).clamp_min(1e-8)
+            cx = (x.sum(-2) * grid).sum(-1) / mass                 # [B, 2]
+            cy = (x.sum(-1) * grid).sum(-1) / mass
+            offset = torch.stack([cx[:, 0] - cx[:, 1], cy[:, 0] - cy[:, 1]], 1)          # [B, 2]
+            rels = [relation(self.relations[int(i)]) for i in np.asarray(labels).reshape(-1)]
+            axis = torch.tensor([r.axis for r in rels], device=x.device)
+            sign = torch.tensor([r.sign for r in rels], dtype=x.dtype, device=x.device)
+            along = offset.gather(1, axis[:, None])[:, 0]
+            losses = torch.relu(self.margin - sign * along)
+            (dx,) = torch.autograd.grad(losses.sum(), x)
+        table = [relation(r) for r in self.relations]
+        scores = torch.stack([r.sign * offset[:, r.axis] for r in table], 1) * 10
+        return losses.detach(), dx, torch.softmax(scores, 1).detach()
 
     def loss_and_input_grad(self, x: Any, labels: Any, steps: Any = None) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Mean hinge loss over the batch, its gradient w.r.t. maps x [B, 2, S, S], pseudo-probabilities."""
-        maps = torch.as_tensor(x).detach()
-        maps = (maps if maps.dtype == torch.float64 else maps.float()).requires_grad_(True)
-        S = maps.shape[-1]
-        grid = (torch.arange(S, dtype=maps.dtype, device=maps.device) + 0.5) / S
-        mass = maps.sum((-2, -1)).clamp_min(1e-8)
-        cx = (maps.sum(-2) * grid).sum(-1) / mass                 # [B, 2]
-        cy = (maps.sum(-1) * grid).sum(-1) / mass
-        offset = torch.stack([cx[:, 0] - cx[:, 1], cy[:, 0] - cy[:, 1]], 1)          # [B, 2]
-        rels = [self.config.relations[int(i)] for i in np.asarray(labels).reshape(-1)]
-        axis = torch.tensor([_RULE[r][0] for r in rels], device=maps.device)
-        sign = torch.tensor([_RULE[r][1] for r in rels], dtype=maps.dtype, device=maps.device)
-        along = offset.gather(1, axis[:, None])[:, 0]
-        losses = torch.relu(self.margin - sign * along)
-        loss = losses.mean()
-        (dx,) = torch.autograd.grad(loss, maps)
-        scores = torch.stack([-offset[:, 0], offset[:, 0], -offset[:, 1], offset[:, 1]], 1) * 10
-        order = [list(_RULE).index(r) for r in self.config.relations]
-        return float(loss.detach()), dx, torch.softmax(scores[:, order], 1).detach()
+        losses, dsum, probs = self.losses_and_grad(x, labels, steps)
+        return float(losses.mean()), dsum / losses.shape[0], probs

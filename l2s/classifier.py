@@ -15,7 +15,7 @@ import numpy as np
 
 import _l2s
 from .core import Array, _is_torch, _prep, _stream, adamw_step, empty
-from .geneval import RELATIONS
+from .relations import RELATIONS, label_indices
 
 
 @dataclass
@@ -115,10 +115,41 @@ class RelationClassifier:
         """Move the parameters to a torch device (e.g. "cuda"); needs torch."""
         import torch
         p = self.params if _is_torch(self.params) else torch.from_numpy(np.asarray(self.params))
+        if _is_torch(self.params) and p.device == torch.device(device):
+            return self                                  # already there: keep workspaces and optimiser state
         self.params = p.to(device=device, dtype=torch.float32).contiguous()
         self._workspaces.clear()
         self._adam = None
         return self
+
+    # ---- the loss protocol (``losses.RelationLoss``) --------------------------------------------
+    @property
+    def relations(self) -> tuple[str, ...]:
+        """Class order of the probabilities and labels."""
+        return tuple(self.config.relations)
+
+    @property
+    def map_size(self) -> int:
+        return int(self.config.map_size)
+
+    @property
+    def n_maps(self) -> int:
+        return int(self.config.n_maps)
+
+    @property
+    def meta(self) -> dict:
+        """Provenance and recommended steering settings (the config's ``meta``, the same dict)."""
+        return self.config.meta
+
+    def step_row(self, step: int, num_steps: int) -> int:
+        """Step-embedding row of denoising step ``step`` of ``num_steps`` (``step_index``)."""
+        return step_index(step, num_steps, self.config.n_steps)
+
+    def losses_and_grad(self, maps: Array, labels: Any, steps: Any = None) -> tuple[Array, Array, Array]:
+        """Per-sample cross-entropy [B], its gradient summed over samples w.r.t. the maps (maps'
+        shape; sample b's row is d loss_b / d maps_b) and the probabilities. Weights are untouched."""
+        losses, dmean, probs = self._loss_grad(maps, labels, steps)
+        return losses, dmean * int(maps.shape[0]), probs          # the C op differentiates the batch mean
 
     # ---- passes ---------------------------------------------------------------------------
     def _workspace(self, batch: int) -> Array:
@@ -165,6 +196,11 @@ class RelationClassifier:
     def loss_and_input_grad(self, x: Array, labels: Any, steps: Any = None) -> tuple[float, Array, Array]:
         """For steering: mean cross-entropy toward ``labels``, its gradient w.r.t. the maps x
         (same shape as x), and the probabilities. Weights are not touched."""
+        losses, dx, probs = self._loss_grad(x, labels, steps)
+        return float(losses.mean()), dx, probs
+
+    def _loss_grad(self, x: Array, labels: Any, steps: Any) -> tuple[Array, Array, Array]:
+        """Per-sample losses, d(mean loss)/dx in x's shape, probabilities."""
         x_shape = tuple(x.shape)
         xf = self._check_x(x)
         B = int(xf.shape[0])
@@ -173,7 +209,7 @@ class RelationClassifier:
         _l2s.classifier_backward(self._cfg, self.params, self._host_int32(steps, B, "steps"),
                                  self._host_int32(labels, B, "labels"), self._workspace(B), dx, None,
                                  stream=_stream(xf))
-        return float(losses.mean()), dx.reshape(x_shape), probs
+        return losses, dx.reshape(x_shape), probs
 
     def train_step(self, x: Array, labels: Any, steps: Any = None, lr: float = 1e-4,
                    weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999)) -> float:
@@ -247,7 +283,4 @@ def step_index(step: int, num_steps: int, n_steps: int) -> int:
 
 def relation_index(config: ClassifierConfig, relations: Sequence[str]) -> np.ndarray:
     """Indices of relation names in the config's relation list (int32)."""
-    try:
-        return np.array([config.relations.index(r) for r in relations], dtype=np.int32)
-    except ValueError as e:
-        raise ValueError(f"unknown relation in {list(relations)}; known: {list(config.relations)}") from e
+    return np.array(label_indices(relations, config.relations), dtype=np.int32)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from . import core
 from .classifier import ClassifierConfig, RelationClassifier
+from .relations import OPPOSITE
 from .synthetic import relation_pairs
 
 
@@ -74,7 +75,8 @@ def run(n_train: int = 4096, epochs: int = 6, batch: int = 64, seed: int = 0, st
     xv, yv, tv = relation_pairs(512, 16, seed=seed + 1, noise=0.5)
     out["val_accuracy"] = accuracy(model, xv, yv, tv)
     # steer: ask each held-out layout for a relation it does not satisfy ("left of" <-> "right of", ...)
-    flip = np.array([1, 0, 3, 2], np.int32)[yv[:128]]
+    rels = model.config.relations
+    flip = np.array([rels.index(OPPOSITE[r]) for r in rels], np.int32)[yv[:128]]
     before = float((np.asarray(model.forward(xv[:128], tv[:128])[0]).argmax(1) == flip).mean())
     steered, curve = steer(model, xv[:128], flip, tv[:128], steer_iters, step_size=0.02)
     after = float((np.asarray(model.forward(steered, tv[:128])[0]).argmax(1) == flip).mean())

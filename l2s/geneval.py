@@ -8,9 +8,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from .relations import OPPOSITE, RELATIONS, TABLE, relation
+
 Box = Sequence[float]
 
-RELATIONS = ("left of", "right of", "above", "below")
 MARGIN = 0.1          # fraction of (w_A + w_B) / (h_A + h_B) an offset must exceed
 DOMINANCE = 0.5       # |unit offset| component needed to call a direction
 NO_RELATION_EPS = 1e-3
@@ -32,24 +33,14 @@ def relations_between(box_a: Box, box_b: Box) -> set[str]:
     if abs(rx) < NO_RELATION_EPS and abs(ry) < NO_RELATION_EPS:
         return set()
     norm = math.hypot(ox, oy)
-    dx, dy = rx / norm, ry / norm
-    held = set()
-    if dx < -DOMINANCE:
-        held.add("left of")
-    if dx > DOMINANCE:
-        held.add("right of")
-    if dy < -DOMINANCE:
-        held.add("above")
-    if dy > DOMINANCE:
-        held.add("below")
-    return held
+    unit = (rx / norm, ry / norm)
+    return {r.name for r in TABLE if r.sign * unit[r.axis] > DOMINANCE}
 
 
-def relation_holds(box_a: Box, box_b: Box, relation: str) -> bool:
-    """True if "A {relation} B" holds by GenEval's rule."""
-    if relation not in RELATIONS:
-        raise ValueError(f"unknown relation {relation!r}; known: {RELATIONS}")
-    return relation in relations_between(box_a, box_b)
+def relation_holds(box_a: Box, box_b: Box, name: str) -> bool:
+    """True if "A {name} B" holds by GenEval's rule."""
+    return relation(name).name in relations_between(box_a, box_b)
 
 
-OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+__all__ = ["RELATIONS", "OPPOSITE", "MARGIN", "DOMINANCE", "NO_RELATION_EPS", "centre", "relations_between",
+           "relation_holds"]

@@ -22,7 +22,7 @@ import torch
 
 from .capture import select_layers
 from .classifier import step_index
-from .geneval import RELATIONS
+from .relations import RELATIONS, label_indices
 from .prompts import parse_prompt
 from .replay import DenoiserCall
 
@@ -112,7 +112,7 @@ class MapInverter:
         self.num_inference_steps, self.n_steps = num_inference_steps, n_steps
         self.replay = DenoiserCall(pipe)
         self.layers = select_layers(self.replay.denoiser, blocks, sides, layers)
-        self.tokenizer = pipe.tokenizer
+        self.tokenizer = self.replay.adapter.object_tokenizer(pipe)   # the steerer's choice (Flux: T5)
 
     def close(self) -> None:
         self.replay.remove()
@@ -127,7 +127,7 @@ class MapInverter:
         """What the maps come from: travels with datasets and the classifiers trained on them."""
         return {"model": type(self.replay.denoiser).__name__, "layers": [l.name for l in self.layers],
                 "map_size": self.map_size, "num_inference_steps": self.num_inference_steps, "n_steps": self.n_steps,
-                "inversion_mode": self.mode, "relations": list(RELATIONS)}
+                "inversion_mode": self.mode}
 
     def encode(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images [B, H, W, 3] -> the pipeline's clean latents x0."""
@@ -216,18 +216,20 @@ class RelationExample:
 
 
 def build_dataset(inverter: MapInverter, examples: Sequence[RelationExample], step_indices: Sequence[int],
-                  dual: bool = True, seed: int = 0, progress: bool = True) -> MapDataset:
+                  dual: bool = True, seed: int = 0, progress: bool = True,
+                  relations: Sequence[str] = RELATIONS) -> MapDataset:
     """Maps of every example at every step index: with the positive prompt, and (``dual``) with a
-    negative prompt naming a random wrong relation; all rows labelled with the true relation."""
+    negative prompt naming a random wrong relation; all rows labelled with the true relation, as
+    an index into ``relations`` (the class order of the classifier to be trained; kept in meta)."""
     from tqdm.auto import tqdm
     rng = np.random.default_rng(seed)
     maps, labels, steps, inv, image = [], [], [], [], []
     for n, ex in enumerate(tqdm(examples, desc="invert", disable=not progress or None, leave=False)):
         x0 = inverter.encode(ex.image[None])
-        label = RELATIONS.index(ex.relation)
+        label = label_indices([ex.relation], relations)[0]
         prompts = [relation_prompt(ex.subject, ex.relation, ex.object)]
         if dual:
-            prompts.append(relation_prompt(ex.subject, wrong_relation(ex.relation, rng), ex.object))
+            prompts.append(relation_prompt(ex.subject, wrong_relation(ex.relation, rng, relations), ex.object))
         for kind, prompt in enumerate(prompts):
             # the same noise for both prompts: the rows of an image differ by the prompt only
             gen = torch.Generator().manual_seed(seed * 1_000_003 + n)
@@ -238,7 +240,7 @@ def build_dataset(inverter: MapInverter, examples: Sequence[RelationExample], st
             steps.append(np.array([inverter.step_label(i) for i in step_indices], np.int32))
             inv.append(np.full(k, kind, np.int8))
             image.append(np.full(k, n, np.int32))
-    meta = {**inverter.meta(), "dual": dual, "step_indices": [int(i) for i in step_indices], "seed": seed,
+    meta = {**inverter.meta(), "relations": list(relations), "dual": dual, "step_indices": [int(i) for i in step_indices], "seed": seed,
             "n_examples": len(examples)}
     return MapDataset(np.concatenate(maps), np.concatenate(labels), np.concatenate(steps), np.concatenate(inv),
                       np.concatenate(image), meta)

@@ -13,16 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .geneval import RELATIONS
+from .relations import PHRASES, RELATIONS
 
-# phrasing -> canonical relation (GenEval's names); matched case-insensitively on word boundaries
-RELATION_PHRASES: dict[str, str] = {
-    **{f"{p} {side}{s} of": f"{side} of" for side in ("left", "right")
-       for p in ("to the", "on the", "at the") for s in ("", " side")},
-    "left of": "left of", "right of": "right of",
-    "above": "above", "on top of": "above", "over": "above", "atop": "above",
-    "below": "below", "under": "below", "beneath": "below", "underneath": "below",
-}
+# phrasing -> canonical relation (``relations.TABLE``); matched case-insensitively on word boundaries
+RELATION_PHRASES: dict[str, str] = PHRASES
 _FRAMING = re.compile(r"^(?:(?:a|an|the)\s+)?(?:photo|picture|image|painting|drawing|rendering)\s+of(?:\s+|$)", re.I)
 _ARTICLE = re.compile(r"^(?:a|an|the|one|some)\s+", re.I)
 _SEPARATOR = re.compile(r"\s*(?:,|;|\band\b|\bwith\b|\bnext to\b)\s*", re.I)
@@ -44,7 +38,7 @@ class PromptObject:
 
 @dataclass(frozen=True)
 class Triplet:
-    """subject/object index into ``ParsedPrompt.objects``; relation is one of ``geneval.RELATIONS``."""
+    """subject/object index into ``ParsedPrompt.objects``; relation is one of ``relations.RELATIONS``."""
     subject: int
     relation: str
     object: int

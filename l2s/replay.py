@@ -14,7 +14,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .capture import CrossAttentionLayer, EarlyExit, MapCapture, combine_maps, model_family
+from .capture import EarlyExit, MapCapture
+from .models import CrossAttentionLayer, adapter_for
+from .ops import combine_maps
 
 
 class ProbeDone(Exception):
@@ -42,7 +44,8 @@ class DenoiserCall:
 
     def __init__(self, pipe: Any):
         self.denoiser = denoiser_of(pipe)
-        self.family = model_family(self.denoiser)
+        self.adapter = adapter_for(self.denoiser)
+        self.family = self.adapter.family
         self.last: tuple[tuple, dict] | None = None
         self._probing = False
         self._replaying = False          # our own replays must not overwrite the pipeline's call
@@ -102,19 +105,9 @@ class DenoiserCall:
         return out
 
     def with_sample(self, call: dict, z: torch.Tensor, t: Any, scheduler: Any) -> tuple[dict, tuple[int, int], int]:
-        """``call`` with latent z as the denoiser input (scaled as the scheduler wants for UNets),
-        plus the image-token grid and the text length the capture needs."""
-        call = dict(call)
-        if self.family == "unet":
-            scale_input = getattr(scheduler, "scale_model_input", None)
-            call["sample"] = scale_input(z, t) if scale_input is not None else z
-            return call, tuple(z.shape[-2:]), 0
-        call["hidden_states"] = z
-        if self.family == "flux":                            # packed 2x2 latents: the grid is in the ids
-            ids = call["img_ids"]
-            return call, (int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1), call["encoder_hidden_states"].shape[1]
-        p = self.denoiser.config.patch_size                  # SD3: patches of the latent
-        return call, (z.shape[-2] // p, z.shape[-1] // p), 0
+        """``call`` with latent z as the denoiser input (as the family's adapter binds it), plus the
+        image-token grid and the text length the capture needs."""
+        return self.adapter.bind_sample(self.denoiser, call, z, t, scheduler)
 
     def run(self, call: dict) -> Any:
         """The denoiser on a replayed ``call`` (not recorded as the pipeline's latest call)."""
@@ -142,20 +135,6 @@ class DenoiserCall:
 
     def initial_latents(self, pipe: Any, prompt: Any, kwargs: dict) -> torch.Tensor:
         """Initial noise drawn as the pipeline draws it (same generator use, shape and dtype)."""
-        from diffusers.utils.torch_utils import randn_tensor
         n = (1 if isinstance(prompt, str) else len(prompt)) * kwargs.get("num_images_per_prompt", 1)
         device = getattr(pipe, "_execution_device", None) or self.denoiser.device
-        generator = kwargs.get("generator")
-        if self.family == "flux":
-            height = kwargs.get("height") or pipe.default_sample_size * pipe.vae_scale_factor
-            width = kwargs.get("width") or pipe.default_sample_size * pipe.vae_scale_factor
-            latents, _ = pipe.prepare_latents(n, self.denoiser.config.in_channels // 4, height, width,
-                                              self.denoiser.dtype, device, generator)
-            return latents
-        cfg = self.denoiser.config
-        vsf = getattr(pipe, "vae_scale_factor", 1)
-        side = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-        height = kwargs.get("height") or side * vsf
-        width = kwargs.get("width") or side * vsf
-        shape = (n, cfg.in_channels, height // vsf, width // vsf)
-        return randn_tensor(shape, generator=generator, device=device, dtype=self.denoiser.dtype)
+        return self.adapter.initial_latents(pipe, self.denoiser, n, kwargs, device)

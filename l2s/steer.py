@@ -1,40 +1,44 @@
-"""The steering hook: a drop-in ``callback_on_step_end`` for diffusers pipelines.
+"""Learn-to-Steer: the steering loop and its config.
 
     steer = Steerer(pipe, classifier, prompt)
     image = steer.generate(pipe, prompt, num_inference_steps=50)         # steers step 0 too
-    # or, steering steps 1.. only, inside the pipeline's own call:
-    image = pipe(prompt, callback_on_step_end=steer, callback_on_step_end_tensor_inputs=steer.tensor_inputs)
+    # or, steering steps 1.. only, inside the pipeline's own call (a diffusers PipelineCallback,
+    # chainable in MultiPipelineCallbacks):
+    image = pipe(prompt, callback_on_step_end=steer.callback())
 
-How it works. A forward pre-hook on the denoiser remembers the arguments of its latest call (the
-pipeline's prompt embeddings, SDXL's added conditions, Flux's ids and guidance...: ``replay.py``). At a steered
-step the hook replays that call on the conditional half only, with the latent requiring grad and
-the step's timestep, captures the subject's and object's cross-attention maps on the chosen layers
-(stopping the forward after the last of them), runs the relation classifier's fused loss and
-input gradient in ``_l2s``, back-propagates to the latent and moves it with ``_l2s``'s latent
-update. diffusers calls the callback after ``scheduler.step``: the latent it returns is the one
-the NEXT step denoises, so the callback at step i steers step i + 1, and ``generate`` steers
-step 0 before handing the latent to the pipeline.
+At a steered step the pipeline's recorded denoiser call (``replay.py``) is replayed on the
+conditional half only, with the latent requiring grad and the step's timestep; the capture
+(``capture.py``) reads the subject's and object's cross-attention maps on the chosen layers
+(stopping the forward after the last of them); the relation loss (any ``losses.RelationLoss``,
+applied as an autograd function) gives per-sample losses; one backward through that single graph
+gives the latent gradient, and ``_l2s``'s latent update moves the latent. ``callbacks.StepHook``
+carries the loop into the pipeline (step-end callback, ``generate``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from . import core
+from .callbacks import StepHook
 from .capture import select_layers
-from .classifier import RelationClassifier, relation_index, step_index
+from .losses import RelationLoss, labels_for, relation_loss
+from .models import adapter_for
 from .prompts import ParsedPrompt, parse_prompt
-from .replay import DenoiserCall, denoiser_of
+from .replay import denoiser_of
+
+MAX_ITERATIONS = 1000            # gradient iterations per steered step: beyond this a run would look hung
 
 
 @dataclass
 class SteeringConfig:
-    """Knobs of the steering loop.
+    """Knobs of the steering loop; bad values raise ``ValueError`` at construction.
 
     steer_fraction: steer the first ``round(steer_fraction * num_steps)`` steps (ignored when
         ``steps`` lists step indices explicitly).
@@ -65,6 +69,36 @@ class SteeringConfig:
     early_exit: bool = True
     keep_maps: bool = True
 
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"SteeringConfig.{name} = {getattr(self, name)!r}: {why}")
+
+        for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad(name, "must be a finite number")
+        if not 0.0 <= self.steer_fraction <= 1.0:
+            raise bad("steer_fraction", "must lie in [0, 1]")
+        for name in ("step_size", "grad_blur"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        if self.step_decay <= 0:
+            raise bad("step_decay", "must be > 0")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) \
+                or not 0 <= self.iterations <= MAX_ITERATIONS:
+            raise bad("iterations", f"must be an integer in [0, {MAX_ITERATIONS}]")
+        for name in ("normalize", "early_exit", "keep_maps"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be True or False")
+        for name, kind in (("steps", int), ("sides", int), ("blocks", str), ("layers", str)):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, (str, bytes)) or not all(isinstance(x, kind) and not isinstance(x, bool) for x in v):
+                raise bad(name, f"must be None or a list of {kind.__name__}")
+            if kind is int and any(x < 0 for x in v):
+                raise bad(name, "must hold non-negative integers")
+
     def steered_steps(self, num_steps: int) -> list[int]:
         if self.steps is not None:
             return sorted(int(s) for s in self.steps if 0 <= int(s) < num_steps)
@@ -84,62 +118,61 @@ class StepRecord:
     grad_norm: list[float]
     step_size: float
     skipped: str = ""
-    label: int = 0                   # index of ``relation`` in ``probs`` (the classifier's relation order)
+    label: int = 0                   # index of ``relation`` in ``probs`` (the loss's relation order)
     maps: np.ndarray | None = field(default=None, repr=False)   # [B, 2, S, S] classifier input
 
 
-class Steerer:
-    """Learn-to-Steer for one prompt, usable as ``callback_on_step_end`` (see the module doc).
+class Steerer(StepHook):
+    """Learn-to-Steer for one prompt (see the module doc).
 
     Args:
-        pipe: a diffusers pipeline with ``unet`` (SD 1.x/2.x/XL, the shapes pipeline) or
-            ``transformer`` (Flux, SD3).
-        classifier: a ``RelationClassifier`` trained on this model's maps (``n_maps`` = 2).
-        prompt: parsed with the pipeline's tokenizer (Flux: ``tokenizer_2``, the T5 one; SD3: the
-            first CLIP one, whose tokens lead SD3's text sequence);
-            or pass ``parsed`` (``prompts.make_triplets``) to give triplets and tokens directly.
+        pipe: a diffusers pipeline whose denoiser a model adapter knows (``l2s.models``: UNet for
+            SD 1.x/2.x/XL and the shapes pipeline, Flux, SD3).
+        classifier: a ``losses.RelationLoss`` — a ``RelationClassifier`` trained on this model's
+            maps, or a hand-made loss such as ``baselines.CentroidLoss``.
+        prompt: parsed with the tokenizer whose tokens name the objects (the adapter's choice:
+            Flux: T5; SD3: the first CLIP); or pass ``parsed`` (``prompts.make_triplets``).
         config / overrides: a ``SteeringConfig`` and/or its fields as keywords. Without ``config``,
-            the classifier's own recommended settings (``classifier.config.meta["steering"]``, written
-            by whoever trained it for its model) replace the ``SteeringConfig`` defaults; overrides
-            apply last.
-    A classifier on the CPU is moved (in place) to a CUDA denoiser's device.
+            the loss's own recommended settings (``meta["steering"]``, written by whoever trained it
+            for its model) replace the ``SteeringConfig`` defaults; overrides apply last.
+    A loss on the CPU is moved (in place) to a CUDA denoiser's device.
     A prompt without a relation gives a steerer that does nothing: generation is unmodified.
     ``records`` lists a ``StepRecord`` per gradient iteration.
     """
 
-    tensor_inputs = ["latents"]
-
-    def __init__(self, pipe: Any, classifier: RelationClassifier, prompt: str | None = None,
+    def __init__(self, pipe: Any, classifier: RelationLoss, prompt: str | None = None,
                  parsed: ParsedPrompt | None = None, config: SteeringConfig | None = None, **overrides: Any):
-        base = dict(config.__dict__) if config is not None else recommended_settings(classifier)
+        base = {f.name: getattr(config, f.name) for f in fields(config)} if config is not None \
+            else recommended_settings(classifier)
+        unknown = set(overrides) - {f.name for f in fields(SteeringConfig)}
+        if unknown:
+            raise TypeError(f"unknown steering setting(s) {sorted(unknown)}")
         self.config = SteeringConfig(**{**base, **overrides})
         self.denoiser = denoiser_of(pipe)
+        self.adapter = adapter_for(self.denoiser)
         if parsed is None:
             if prompt is None:
                 raise ValueError("give a prompt or parsed triplets")
-            tok = pipe.tokenizer_2 if hasattr(self.denoiser, "single_transformer_blocks") else pipe.tokenizer
-            parsed = parse_prompt(prompt, tok)
-        self.parsed = parsed
-        if classifier.config.n_maps != 2:
-            raise ValueError(f"the classifier reads {classifier.config.n_maps} maps; steering needs 2 (subject, object)")
+            parsed = parse_prompt(prompt, self.adapter.object_tokenizer(pipe))
+        if classifier.n_maps != 2:
+            raise ValueError(f"the classifier reads {classifier.n_maps} maps; steering needs 2 (subject, object)")
         device = next(self.denoiser.parameters()).device
-        if device.type == "cuda" and not (torch.is_tensor(classifier.params) and classifier.params.device == device):
+        if device.type == "cuda":
             classifier.to(device)             # maps are made on the denoiser's device: keep the C/CUDA op there
-        self.classifier = classifier
-        self.labels = relation_index(classifier.config, [t.relation for t in parsed.triplets]) if parsed.triplets else None
+        self.loss = self.classifier = classifier
+        self.labels = labels_for(classifier, [t.relation for t in parsed.triplets]) if parsed.triplets else None
         self.layers = self._layers_for(classifier)
         self.records: list[StepRecord] = []
         self._iteration = 0
         self._warned = False
-        # remembers the pipeline's denoiser calls (only when there is something to steer)
-        self.replay = DenoiserCall(pipe) if parsed.triplets else None
+        super().__init__(pipe, parsed)
 
-    def _layers_for(self, classifier: RelationClassifier) -> list:
-        """The config's layer choice; without one, the layers the classifier was trained on
+    def _layers_for(self, loss: RelationLoss) -> list:
+        """The config's layer choice; without one, the layers the loss was trained on
         (``meta["layers"]``) when this model has them all, else the default (with a warning: the
         classifier then reads maps of other layers than it learned from)."""
         c = self.config
-        trained_on = classifier.config.meta.get("layers")
+        trained_on = loss.meta.get("layers")
         if c.blocks is not None or c.sides is not None or c.layers is not None or not trained_on:
             return select_layers(self.denoiser, c.blocks, c.sides, c.layers)
         try:
@@ -151,36 +184,13 @@ class Steerer:
                           "(train one on this model, or pass layers=)", stacklevel=3)
             return chosen
 
-    # -- lifecycle --------------------------------------------------------------------------------
-    @property
-    def active(self) -> bool:
-        """False for prompts without a relation: the steerer then never touches the pipeline."""
-        return bool(self.parsed.triplets)
+    def hooked_steps(self, num_steps: int) -> list[int]:
+        return self.config.steered_steps(num_steps)
 
-    def close(self) -> None:
-        """Remove the denoiser hook (also done on ``with`` exit)."""
-        if self.replay is not None:
-            self.replay.remove()
+    def process(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int, recorded_t: Any) -> torch.Tensor:
+        return self.steer_latents(pipe, latents, step, num_steps, recorded_t)
 
-    def __enter__(self) -> "Steerer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- the callback -----------------------------------------------------------------------------
-    def __call__(self, pipe: Any, i: int, t: Any, callback_kwargs: dict) -> dict:
-        """diffusers' ``callback_on_step_end``: steers the latent that step i + 1 will denoise."""
-        if not self.active or self.replay.last is None:
-            return {}
-        timesteps = pipe.scheduler.timesteps
-        nxt = i + 1
-        if nxt >= len(timesteps) or nxt not in self.config.steered_steps(len(timesteps)):
-            return {}
-        latents = callback_kwargs["latents"]
-        steered = self.steer_latents(pipe, latents, nxt, len(timesteps), recorded_t=t)
-        return {"latents": steered}
-
+    # -- the loop of one step ------------------------------------------------------------------------
     def steer_latents(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int,
                       recorded_t: Any) -> torch.Tensor:
         """Run the gradient iterations of one step on ``latents`` (as the pipeline holds them) and
@@ -194,34 +204,27 @@ class Steerer:
         n_steered = steered.index(step) if step in steered else 0
         size = cfg.step_size * (cfg.step_decay ** n_steered)
         scale = size * math.sqrt(per_sample) if cfg.normalize else size
-        cls_step = step_index(step, num_steps, self.classifier.config.n_steps)
         B = z.shape[0]
+        steps = np.full(B, self.loss.step_row(step, num_steps), np.int32)
         satisfied = 0                       # consecutive relations found under the loss target
         for it in range(cfg.iterations):
             k = self._iteration % len(self.parsed.triplets)      # round robin over relations
             self._iteration += 1
             trip = self.parsed.triplets[k]
-            labels, steps = np.full(B, self.labels[k], np.int32), np.full(B, cls_step, np.int32)
-            records_before = len(self.records)
-
-            def classify(x: torch.Tensor, it=it, k=k, trip=trip) -> torch.Tensor | None:
-                """Loss and d(loss)/d(maps) from the C classifier; None ends this step's iterations."""
-                loss_mean, dx, probs = self.classifier.loss_and_input_grad(x, labels, steps)
+            labels = np.full(B, self.labels[k], np.int32)
+            with self.loss_pass(pipe, z, latents.dtype, t, args, trip, labels, steps) as (x, losses, probs, grad):
+                loss_mean = float(losses.detach().float().mean())
                 rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
                                  label=int(self.labels[k]),
-                                 maps=x.float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
+                                 maps=x.detach().float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
                 self.records.append(rec)
+                g = None
                 if not math.isfinite(loss_mean):
                     self._skip(rec, "non-finite loss")
-                    return None
-                if loss_mean < cfg.loss_target:
+                elif loss_mean < cfg.loss_target:
                     rec.skipped = "loss under target"
-                    return None
-                # the C op returns the gradient of the batch MEAN: each sample gets its own loss's
-                return torch.as_tensor(dx, device=x.device) * B
-
-            g = self._latent_gradient(pipe, z, latents.dtype, t, args, trip, classify)
-            rec = self.records[records_before]
+                else:
+                    g = grad()
             if g is None:
                 # a relation already satisfied: go on to the next one; stop once all of them are
                 satisfied += 1
@@ -245,12 +248,16 @@ class Steerer:
             self._warned = True
 
     # -- the gradient pass ------------------------------------------------------------------------
-    def _latent_gradient(self, pipe, z: torch.Tensor, dtype, t, args: dict, trip, classify) -> torch.Tensor | None:
-        """Gradient w.r.t. the latent z of the classifier loss on one triplet's maps.
+    @contextlib.contextmanager
+    def loss_pass(self, pipe: Any, z: torch.Tensor, dtype: torch.dtype, t: Any, args: dict, trip: Any,
+                  labels: np.ndarray, steps: np.ndarray) -> Iterator[tuple]:
+        """One forward of the replayed call on latent z, for one triplet: yields the maps
+        [B, 2, S, S], the per-sample losses [B], the probabilities and ``grad()``, which returns
+        d(sum of losses)/dz through the one autograd graph (maps -> loss -> latent).
 
-        ``classify(maps [B, 2, S, S]) -> d(loss)/d(maps)`` (or None: no update). The capture stays
-        installed through the backward so that gradient checkpointing, which re-runs the
-        checkpointed blocks during backward, recomputes the very same ops (without recording).
+        The capture stays installed until the block ends so that gradient checkpointing, which
+        re-runs the checkpointed blocks during backward, recomputes the very same ops (without
+        recording).
         """
         # the pipeline calls us under torch.no_grad(): everything from z_in on (scheduler input
         # scaling included: Euler divides by sqrt(sigma^2 + 1)) must record the graph
@@ -259,39 +266,14 @@ class Steerer:
             call, grid, n_text = self.replay.with_sample(args, z_in, t, pipe.scheduler)
             objects = self.parsed.objects
             tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
-            with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.classifier.config.map_size,
+            with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.loss.map_size,
                                           self.config.early_exit) as (x, cap):
-                dx = classify(x.detach())
-                if dx is None:
-                    return None
-                cap.replaying = True
-                (g,) = torch.autograd.grad(x, z_in, dx.to(x.dtype))
-        return g
+                losses, probs = relation_loss(self.loss, x, labels, steps)
 
-    # -- whole generation -------------------------------------------------------------------------
-    def generate(self, pipe: Any, prompt: str | list[str], **kwargs: Any) -> Any:
-        """``pipe(prompt, **kwargs)`` with steering on every steered step, step 0 included.
-
-        Initial latents are drawn like the pipeline draws them (same generator, same shape), so a
-        prompt without a relation gives exactly the unhooked pipeline's output.
-        """
-        if "callback_on_step_end" in kwargs:
-            raise ValueError("generate() installs its own callback_on_step_end; call the pipeline yourself to add one")
-        if not self.active:
-            return pipe(prompt, **kwargs)
-        num_steps = kwargs.get("num_inference_steps", 50)
-        if 0 in self.config.steered_steps(num_steps):
-            latents = kwargs.pop("latents", None)
-            if latents is None:
-                latents = self.replay.initial_latents(pipe, prompt, kwargs)
-            self.replay.probe(pipe, prompt, latents=latents, **kwargs)
-            sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
-            t0 = pipe.scheduler.timesteps[0]
-            scaled = latents * sigma
-            steered = self.steer_latents(pipe, scaled, 0, num_steps, recorded_t=t0)
-            # the pipeline multiplies by sigma again: hand back the change, not a re-divided latent
-            kwargs["latents"] = latents + (steered - scaled) / sigma
-        return pipe(prompt, callback_on_step_end=self, callback_on_step_end_tensor_inputs=self.tensor_inputs, **kwargs)
+                def grad() -> torch.Tensor:
+                    cap.replaying = True
+                    return torch.autograd.grad(losses.sum(), z_in)[0]
+                yield x, losses, probs, grad
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -315,13 +297,13 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def recommended_settings(classifier: Any) -> dict:
-    """The ``SteeringConfig`` fields a classifier's config recommends (``meta["steering"]``; {} if none)."""
-    meta = getattr(getattr(classifier, "config", None), "meta", None) or {}
+    """The ``SteeringConfig`` fields a loss recommends (``meta["steering"]``; {} if none)."""
+    meta = getattr(classifier, "meta", None) or {}
     rec = dict(meta.get("steering", {}))
-    unknown = set(rec) - set(SteeringConfig.__dataclass_fields__)
+    known = {f.name for f in fields(SteeringConfig)}
+    unknown = set(rec) - known
     if unknown:
-        raise ValueError(f"classifier meta 'steering' has unknown fields {sorted(unknown)}; "
-                         f"known: {sorted(SteeringConfig.__dataclass_fields__)}")
+        raise ValueError(f"classifier meta 'steering' has unknown fields {sorted(unknown)}; known: {sorted(known)}")
     return rec
 
 

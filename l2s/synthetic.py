@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classifier import RELATIONS
-
-# unit offsets (dx, dy) of subject minus object, image y pointing down
-_DIRECTIONS = {"left of": (-1.0, 0.0), "right of": (1.0, 0.0), "above": (0.0, -1.0), "below": (0.0, 1.0)}
+from .relations import RELATIONS, relation
 
 
 def blob_maps(centres: np.ndarray, size: int, sigma: float) -> np.ndarray:
@@ -29,7 +26,7 @@ def relation_pairs(n: int, size: int = 16, seed: int = 0, relations=RELATIONS, n
     labels = rng.integers(0, len(relations), n).astype(np.int32)
     centres = np.empty((n, 2, 2))
     for i, lab in enumerate(labels):
-        dx, dy = _DIRECTIONS[relations[lab]]
+        dx, dy = relation(relations[lab]).direction
         gap = rng.uniform(0.3, 0.55)
         jitter = rng.uniform(-0.12, 0.12)              # off-axis wobble, below the dominance threshold
         mid = rng.uniform(0.35, 0.65, 2)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .classifier import ClassifierConfig, RelationClassifier
 from .inversion import MapDataset
+from .relations import RELATIONS
 
 
 def split_by_image(ds: MapDataset, val_fraction: float = 0.15, seed: int = 0) -> tuple[MapDataset, MapDataset]:
@@ -50,7 +51,11 @@ def train_classifier(train: MapDataset, val: MapDataset, config: ClassifierConfi
     epochs without improvement; halve the learning rate after ``plateau`` such epochs."""
     from tqdm.auto import tqdm
     S = train.maps.shape[-1]
-    config = config or ClassifierConfig(map_size=S)
+    labelled_by = tuple(train.meta.get("relations", RELATIONS))      # the order the dataset's labels index
+    config = config or ClassifierConfig(map_size=S, relations=labelled_by)
+    if tuple(config.relations) != labelled_by:
+        raise ValueError(f"the dataset's labels index relations {list(labelled_by)} but the classifier's class order "
+                         f"is {list(config.relations)}: build the dataset with relations=config.relations")
     if config.map_size != S:
         raise ValueError(f"maps are {S}x{S} but the classifier expects {config.map_size}x{config.map_size}")
     clf = RelationClassifier(config, seed=seed)

@@ -19,7 +19,7 @@ def _pair(subject_xy, object_xy, size=16):
 ])
 def test_hinge_is_zero_when_satisfied_and_probs_agree(rel, good, bad):
     loss = CentroidLoss()
-    label = [loss.config.relations.index(rel)]
+    label = [loss.relations.index(rel)]
     ok, _, probs = loss.loss_and_input_grad(_pair(*good), label)
     wrong, dx, _ = loss.loss_and_input_grad(_pair(*bad), label)
     assert ok == 0.0 and wrong == pytest.approx(0.2 + 0.6, abs=0.02)

@@ -103,13 +103,9 @@ def test_gradient_matches_a_pure_torch_loss(sd, classifier, rng):
     args = steer.replay.arguments(1, t, t)
     trip = steer.parsed.triplets[0]
     label = relation_index(classifier.config, [trip.relation])
-    seen = {}
-
-    def classify(x):
-        seen["loss"], dx, _ = classifier.loss_and_input_grad(x, label, np.array([2], np.int32))
-        return torch.as_tensor(dx)
-    g = steer._latent_gradient(sd, latents, torch.float32, t, args, trip, classify)
-    loss = seen["loss"]
+    with steer.loss_pass(sd, latents, torch.float32, t, args, trip, label, np.array([2], np.int32)) as (_, losses, _, grad):
+        g = grad()                                   # one graph: maps -> classifier loss -> latent
+    loss = float(losses.sum())
     steer.close()
 
     z = latents.clone().requires_grad_(True)
@@ -187,16 +183,22 @@ def test_multi_relation_prompts_alternate(sd, classifier):
 
 
 class _LossPerRelation:
-    """A stand-in loss with the classifier's interface: a fixed loss per relation, a nonzero gradient."""
+    """A stand-in ``RelationLoss``: a fixed loss per relation, a nonzero gradient."""
+    relations, map_size, n_maps, meta = ("left of", "right of", "above", "below"), 8, 2, {}
 
     def __init__(self, losses):
-        self.config = ClassifierConfig(map_size=8, n_steps=10, step_dim=4, hidden1=1, hidden2=1)
-        self.params, self.losses = torch.zeros(0), losses
+        self.losses = losses
 
-    def loss_and_input_grad(self, x, labels, steps=None):
-        rel = self.config.relations[int(np.asarray(labels)[0])]
-        x = torch.as_tensor(x)
-        return self.losses[rel], torch.ones_like(x) * 1e-3, torch.full((x.shape[0], 4), 0.25)
+    def step_row(self, step, num_steps):
+        return 0
+
+    def to(self, device):
+        return self
+
+    def losses_and_grad(self, x, labels, steps):
+        rel = self.relations[int(np.asarray(labels)[0])]
+        return (torch.full((x.shape[0],), self.losses[rel]), torch.ones_like(x) * 1e-3,
+                torch.full((x.shape[0], 4), 0.25))
 
 
 @pytest.mark.parametrize("losses, expected", [
@@ -398,3 +400,32 @@ def test_gaussian_blur_matches_a_numpy_reference(rng):
         gaussian_blur(torch.zeros(1, 16, 4), 1.0)
     with pytest.raises(ValueError, match="too wide"):
         gaussian_blur(torch.zeros(1, 1, 4, 4), 2.0)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("iterations", -1), ("iterations", 100000), ("iterations", 2.5), ("step_size", float("nan")),
+    ("step_size", -0.1), ("steer_fraction", 1.5), ("step_decay", 0.0), ("loss_target", float("inf")),
+    ("steps", [1, -2]), ("steps", "1,2"), ("normalize", "yes"), ("grad_blur", -1.0), ("blocks", "up"),
+])
+def test_bad_steering_settings_raise_at_construction(field, value):
+    with pytest.raises(ValueError, match=f"SteeringConfig.{field}"):
+        SteeringConfig(**{field: value})
+
+
+def test_unknown_override_is_refused(sd, classifier):
+    with pytest.raises(TypeError, match="unknown steering setting"):
+        Steerer(sd, classifier, PROMPT, step_sise=0.1)
+
+
+def test_judge_relation_reads_any_pipeline(sd, classifier):
+    from l2s.judge import judge_relation
+    classifier.meta.update({"step_indices": [1, 2], "num_inference_steps": 4})
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    try:
+        out = judge_relation(sd, classifier, PROMPT, image)
+    finally:
+        del classifier.meta["step_indices"], classifier.meta["num_inference_steps"]
+    assert out["judged"] == "dog | left of | cat" and sorted(out["per_step"]) == [1, 2]
+    assert abs(sum(out["probabilities"].values()) - 1) < 1e-3 and out["classifier_says"] in classifier.relations
+    with pytest.raises(ValueError, match="no spatial relation"):
+        judge_relation(sd, classifier, "a dog and a cat", image)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..geneval import RELATIONS
+from ..relations import RELATIONS
 from .detect import detect, judge_prompt
 from .scenes import COLOURS, SHAPES, heldout_pairs
 
@@ -111,23 +111,30 @@ def summarize(results: list[dict]) -> dict:
 
 
 def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indices: list[int], map_size: int = 16,
-                    steps: int = 25, guidance: float | None = None, n_steps: int = 50):
-    """Maps captured WHILE generating (the steering hook's capture at ``step_indices``, step size 0:
-    the images are the vanilla ones), labelled with the relation the evaluator then MEASURES between
-    the generated subject and object (images where not exactly one relation holds are dropped).
-    The test set of the single- vs dual-inversion ablation: what the classifier sees when steering."""
-    from ..classifier import ClassifierConfig, RelationClassifier, step_index
+                    steps: int = 25, guidance: float | None = None, n_steps: int = 50,
+                    relations: tuple[str, ...] = RELATIONS, layers=None):
+    """Maps captured WHILE generating (``callbacks.MapRecorder`` at ``step_indices``: the images are
+    the vanilla ones), labelled with the relation the evaluator then MEASURES between the generated
+    subject and object, as an index into ``relations`` (images where not exactly one relation holds
+    are dropped). The test set of the single- vs dual-inversion ablation: what the classifier sees
+    when steering. ``layers``: the capture's layers (default: the model's default layers)."""
+    from ..callbacks import MapRecorder
+    from ..capture import select_layers
+    from ..classifier import step_index
     from ..geneval import relations_between
     from ..inversion import MapDataset
-    from ..steer import Steerer
-    reader = RelationClassifier(ClassifierConfig(map_size=map_size, n_steps=n_steps, hidden1=8, hidden2=8))
+    from ..models import adapter_for
+    from ..prompts import parse_prompt
+    from ..relations import label_indices
+    chosen = select_layers(pipe.unet, names=layers) if layers else select_layers(pipe.unet)
+    tokenizer = adapter_for(pipe.unet).object_tokenizer(pipe)
     maps, labels, step_rows, image = [], [], [], []
     n_img = 0
     for p in tqdm(prompts, desc="generation maps", disable=None, leave=False):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
-        with Steerer(pipe, reader, p.text, iterations=1, step_size=0.0, loss_target=-1.0, steps=step_indices) as st:
-            images = st.generate(pipe, [p.text] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,
-                                 generator=gens).images
+        with MapRecorder(pipe, parse_prompt(p.text, tokenizer), step_indices, chosen, map_size) as rec:
+            images = rec.generate(pipe, [p.text] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,
+                                  generator=gens).images
         subj, obj = p.relations[0][0], p.relations[0][2]
         for b, img in enumerate(images):
             found = judge_prompt(img, p.objects, p.relations, detect(img)).found
@@ -136,14 +143,15 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
             held = relations_between(found[subj].box, found[obj].box)
             if len(held) != 1:
                 continue
-            label = RELATIONS.index(next(iter(held)))
-            for r in st.records:
-                maps.append(r.maps[b])
+            label = label_indices([next(iter(held))], relations)[0]
+            for step in sorted(rec.maps):
+                maps.append(rec.maps[step][b, 0])
                 labels.append(label)
-                step_rows.append(step_index(r.step, steps, n_steps))
+                step_rows.append(step_index(step, steps, n_steps))
                 image.append(n_img)
             n_img += 1
     S = map_size
     return MapDataset(np.array(maps, np.float32).reshape(-1, 2, S, S), np.array(labels, np.int32),
                       np.array(step_rows, np.int32), np.full(len(labels), 2, np.int8), np.array(image, np.int32),
-                      {"source": "generation", "step_indices": list(step_indices), "images": n_img})
+                      {"source": "generation", "step_indices": list(step_indices), "images": n_img,
+                       "relations": list(relations)})

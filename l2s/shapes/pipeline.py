@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from dataclasses import dataclass
 
@@ -55,6 +56,8 @@ class ShapesPipeline(DiffusionPipeline):
                  callback_on_step_end_tensor_inputs: list[str] = ("latents",), progress: bool = False):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):   # as diffusers' pipelines do
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if bad:
             raise ValueError(f"callback_on_step_end_tensor_inputs {bad} not in {self._callback_tensor_inputs}")

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geneval import RELATIONS, relations_between
+from ..geneval import relations_between
+from ..relations import RELATIONS
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLOURS = {   # well separated in RGB, all saturated: backgrounds stay light and grey-ish
