@@ -1,15 +1,37 @@
 """Rule-based prompt parsing: objects and (subject, relation, object) triplets, with token indices.
 
-No language model is needed: a relation is one of a fixed set of phrasings (longest match wins),
-the text between two relation phrases is one object phrase, and a chain "A r1 B r2 C" yields
-(A r1 B) and (B r2 C), as Learn-to-Steer does. Object phrases drop leading framing ("a photo of"),
-articles and trailing punctuation; an object's tokens are every tokenizer token of its remaining
-words ("teddy bear" -> the tokens of both words, "red circle" -> of both), found by tokenizing
-prefixes of the prompt, so any Hugging Face tokenizer (CLIP BPE, T5 sentencepiece, word level) works.
+No language model is needed (nothing is downloaded). The grammar, as the parser reads it:
+
+    prompt   := [framing] part (SEP part)*        framing: "a photo of", "an image of", ...
+    part     := NP rel-tail+                      "a dog to the left of a cat"
+              | REL NP (COP | ",") NP             fronted: "to the left of a cat is a dog" -> (dog, left of, cat)
+    rel-tail := RELS NP ("and" NP)*               coordinated objects: "... left of a cat and a bird"
+              | SEP RELS NP                       shared subject: "a cat left of a dog and right of a bird"
+    RELS     := REL ("and" REL)*                  shared object: "a dog to the left of and above a cat"
+    SEP      := "," | ";" | "and"
+    COP      := "is" | "are" (ignored elsewhere: "a cat is above a dog")
+
+- A relation right after an object continues a CHAIN: "A r1 B r2 C" gives (A r1 B), (B r2 C), as
+  Learn-to-Steer reads its chained prompts; after a separator, a new NP followed by a relation
+  starts a new pair ("a A r1 a B and a C r2 a D": two independent pairs).
+- REL is one of the phrasings in ``relations.TABLE`` (longest match wins, case-insensitive). A
+  phrase right after a determiner ("a right of way sign", "an above-ground pool") is part of a
+  name, not a relation.
+- Phrases that name no direction ("next to", "near", "beside", "on side of", "in front of",
+  "behind", ...) are UNSUPPORTED: they are reported (``ParsedPrompt.unsupported``, with a warning)
+  and steer nothing; they are never read as a direction.
+- NP: the words between markers, without framing and determiners (a, an, the, one, two, ...);
+  a prepositional phrase ends the name ("a cat with a hat" -> "cat"). "it" names the most recent
+  earlier object that is not the relation's subject; with none, the prompt is refused.
+
+An object's tokens are every tokenizer token of its name's words ("teddy bear" -> both words'
+tokens), found by tokenizing prefixes of the prompt, so any Hugging Face tokenizer (CLIP BPE, T5
+sentencepiece, word level) gives exact indices into its own encoding of the prompt.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -17,11 +39,29 @@ from .relations import PHRASES, RELATIONS
 
 # phrasing -> canonical relation (``relations.TABLE``); matched case-insensitively on word boundaries
 RELATION_PHRASES: dict[str, str] = PHRASES
-_FRAMING = re.compile(r"^(?:(?:a|an|the)\s+)?(?:photo|picture|image|painting|drawing|rendering)\s+of(?:\s+|$)", re.I)
-_ARTICLE = re.compile(r"^(?:a|an|the|one|some)\s+", re.I)
-_SEPARATOR = re.compile(r"\s*(?:,|;|\band\b|\bwith\b|\bnext to\b)\s*", re.I)
-_RELATION_RE = re.compile(r"\b(" + "|".join(sorted((re.escape(p) for p in RELATION_PHRASES), key=len, reverse=True))
-                          + r")\b", re.I)
+# phrasings of relations that name no image direction: reported, never steered
+UNSUPPORTED_PHRASES: tuple[str, ...] = (
+    "next to", "near to", "near", "nearby", "beside", "besides", "close to", "on side of", "on the side of",
+    "at the side of", "by the side of", "in front of", "behind", "in back of", "far from", "across from", "opposite",
+    "around", "inside", "outside",
+)
+DETERMINERS = ("a", "an", "the", "one", "two", "three", "four", "some", "another", "this", "that", "these", "those",
+               "its", "his", "her", "their", "my", "our", "your")
+PRONOUNS = ("it", "them")
+_FRAMING = re.compile(r"^(?:(?:a|an|the)\s+)?(?:(?:close-up|realistic|high-quality|detailed)\s+)?"
+                      r"(?:photo|photograph|picture|image|painting|drawing|rendering|illustration|scene)\s+of(?:\s+|$)",
+                      re.I)
+_DETERMINER = re.compile(r"^(?:" + "|".join(DETERMINERS) + r")\s+", re.I)
+_FILLER = re.compile(r"^(?:there\s+(?:is|are)|there)(?:\s+|$)", re.I)
+# a prepositional phrase or clause inside an object phrase ends its name
+_NAME_END = re.compile(r"\s+(?:with|wearing|holding|in|on|at|from|that|which|who|sitting|standing|lying)\b.*$", re.I)
+_MARKERS = sorted([(p, "rel") for p in RELATION_PHRASES] + [(p, "unsupported") for p in UNSUPPORTED_PHRASES],
+                  key=lambda pk: len(pk[0]), reverse=True)
+_MARKER_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p, _ in _MARKERS) + r")(?![\w-])", re.I)
+_KIND = dict(_MARKERS)
+_GAP_RE = re.compile(r"(,|;|\band\b|\bis\b|\bare\b)", re.I)
+_ADJUNCT = re.compile(r"^(?:on|in|at|during|with|from|into|onto|inside|outside|under|against|for|of)\b", re.I)
+_DETERMINER_BEFORE = re.compile(r"(?:^|\s)(?:" + "|".join(DETERMINERS) + r")\s*$", re.I)
 
 
 class PromptParseError(ValueError):
@@ -46,9 +86,11 @@ class Triplet:
 
 @dataclass
 class ParsedPrompt:
+    """Objects, steerable triplets and (reported only) unsupported relations of a prompt."""
     prompt: str
     objects: list[PromptObject] = field(default_factory=list)
     triplets: list[Triplet] = field(default_factory=list)
+    unsupported: list[tuple[int, str, int]] = field(default_factory=list)   # (subject, phrase, object)
 
     def describe(self) -> list[str]:
         """Human-readable triplets, e.g. ``['red circle | left of | blue square']``."""
@@ -59,32 +101,179 @@ class ParsedPrompt:
         return [list(o.tokens) for o in self.objects]
 
 
-def _object_phrase(prompt: str, start: int, end: int, side: str) -> tuple[str, tuple[int, int]] | None:
-    """The object phrase in prompt[start:end]: the part nearest the relation (after the last
-    separator for a subject, before the first for an object), without framing and articles."""
+# ---------------------------------------------------------------------------------------------
+# lexing: markers (relations, unsupported phrases, separators, copulas) and object phrases
+
+@dataclass
+class _Tok:
+    kind: str                 # "NP", "REL", "UNSUP", "SEP", "COP"
+    text: str                 # NP: the name; REL: canonical relation; UNSUP: the phrase; else the word
+    span: tuple[int, int]
+
+
+def _clean_name(prompt: str, start: int, end: int) -> tuple[str, tuple[int, int]] | None:
+    """The object name in prompt[start:end] without framing, determiners, fillers and trailing
+    prepositional phrases; None when nothing nameable is left."""
     text = prompt[start:end]
-    # punctuation right next to the relation ("a cat, below a dog") belongs to neither object
-    if side == "subject":
-        text = text.rstrip(" ,;")
-    else:
-        stripped = text.lstrip(" ,;")
-        start, text = start + len(text) - len(stripped), stripped
-    pieces = [(m.start(), m.end()) for m in _SEPARATOR.finditer(text)]
-    if side == "subject" and pieces:
-        start, text = start + pieces[-1][1], text[pieces[-1][1]:]
-    elif side == "object" and pieces:
-        text = text[: pieces[0][0]]
-    for pattern in (_FRAMING, _ARTICLE):
-        m = pattern.match(text.lstrip())
-        if m:
-            lead = len(text) - len(text.lstrip())
-            start, text = start + lead + m.end(), text[lead + m.end():]
     lead = len(text) - len(text.lstrip())
     start, text = start + lead, text.strip()
-    text = text.rstrip(" .!?")
+    changed = True
+    while changed:
+        changed = False
+        for pattern in (_FRAMING, _FILLER, _DETERMINER):
+            m = pattern.match(text)
+            if m and m.end() > 0:
+                start, text, changed = start + m.end(), text[m.end():], True
+    if _ADJUNCT.match(text):
+        return None                                   # ", on a sunny day": a setting, not an object
+    m = _NAME_END.search(text)
+    if m:
+        text = text[: m.start()]
+    text = re.sub(r"\s+there$", "", text.rstrip(" .!?\"'"), flags=re.I)
     if not re.search(r"\w", text):
         return None
     return text, (start, start + len(text))
+
+
+def _lex(prompt: str) -> list[_Tok]:
+    markers = []
+    for m in _MARKER_RE.finditer(prompt):
+        if _DETERMINER_BEFORE.search(prompt[: m.start()]):
+            continue                                  # "a right of way sign": part of a name
+        phrase = m.group(0).lower()
+        kind = _KIND[phrase]
+        markers.append(_Tok("REL" if kind == "rel" else "UNSUP",
+                            RELATION_PHRASES[phrase] if kind == "rel" else phrase, (m.start(), m.end())))
+    toks: list[_Tok] = []
+    pos = 0
+    for mk in markers + [None]:
+        gap_end = mk.span[0] if mk is not None else len(prompt)
+        at = pos
+        for g in _GAP_RE.finditer(prompt, pos, gap_end):
+            name = _clean_name(prompt, at, g.start())
+            if name:
+                toks.append(_Tok("NP", *name))
+            word = g.group(0).lower()
+            toks.append(_Tok("COP" if word in ("is", "are") else "SEP", word, (g.start(), g.end())))
+            at = g.end()
+        name = _clean_name(prompt, at, gap_end)
+        if name:
+            toks.append(_Tok("NP", *name))
+        if mk is not None:
+            toks.append(mk)
+            pos = mk.span[1]
+    return toks
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+def parse_prompt(prompt: str, tokenizer: Any | None = None, warn: bool = True) -> ParsedPrompt:
+    """Objects and triplets of ``prompt`` (see the module doc for the grammar); token indices are
+    filled when a tokenizer is given.
+
+    A prompt without a relation phrase yields no triplets (generation then runs unsteered);
+    unsupported relations ("next to") are listed in ``unsupported`` with a warning (``warn``).
+    Raises ``PromptParseError`` when a relation phrase lacks a subject or an object ("to the left of
+    a cat"), "it" refers to nothing, or an object is beyond the tokenizer's length limit.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    parsed = ParsedPrompt(prompt)
+    toks = _lex(prompt)
+    if not any(t.kind in ("REL", "UNSUP") for t in toks):
+        return parsed
+    _Parser(parsed, toks).run()
+    if tokenizer is not None:
+        parsed.objects = [PromptObject(o.name, o.span, token_indices(tokenizer, prompt, o.span)) for o in parsed.objects]
+    if warn and parsed.unsupported:
+        said = ", ".join(f"{parsed.objects[s].name!r} {p} {parsed.objects[o].name!r}" for s, p, o in parsed.unsupported)
+        warnings.warn(f"l2s: unsupported relation(s) not steered: {said} (supported: {', '.join(RELATIONS)})",
+                      UserWarning, stacklevel=2)
+    return parsed
+
+
+class _Parser:
+    """One left-to-right pass over the lexed prompt (module doc: the grammar)."""
+
+    def __init__(self, parsed: ParsedPrompt, toks: list[_Tok]):
+        self.p, self.toks = parsed, toks
+        self.pending: list[_Tok] = []         # relations waiting for their object
+        self.pending_subject: int | None = None
+        self.group: tuple[int, list[_Tok]] | None = None    # last (subject, relations): coordinated objects reuse it
+        self.fronted: list[_Tok] = []         # a clause that opens with its relation
+        self.fronted_object: int | None = None
+
+    def error(self, what: str) -> PromptParseError:
+        return PromptParseError(f"{what} in {self.p.prompt!r}")
+
+    def add_object(self, tok: _Tok, subject: int | None) -> int:
+        if tok.text.lower() in PRONOUNS:
+            for idx in range(len(self.p.objects) - 1, -1, -1):
+                if idx != subject:
+                    return idx
+            raise self.error(f"{tok.text!r} refers to no earlier object")
+        self.p.objects.append(PromptObject(tok.text, tok.span))
+        return len(self.p.objects) - 1
+
+    def relate(self, subject: int, rels: list[_Tok], obj: int) -> None:
+        if subject == obj:
+            raise self.error(f"a relation between {self.p.objects[subject].name!r} and itself")
+        for r in rels:
+            if r.kind == "REL":
+                self.p.triplets.append(Triplet(subject, r.text, obj))
+            else:
+                self.p.unsupported.append((subject, r.text, obj))
+
+    def run(self) -> None:
+        toks = self.toks
+        last_np: int | None = None          # the object phrase just read (a chain's next subject)
+        prev = None
+        for i, tok in enumerate(toks):
+            nxt = toks[i + 1].kind if i + 1 < len(toks) else None
+            if tok.kind == "NP":
+                if self.pending:
+                    obj = self.add_object(tok, self.pending_subject)
+                    self.relate(self.pending_subject, self.pending, obj)
+                    self.group, self.pending = (self.pending_subject, self.pending), []
+                    last_np = obj
+                elif self.fronted and self.fronted_object is None:
+                    self.fronted_object = last_np = self.add_object(tok, None)
+                elif self.fronted:
+                    subject = self.add_object(tok, self.fronted_object)
+                    self.relate(subject, self.fronted, self.fronted_object)
+                    self.group, self.fronted, self.fronted_object = (subject, self.fronted), [], None
+                    last_np = subject
+                elif prev == "SEP" and self.group is not None and nxt in (None, "SEP"):
+                    obj = self.add_object(tok, self.group[0])          # "... left of a cat and a bird"
+                    self.relate(self.group[0], self.group[1], obj)
+                    last_np = obj
+                else:
+                    last_np = self.add_object(tok, None)
+            elif tok.kind in ("REL", "UNSUP"):
+                if self.pending and prev == "SEP":
+                    self.pending.append(tok)                              # "left of and above a cat"
+                elif self.pending:
+                    raise self.error(f"no object after {self.pending[-1].text!r}")
+                elif self.fronted and self.fronted_object is None and prev == "SEP":
+                    self.fronted.append(tok)
+                elif prev == "NP" or (prev == "COP" and last_np is not None and toks[i - 2].kind == "NP"):
+                    self.pending, self.pending_subject = [tok], last_np       # a pair, or a chain
+                elif prev == "SEP" and self.group is not None:
+                    self.pending, self.pending_subject = [tok], self.group[0]  # shared subject
+                elif prev == "SEP" and last_np is not None and toks[i - 2].kind == "NP":
+                    self.pending, self.pending_subject = [tok], last_np       # "a cat, below a dog"
+                elif not self.p.objects and not self.fronted:
+                    self.fronted = [tok]                                   # "to the left of a cat is a dog"
+                else:
+                    raise self.error(f"no object before {tok.text!r}")
+            prev = tok.kind
+        if self.pending:
+            raise self.error(f"no object after {self.pending[-1].text!r}")
+        if self.fronted:
+            what = self.fronted[0].text
+            raise self.error(f"no object before {what!r}" if self.fronted_object is not None
+                             else f"no object after {what!r}")
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -114,39 +303,6 @@ def token_indices(tokenizer: Any, prompt: str, span: tuple[int, int]) -> tuple[i
         raise PromptParseError(f"{prompt[span[0]:span[1]]!r} lies beyond the tokenizer's {limit}-token limit "
                                "(the text encoder never sees it): shorten the prompt")
     return idx
-
-
-def parse_prompt(prompt: str, tokenizer: Any | None = None) -> ParsedPrompt:
-    """Objects and triplets of ``prompt``; token indices are filled when a tokenizer is given.
-
-    A prompt without a relation phrase yields no triplets (generation then runs unsteered).
-    Raises ``PromptParseError`` when a relation phrase lacks a subject or an object
-    ("to the left of a cat") or an object is beyond the tokenizer's length limit.
-    """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    matches = list(_RELATION_RE.finditer(prompt))
-    parsed = ParsedPrompt(prompt)
-    if not matches:
-        return parsed
-    bounds = [0] + [x for m in matches for x in (m.start(), m.end())] + [len(prompt)]
-    phrases = []
-    for j in range(len(matches) + 1):
-        start, end = bounds[2 * j], bounds[2 * j + 1]
-        # a middle phrase is the object of one relation and the subject of the next; its part
-        # nearest the relation before it is read, as for any object
-        phrase = _object_phrase(prompt, start, end, "subject" if j == 0 else "object")
-        if phrase is None:
-            rel = matches[min(j, len(matches) - 1)].group(0)
-            where = "before" if j == 0 else "after"
-            raise PromptParseError(f"no object {where} {rel!r} in {prompt!r}")
-        phrases.append(phrase)
-    for name, span in phrases:
-        tokens = token_indices(tokenizer, prompt, span) if tokenizer is not None else ()
-        parsed.objects.append(PromptObject(name, span, tokens))
-    for j, m in enumerate(matches):
-        parsed.triplets.append(Triplet(j, RELATION_PHRASES[m.group(0).lower()], j + 1))
-    return parsed
 
 
 def make_triplets(objects: Sequence[Sequence[int]], triplets: Sequence[tuple[int, str, int]],

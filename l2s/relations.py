@@ -36,8 +36,9 @@ def _side(side: str) -> tuple[str, ...]:
 TABLE: tuple[Relation, ...] = (
     Relation("left of", 0, -1, "right of", _side("left")),
     Relation("right of", 0, +1, "left of", _side("right")),
-    Relation("above", 1, -1, "below", ("above", "on top of", "over", "atop")),
-    Relation("below", 1, +1, "above", ("below", "under", "beneath", "underneath")),
+    Relation("above", 1, -1, "below", ("above", "on top of", "on the top of", "at the top of", "over", "atop")),
+    Relation("below", 1, +1, "above", ("below", "under", "beneath", "underneath", "on the bottom of",
+                                       "at the bottom of")),
 )
 
 BY_NAME: dict[str, Relation] = {r.name: r for r in TABLE}

@@ -36,6 +36,28 @@ def write_clip_tokenizer(folder: Path, max_length: int = 40):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
+def write_t5_tokenizer(folder: Path, max_length: int = 64):
+    """A T5-style sentencepiece-Unigram tokenizer ("▁" word marks, </s> appended, no BOS) over
+    letters and a few whole words, written to ``folder``: the kind Flux and SD3 name objects with."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces = ["▁"] + list(string.ascii_lowercase) + [f"▁{c}" for c in string.ascii_lowercase] + list(",.;-'")
+    words = ["▁a", "▁an", "▁the", "▁of", "▁to", "▁and", "▁left", "▁right", "▁above", "▁below", "▁dog", "▁cat",
+             "▁bird", "▁teddy", "▁bear", "▁is", "▁photo", "▁with", "▁hat", "▁red", "▁circle", "▁blue", "▁square"]
+    vocab = specials + [(p, -5.0) for p in pieces] + [(w, -2.0) for w in words]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                   model_max_length=max_length)
+    fast.save_pretrained(str(folder))
+    return fast
+
+
 # the tiny UNet of the SD and SDXL test pipelines: cross-attention at two levels (16x16, 8x8)
 TINY_UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
                  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
