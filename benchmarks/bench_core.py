@@ -140,7 +140,7 @@ def bench_classifier(device: str, repeats: int, rates) -> list[tuple]:
 
             def run_l2s():
                 model.forward(x, steps_h, labels_h)
-                _l2s.classifier_backward(model.config.core_tuple(), model.params, steps_h, labels_h,
+                _l2s.classifier_backward(model._cfg, model.params, steps_h, labels_h,
                                          model._workspace(B), None, grads, stream=stream)
             run_torch = lambda: torch.autograd.grad(loss_fn(x, steps, labels), tparams)
         t_l2s = timeit(run_l2s, device, repeats)

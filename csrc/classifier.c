@@ -2,6 +2,7 @@
  * classifier.c — the relation classifier's layers, forward and backward side by side,
  * and the fused pass that strings them together. Shapes are in the comments; all row-major.
  */
+#include <stdint.h>
 #include <string.h>
 #include <math.h>
 #include "l2s.h"
@@ -138,6 +139,19 @@ const char* classifier_config_error(const l2s_classifier_config* c) {
     if (!(c->ln_eps > 0.f)) return "ln_eps must be > 0";
     if (!isfinite(c->leaky_slope)) return "leaky_slope must be finite";
     if ((int64_t)c->n_maps * c->map_pixels > (1 << 24)) return "n_maps * map_pixels is too large";
+    /* bound every size so that no offset, count or loop index can overflow (2^31 parameters at most) */
+    if (c->hidden1 > (1 << 20) || c->hidden2 > (1 << 20)) return "hidden sizes must be <= 2^20";
+    if (c->n_relations > (1 << 20)) return "n_relations must be <= 2^20";
+    if (c->step_dim > (1 << 20) || c->n_steps > (1 << 24)) return "step_dim must be <= 2^20 and n_steps <= 2^24";
+    int64_t total = 0, term;
+    const int64_t D0 = classifier_input_dim(c);
+    const int64_t terms[][2] = {{c->step_dim > 0 ? c->n_steps : 0, c->step_dim}, {c->hidden1, D0 + 3},
+                                {c->hidden2, (int64_t)c->hidden1 + 3}, {c->n_relations, (int64_t)c->hidden2 + 1}};
+    for (size_t i = 0; i < sizeof(terms) / sizeof(terms[0]); i++) {
+        if (__builtin_mul_overflow(terms[i][0], terms[i][1], &term) || __builtin_add_overflow(total, term, &total))
+            return "the parameter count overflows";
+    }
+    if (total > INT32_MAX) return "the parameter count exceeds 2^31 - 1";
     return NULL;
 }
 
@@ -151,6 +165,26 @@ l2s_classifier_offsets classifier_param_offsets(const l2s_classifier_config* c) 
     o.w3 = at; at += R * H2;  o.b3 = at; at += R;
     o.total = at;
     return o;
+}
+
+void classifier_param_table(const l2s_classifier_config* c, l2s_param_entry out[L2S_CLASSIFIER_N_TENSORS]) {
+    l2s_classifier_offsets o = classifier_param_offsets(c);
+    int64_t D0 = classifier_input_dim(c), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
+    int64_t n_emb = c->step_dim > 0 ? c->n_steps : 0;
+    const l2s_param_entry t[L2S_CLASSIFIER_N_TENSORS] = {
+        {"step_embedding", o.emb, 2, {n_emb, c->step_dim}, L2S_INIT_NORMAL, 0},
+        {"fc1.weight", o.w1, 2, {H1, D0}, L2S_INIT_FAN_IN_UNIFORM, D0},
+        {"fc1.bias", o.b1, 1, {H1, 0}, L2S_INIT_FAN_IN_UNIFORM, D0},
+        {"ln1.weight", o.g1, 1, {H1, 0}, L2S_INIT_ONES, 0},
+        {"ln1.bias", o.be1, 1, {H1, 0}, L2S_INIT_ZEROS, 0},
+        {"fc2.weight", o.w2, 2, {H2, H1}, L2S_INIT_FAN_IN_UNIFORM, H1},
+        {"fc2.bias", o.b2, 1, {H2, 0}, L2S_INIT_FAN_IN_UNIFORM, H1},
+        {"ln2.weight", o.g2, 1, {H2, 0}, L2S_INIT_ONES, 0},
+        {"ln2.bias", o.be2, 1, {H2, 0}, L2S_INIT_ZEROS, 0},
+        {"fc3.weight", o.w3, 2, {R, H2}, L2S_INIT_FAN_IN_UNIFORM, H2},
+        {"fc3.bias", o.b3, 1, {R, 0}, L2S_INIT_FAN_IN_UNIFORM, H2},
+    };
+    memcpy(out, t, sizeof(t));
 }
 
 static layer_params layer1(const l2s_classifier_offsets* o) { layer_params p = {o->w1, o->b1, o->g1, o->be1}; return p; }

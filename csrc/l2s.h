@@ -105,6 +105,20 @@ typedef struct {   /* float offsets into the workspace */
 
 int64_t classifier_input_dim(const l2s_classifier_config* c);
 l2s_classifier_offsets classifier_param_offsets(const l2s_classifier_config* c);
+
+/* The parameter tensors inside the flat buffer, in buffer order: the one table the binding, the
+ * Python initialisation and the safetensors names all read. */
+typedef enum { L2S_INIT_ZEROS, L2S_INIT_ONES, L2S_INIT_FAN_IN_UNIFORM, L2S_INIT_NORMAL } l2s_param_init;
+typedef struct {
+    const char* name;
+    int64_t offset;
+    int ndim;
+    int64_t shape[2];
+    l2s_param_init init;        /* FAN_IN_UNIFORM: U(+-1/sqrt(fan_in)); NORMAL: N(0, 0.1^2) */
+    int64_t fan_in;
+} l2s_param_entry;
+#define L2S_CLASSIFIER_N_TENSORS 11
+void classifier_param_table(const l2s_classifier_config* c, l2s_param_entry out[L2S_CLASSIFIER_N_TENSORS]);
 l2s_classifier_workspace classifier_workspace_offsets(const l2s_classifier_config* c, int B);
 /* Returns NULL if the config is usable, else a message naming the bad field. */
 const char* classifier_config_error(const l2s_classifier_config* c);

@@ -7,6 +7,7 @@
 #include "l2s.h"
 #include "numeric.h"
 
+/* Plane offsets are 64-bit: a 65536 x 65536 map has 2^32 pixels. */
 void resize_maps_forward_cpu(const l2s_resize_shape* s, const float* in, float* out) {
     const int hi = s->h_in, wi = s->w_in, ho = s->h_out, wo = s->w_out;
     for (int64_t p = 0; p < s->P; p++) {
@@ -20,10 +21,10 @@ void resize_maps_forward_cpu(const l2s_resize_shape* s, const float* in, float* 
                 for (int j = 0; j < ny; j++) {
                     float wy = l2s_resize_tap_weight(s->mode, hi, ho, y, j);
                     for (int i = 0; i < nx; i++)
-                        acc += wy * l2s_resize_tap_weight(s->mode, wi, wo, x, i) * src[(y0 + j) * wi + x0 + i];
+                        acc += wy * l2s_resize_tap_weight(s->mode, wi, wo, x, i) * src[(int64_t)(y0 + j) * wi + x0 + i];
                 }
                 acc *= s->weight;
-                dst[y * wo + x] = s->accumulate ? dst[y * wo + x] + acc : acc;
+                dst[(int64_t)y * wo + x] = s->accumulate ? dst[(int64_t)y * wo + x] + acc : acc;
             }
         }
     }
@@ -39,11 +40,11 @@ void resize_maps_backward_cpu(const l2s_resize_shape* s, const float* dout, floa
             int y0; int ny = l2s_resize_taps(s->mode, hi, ho, y, &y0);
             for (int x = 0; x < wo; x++) {
                 int x0; int nx = l2s_resize_taps(s->mode, wi, wo, x, &x0);
-                float gv = g[y * wo + x] * s->weight;
+                float gv = g[(int64_t)y * wo + x] * s->weight;
                 for (int j = 0; j < ny; j++) {
                     float wy = l2s_resize_tap_weight(s->mode, hi, ho, y, j) * gv;
                     for (int i = 0; i < nx; i++)
-                        dst[(y0 + j) * wi + x0 + i] += wy * l2s_resize_tap_weight(s->mode, wi, wo, x, i);
+                        dst[(int64_t)(y0 + j) * wi + x0 + i] += wy * l2s_resize_tap_weight(s->mode, wi, wo, x, i);
                 }
             }
         }

@@ -1,18 +1,41 @@
 /* parallel.c — see parallel.h. Threads are made per call: the ops it serves run for milliseconds. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include "parallel.h"
 
 #define L2S_MAX_THREADS 64
 
-int l2s_num_threads(void) {
+static _Atomic int g_threads = 0;         /* 0: not read yet */
+static _Atomic int g_sse2 = 0;
+static _Atomic int g_once = 0;
+static int g_gemm_fallback = 0;
+static char g_cublaslt_path[1024];
+
+void l2s_read_settings(void) {
     const char* env = getenv("L2S_NUM_THREADS");
     long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) n = 1;
-    if (n > L2S_MAX_THREADS) n = L2S_MAX_THREADS;
-    return (int)n;
+    g_threads = n < 1 ? 1 : n > L2S_MAX_THREADS ? L2S_MAX_THREADS : (int)n;
+    env = getenv("L2S_SIMD");
+    g_sse2 = env && strcmp(env, "sse2") == 0;
+    if (!g_once) {                       /* the CUDA GEMM settings: once, before any GPU call reads them */
+        env = getenv("L2S_GEMM");
+        g_gemm_fallback = env && strcmp(env, "fallback") == 0;
+        env = getenv("L2S_CUBLASLT_PATH");
+        if (env && strlen(env) < sizeof(g_cublaslt_path)) strcpy(g_cublaslt_path, env);
+        g_once = 1;
+    }
 }
+
+int l2s_num_threads(void) {
+    int n = g_threads;
+    return n > 0 ? n : 1;
+}
+
+int l2s_simd_sse2_forced(void) { return g_sse2; }
+int l2s_gemm_fallback_forced(void) { return g_gemm_fallback; }
+const char* l2s_cublaslt_path(void) { return g_cublaslt_path[0] ? g_cublaslt_path : NULL; }
 
 typedef struct { l2s_range_fn fn; void* ctx; int64_t begin, end; } chunk_t;
 

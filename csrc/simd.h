@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "numeric.h"
+#include "parallel.h"
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -18,11 +19,11 @@
 #endif
 
 /* Whether to take the AVX2+FMA variants: the CPU has both and L2S_SIMD is not "sse2" (which forces
- * the portable SSE2 path, e.g. to test it on a machine that has AVX2). Read per op call. */
+ * the portable SSE2 path, e.g. to test it on a machine that has AVX2). The setting is read by the
+ * binding with the GIL held (parallel.h). */
 static inline int l2s_use_avx2(void) {
 #ifdef L2S_AVX2_PATH
-    const char* env = getenv("L2S_SIMD");
-    if (env && strcmp(env, "sse2") == 0) return 0;
+    if (l2s_simd_sse2_forced()) return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else

@@ -53,6 +53,11 @@ static int from_numpy(PyArrayObject* a, const char* name, int writable, l2s_tens
         PyErr_Format(PyExc_ValueError, "%s: %d dimensions, at most %d supported", name, nd, L2S_MAX_DIMS);
         return -1;
     }
+    if (PyArray_ISBYTESWAPPED(a)) {
+        PyErr_Format(PyExc_ValueError, "%s: array is in non-native byte order (%R); convert it with "
+                     "a.astype(a.dtype.newbyteorder('='))", name, (PyObject*)PyArray_DESCR(a));
+        return -1;
+    }
     if (!PyArray_ISALIGNED(a)) {
         PyErr_Format(PyExc_ValueError, "%s: array data is not aligned", name);
         return -1;
@@ -112,6 +117,21 @@ static int from_dltensor(const DLTensor* dl, const char* name, l2s_tensor* t) {
         t->strides[i] = dl->strides ? dl->strides[i] : expect;   /* NULL strides: compact */
         expect *= dl->shape[i];
     }
+    int64_t numel = 1;
+    for (int i = 0; i < dl->ndim; i++) {
+        if (dl->shape[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "%s: the DLPack producer gave a negative dimension", name);
+            return -1;
+        }
+        if (__builtin_mul_overflow(numel, dl->shape[i], &numel)) {
+            PyErr_Format(PyExc_ValueError, "%s: the DLPack producer's shape overflows 64 bits", name);
+            return -1;
+        }
+    }
+    if (dl->data == NULL && numel > 0) {
+        PyErr_Format(PyExc_ValueError, "%s: the DLPack producer gave a NULL data pointer", name);
+        return -1;
+    }
     t->data = (char*)dl->data + dl->byte_offset;
     return 0;
 }
@@ -159,6 +179,8 @@ int tensor_from_py(PyObject* obj, const char* name, PyObject* stream, int writab
         }
         Py_XDECREF(one); Py_XDECREF(kw); Py_XDECREF(empty); Py_XDECREF(meth); Py_XDECREF(ver);
         if (!capsule) {
+            /* KeyboardInterrupt, SystemExit...: not the producer's fault to explain; pass them on */
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
             PyObject *et, *ev, *tb;
             PyErr_Fetch(&et, &ev, &tb);
             PyErr_NormalizeException(&et, &ev, &tb);
@@ -182,7 +204,9 @@ int tensor_from_py(PyObject* obj, const char* name, PyObject* stream, int writab
         } else if (PyCapsule_IsValid(capsule, "dltensor")) {
             DLManagedTensor* mt = (DLManagedTensor*)PyCapsule_GetPointer(capsule, "dltensor");
             if (from_dltensor(&mt->dl_tensor, name, t) < 0) { Py_DECREF(capsule); return -1; }
-            t->readonly = 0;
+            /* a legacy capsule cannot say it is read-only (an immutable bytes object can hide behind
+             * one): never write through it, as NumPy does not */
+            t->readonly = 1;
         } else {
             PyErr_Format(PyExc_TypeError, "%s: __dlpack__() returned no unused DLPack capsule", name);
             Py_DECREF(capsule);

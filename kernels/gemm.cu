@@ -10,6 +10,7 @@
 #include <string.h>
 #include <pthread.h>
 #include "gemm.cuh"
+#include "parallel.h"
 
 /* ---- the slice of the cuBLASLt ABI we use ---- */
 typedef int lt_status;                                   /* cublasStatus_t, 0 = success */
@@ -44,7 +45,7 @@ static pthread_mutex_t lt_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static const size_t LT_WS_BYTES = 32u << 20;   /* 32 MiB, as recommended for Hopper */
 
 static void* open_cublaslt(void) {
-    const char* names[] = {getenv("L2S_CUBLASLT_PATH"), "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
+    const char* names[] = {l2s_cublaslt_path(), "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
     for (int i = 0; i < 4; i++) {          /* already loaded (torch imported first)? reuse that copy */
         if (!names[i]) continue;
         void* h = dlopen(names[i], RTLD_NOW | RTLD_NOLOAD);
@@ -59,8 +60,7 @@ static void* open_cublaslt(void) {
 }
 
 static void load_cublaslt(void) {
-    const char* force = getenv("L2S_GEMM");
-    if (force && strcmp(force, "fallback") == 0) { lt_state = 0; return; }
+    if (l2s_gemm_fallback_forced()) { lt_state = 0; return; }
     void* h = open_cublaslt();
     if (!h) { lt_state = 0; return; }
 #define BIND(field, sym) if (!(*(void**)&lt.field = dlsym(h, sym))) { lt_state = 0; return; }

@@ -25,7 +25,7 @@ __global__ void resize_maps_forward_kernel(l2s_resize_shape s, const float* in, 
     for (int j = 0; j < ny; j++) {
         float wy = l2s_resize_tap_weight(s.mode, s.h_in, s.h_out, y, j);
         for (int c = 0; c < nx; c++)
-            acc += wy * l2s_resize_tap_weight(s.mode, s.w_in, s.w_out, x, c) * src[(y0 + j) * s.w_in + x0 + c];
+            acc += wy * l2s_resize_tap_weight(s.mode, s.w_in, s.w_out, x, c) * src[(int64_t)(y0 + j) * s.w_in + x0 + c];
     }
     acc *= s.weight;
     out[i] = s.accumulate ? out[i] + acc : acc;
@@ -41,7 +41,7 @@ __global__ void resize_maps_backward_kernel(l2s_resize_shape s, const float* dou
     for (int j = 0; j < ny; j++) {
         float wy = l2s_resize_tap_weight(s.mode, s.h_in, s.h_out, y, j) * g;
         for (int c = 0; c < nx; c++)
-            atomicAdd(dst + (y0 + j) * s.w_in + x0 + c, wy * l2s_resize_tap_weight(s.mode, s.w_in, s.w_out, x, c));
+            atomicAdd(dst + (int64_t)(y0 + j) * s.w_in + x0 + c, wy * l2s_resize_tap_weight(s.mode, s.w_in, s.w_out, x, c));
     }
 }
 

@@ -7,6 +7,7 @@ buffer; ``parameters()`` gives named views into it. Saved as safetensors + a JSO
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,12 +41,13 @@ class ClassifierConfig:
     kind: str = "mlp"
     meta: dict = field(default_factory=dict)
 
-    def core_tuple(self) -> tuple:
-        """The config tuple the ``_l2s`` classifier entry points take."""
+    def core_fields(self) -> dict:
+        """The named fields of the ``_l2s`` classifier config (``_l2s.classifier_config(**fields)``)."""
         if self.kind != "mlp":
             raise ValueError(f"classifier kind {self.kind!r} is not implemented in the core (only 'mlp')")
-        return (self.n_maps, self.map_size * self.map_size, self.n_steps, self.step_dim, self.hidden1,
-                self.hidden2, len(self.relations), float(self.leaky_slope), float(self.ln_eps))
+        return dict(n_maps=self.n_maps, map_pixels=self.map_size * self.map_size, n_steps=self.n_steps,
+                    step_dim=self.step_dim, hidden1=self.hidden1, hidden2=self.hidden2, n_relations=len(self.relations),
+                    leaky_slope=float(self.leaky_slope), ln_eps=float(self.ln_eps))
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -65,6 +67,9 @@ class ClassifierConfig:
 class RelationClassifier:
     """Relation classifier whose maths runs in ``_l2s``.
 
+    One instance may be shared by threads: its passes share a workspace per batch size, so they are
+    serialised by a lock (a forward and the backward that reads its activations run as one).
+
     Args:
         config: the architecture.
         params: optional flat float32 parameters (NumPy array or torch tensor); default: a seeded
@@ -74,8 +79,10 @@ class RelationClassifier:
 
     def __init__(self, config: ClassifierConfig | None = None, params: Array | None = None, seed: int = 0):
         self.config = config or ClassifierConfig()
-        self._cfg = self.config.core_tuple()
-        self.layout: dict[str, tuple[int, tuple[int, ...]]] = _l2s.classifier_layout(self._cfg)
+        self._cfg = _l2s.classifier_config(**self.config.core_fields())       # validated once, by name
+        table = _l2s.classifier_layout(self._cfg)             # the core's parameter table, in buffer order
+        self.layout: dict[str, tuple[int, tuple[int, ...]]] = {n: (off, shape) for n, (off, shape, _, _) in table.items()}
+        self._init = {n: (init, fan_in) for n, (_, _, init, fan_in) in table.items()}
         n_params = _l2s.classifier_sizes(self._cfg, 1)[0]
         if params is None:
             params = self._init_params(n_params, seed)
@@ -83,22 +90,25 @@ class RelationClassifier:
             raise ValueError(f"params must be a flat float32 array of {n_params} values, got shape {tuple(params.shape)}")
         self.params = params
         self._workspaces: dict[int, Array] = {}
+        self._lock = threading.RLock()
         self._adam: tuple[Array, Array] | None = None
         self.adam_step = 0
 
     # ---- parameters -----------------------------------------------------------------------
     def _init_params(self, n: int, seed: int) -> np.ndarray:
+        """Each tensor as the core's table says: U(+-1/sqrt(fan_in)) for linear layers (torch's
+        default), ones/zeros for LayerNorm, N(0, 0.1^2) for the step embedding."""
         rng = np.random.default_rng(seed)
         p = np.zeros(n, dtype=np.float32)
         for name, (off, shape) in self.layout.items():
             size = int(np.prod(shape))
-            if name.startswith("fc"):
-                fan_in = self.layout[name.replace(".bias", ".weight")][1][1]
+            init, fan_in = self._init[name]
+            if init == "fan_in_uniform":
                 bound = 1.0 / np.sqrt(fan_in)
                 p[off: off + size] = rng.uniform(-bound, bound, size)
-            elif name.startswith("ln") and name.endswith(".weight"):
+            elif init == "ones":
                 p[off: off + size] = 1.0
-            elif name == "step_embedding":
+            elif init == "normal":
                 p[off: off + size] = rng.standard_normal(size) * 0.1
         return p
 
@@ -181,6 +191,10 @@ class RelationClassifier:
     def forward(self, x: Array, steps: Any = None, labels: Any = None) -> tuple[Array, Array | None]:
         """Class probabilities [B, R] for maps x [B, n_maps, S, S] (or [B, n_maps*S*S]), and the
         per-sample cross-entropy [B] when labels (int [B]) are given."""
+        with self._lock:
+            return self._forward(x, steps, labels)
+
+    def _forward(self, x: Array, steps: Any, labels: Any) -> tuple[Array, Array | None]:
         x = self._check_x(x)
         B = int(x.shape[0])
         steps = self._host_int32(steps, B, "steps")
@@ -204,11 +218,12 @@ class RelationClassifier:
         x_shape = tuple(x.shape)
         xf = self._check_x(x)
         B = int(xf.shape[0])
-        probs, losses = self.forward(xf, steps, labels)
-        dx = empty(tuple(xf.shape), "float32", like=xf)
-        _l2s.classifier_backward(self._cfg, self.params, self._host_int32(steps, B, "steps"),
-                                 self._host_int32(labels, B, "labels"), self._workspace(B), dx, None,
-                                 stream=_stream(xf))
+        with self._lock:                          # the backward reads the forward's activations
+            probs, losses = self._forward(xf, steps, labels)
+            dx = empty(tuple(xf.shape), "float32", like=xf)
+            _l2s.classifier_backward(self._cfg, self.params, self._host_int32(steps, B, "steps"),
+                                     self._host_int32(labels, B, "labels"), self._workspace(B), dx, None,
+                                     stream=_stream(xf))
         return losses, dx.reshape(x_shape), probs
 
     def train_step(self, x: Array, labels: Any, steps: Any = None, lr: float = 1e-4,
@@ -218,14 +233,16 @@ class RelationClassifier:
         B = int(xf.shape[0])
         steps_h = self._host_int32(steps, B, "steps")
         labels_h = self._host_int32(labels, B, "labels")
-        _, losses = self.forward(xf, steps_h, labels_h)
-        grads = _zeros_like(self.params)
-        _l2s.classifier_backward(self._cfg, self.params, steps_h, labels_h, self._workspace(B), None, grads,
-                                 stream=_stream(xf))
-        if self._adam is None:
-            self._adam = (_zeros_like(self.params), _zeros_like(self.params))
-        self.adam_step += 1
-        adamw_step(self.params, grads, *self._adam, lr=lr, step=self.adam_step, betas=betas, weight_decay=weight_decay)
+        with self._lock:
+            _, losses = self._forward(xf, steps_h, labels_h)
+            grads = _zeros_like(self.params)
+            _l2s.classifier_backward(self._cfg, self.params, steps_h, labels_h, self._workspace(B), None, grads,
+                                     stream=_stream(xf))
+            if self._adam is None:
+                self._adam = (_zeros_like(self.params), _zeros_like(self.params))
+            self.adam_step += 1
+            adamw_step(self.params, grads, *self._adam, lr=lr, step=self.adam_step, betas=betas,
+                       weight_decay=weight_decay)
         return float(losses.mean())
 
     def predict(self, x: Array, steps: Any = None) -> list[str]:
@@ -249,23 +266,32 @@ class RelationClassifier:
 
     @classmethod
     def load(cls, path: str | Path) -> "RelationClassifier":
-        """Read a classifier written by ``save`` (the safetensors names must match the config's layout)."""
-        from safetensors.numpy import load_file
+        """Read a classifier written by ``save``. The config is checked against the safetensors
+        header (names, shapes, dtypes) before anything is allocated, so a config that does not match
+        its weights (or asks for absurd sizes) is refused without trying to allocate them."""
+        from safetensors import safe_open
         stem = Path(path).with_suffix("")
         config = ClassifierConfig.from_json(stem.with_suffix(".json").read_text())
-        model = cls(config)
-        tensors = load_file(str(stem.with_suffix(".safetensors")))
-        for name, (off, shape) in model.layout.items():
-            size = int(np.prod(shape))
-            if size == 0:
-                continue
-            if name not in tensors:
-                raise ValueError(f"{stem}.safetensors lacks tensor {name!r}")
-            t = tensors[name]
-            if tuple(t.shape) != tuple(shape):
-                raise ValueError(f"{name}: shape {tuple(t.shape)} in the file, {tuple(shape)} in the config")
-            model.params[off: off + size] = t.reshape(-1)
-        return model
+        cfg = _l2s.classifier_config(**config.core_fields())             # validates the sizes; allocates nothing
+        layout = {n: (off, tuple(shape)) for n, (off, shape, _, _) in _l2s.classifier_layout(cfg).items()}
+        with safe_open(str(stem.with_suffix(".safetensors")), framework="numpy") as f:
+            names = set(f.keys())
+            for name, (_, shape) in layout.items():
+                if int(np.prod(shape)) == 0:
+                    continue
+                if name not in names:
+                    raise ValueError(f"{stem}.safetensors lacks tensor {name!r}")
+                sl = f.get_slice(name)
+                if tuple(sl.get_shape()) != shape or sl.get_dtype() != "F32":
+                    raise ValueError(f"{name}: {sl.get_dtype()} {tuple(sl.get_shape())} in the file, float32 {shape} "
+                                     "in the config")
+            n_params = _l2s.classifier_sizes(cfg, 1)[0]
+            params = np.zeros(n_params, np.float32)
+            for name, (off, shape) in layout.items():
+                size = int(np.prod(shape))
+                if size:
+                    params[off: off + size] = f.get_tensor(name).reshape(-1)
+        return cls(config, params=params)
 
 
 def _zeros_like(a: Array) -> Array:

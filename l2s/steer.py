@@ -213,7 +213,9 @@ class Steerer(StepHook):
             trip = self.parsed.triplets[k]
             labels = np.full(B, self.labels[k], np.int32)
             with self.loss_pass(pipe, z, latents.dtype, t, args, trip, labels, steps) as (x, losses, probs, grad):
-                loss_mean = float(losses.detach().float().mean())
+                # samples are independent: a sample whose loss is not finite is left alone, the others go on
+                finite = torch.isfinite(losses.detach())
+                loss_mean = float(losses.detach()[finite].float().mean()) if bool(finite.any()) else float("nan")
                 rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
                                  label=int(self.labels[k]),
                                  maps=x.detach().float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
@@ -232,13 +234,16 @@ class Steerer(StepHook):
                     continue
                 break
             satisfied = 0
-            if not torch.isfinite(g).all():
-                self._skip(rec, "non-finite gradient")
-                break
             if cfg.grad_blur > 0:
                 g = gaussian_blur(g.float(), cfg.grad_blur)
+            # the op leaves a sample whose gradient is not finite untouched and reports a NaN norm for it
             norms = core.update_latent(z, g.float().contiguous(), scale, normalize=cfg.normalize)
             rec.grad_norm = [float(v) for v in _tolist(norms)]
+            skipped = [b for b, v in enumerate(rec.grad_norm) if not math.isfinite(v)]
+            if skipped:
+                self._skip(rec, f"non-finite gradient (sample(s) {skipped})")
+                if len(skipped) == B:
+                    break
         return z.to(latents.dtype)
 
     def _skip(self, rec: StepRecord, why: str) -> None:

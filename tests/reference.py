@@ -40,8 +40,9 @@ def normalize(x, mode, eps):
 
 
 def classifier_torch(params, layout, cfg, x, steps, labels):
-    """The 'mlp' classifier in float64 torch: returns (probs, per-sample losses)."""
-    n_maps, pix, n_steps, E, H1, H2, R, slope, eps = cfg
+    """The 'mlp' classifier in float64 torch: returns (probs, per-sample losses). cfg: the config's
+    named core fields (``ClassifierConfig.core_fields()``)."""
+    E, slope, eps = cfg["step_dim"], cfg["leaky_slope"], cfg["ln_eps"]
     P = {name: params[off: off + int(np.prod(shape))].reshape(shape) for name, (off, shape) in layout.items()}
     h = x.reshape(x.shape[0], -1)
     if E > 0:

@@ -11,7 +11,9 @@ import torch
 import _l2s
 import l2s
 
-CFG = (2, 4, 5, 3, 6, 5, 4, 0.1, 1e-5)   # n_maps, map_pixels, n_steps, step_dim, h1, h2, R, slope, eps
+FIELDS = dict(n_maps=2, map_pixels=4, n_steps=5, step_dim=3, hidden1=6, hidden2=5, n_relations=4, leaky_slope=0.1,
+              ln_eps=1e-5)
+CFG = _l2s.classifier_config(**FIELDS)
 
 
 # ---- DLPack producer: _l2s.Buffer ----------------------------------------------------------
@@ -86,12 +88,18 @@ class LegacyProducer:
         return self.t.__dlpack_device__()
 
 
-def test_legacy_producer_is_read_and_written_in_place(rng):
+def test_legacy_producer_is_read_but_never_written(rng):
+    """A legacy (unversioned) capsule cannot flag read-only memory: inputs are read through it,
+    outputs are refused (NumPy's rule), so nothing immutable is ever written."""
     z = torch.from_numpy(rng.standard_normal((2, 8)).astype(np.float32))
     g = torch.ones(2, 8)
     want = z - 0.5 * g / np.sqrt(8)
-    _l2s.latent_update(LegacyProducer(z), LegacyProducer(g), np.zeros(2, np.float32), 0.5)
+    _l2s.latent_update(z, LegacyProducer(g), np.zeros(2, np.float32), 0.5)        # read through legacy: fine
     torch.testing.assert_close(z, want)
+    before = z.clone()
+    with pytest.raises(ValueError, match="z is read-only"):
+        _l2s.latent_update(LegacyProducer(z), g, np.zeros(2, np.float32), 0.5)
+    torch.testing.assert_close(z, before)
 
 
 def test_torch_output_is_written_in_place_zero_copy(rng):
@@ -174,8 +182,7 @@ BAD = [
     ("resize_fwd", dict(m16=np.zeros((16,), f32)), ValueError, "at least 2 dims"),
     ("resize_bwd", dict(m8=np.zeros((2, 3, 8, 8), f64)), TypeError, "dout"),
     ("norm_fwd", dict(vec=np.zeros((0,), f32)), ValueError, "non-empty"),
-    ("clf_fwd", dict(cfg=(2, 4, 5, 3, 6, 5, 1, 0.1, 1e-5)), ValueError, "n_relations"),
-    ("clf_fwd", dict(cfg=(2, 4)), TypeError, "config must be a tuple"),
+    ("clf_fwd", dict(cfg=(2, 4)), TypeError, "config must be made by classifier_config"),
     ("clf_fwd", dict(params=np.zeros(7, f32)), ValueError, "params has shape"),
     ("clf_fwd", dict(x=np.zeros((2, 9), f32)), ValueError, "x must hold 2 rows"),
     ("clf_fwd", dict(steps=np.array([0, 5], np.int32)), ValueError, r"steps\[1\] = 5 is out of range"),
@@ -246,10 +253,15 @@ def test_core_import_needs_neither_torch_nor_cublas():
     (lambda: _l2s.empty(7), TypeError, "shape must be a sequence"),
     (lambda: _l2s.empty((1,) * 9), ValueError, "at most 8 dimensions"),
     (lambda: _l2s.classifier_sizes(CFG, 0), ValueError, "batch must be >= 1"),
-    (lambda: _l2s.classifier_sizes((2, 4, 5, 3, 0, 5, 4, 0.1, 1e-5), 1), ValueError, "hidden sizes"),
-    (lambda: _l2s.classifier_layout((2, 4, 0, 3, 6, 5, 4, 0.1, 1e-5)), ValueError, "n_steps must be >= 1"),
-    (lambda: _l2s.classifier_layout((2, 4, 5, 3, 6, 5, 4, 0.1, 0.0)), ValueError, "ln_eps"),
-    (lambda: _l2s.classifier_layout("nope"), TypeError, "config must be a tuple"),
+    (lambda: _l2s.classifier_config(**{**FIELDS, "hidden1": 0}), ValueError, "hidden sizes"),
+    (lambda: _l2s.classifier_config(**{**FIELDS, "n_steps": 0}), ValueError, "n_steps must be >= 1"),
+    (lambda: _l2s.classifier_config(**{**FIELDS, "ln_eps": 0.0}), ValueError, "ln_eps"),
+    (lambda: _l2s.classifier_config(**{**FIELDS, "n_relations": 1}), ValueError, "n_relations"),
+    (lambda: _l2s.classifier_config(2, 4, 5, 3, 6, 5, 4, 0.1, 1e-5), TypeError, "positional"),
+    (lambda: _l2s.classifier_config(**{**{k: v for k, v in FIELDS.items() if k != "n_maps"}, "n_mapz": 2}),
+     TypeError, "'n_mapz' is an invalid keyword"),
+    (lambda: _l2s.classifier_layout((2, 4, 5, 3, 6, 5, 4, 0.1, 1e-5)), TypeError, "config must be made by classifier_config"),
+    (lambda: _l2s.classifier_layout("nope"), TypeError, "config must be made by classifier_config"),
     (lambda: _l2s.empty((2,)).__dlpack__(max_version=[1, 0]), TypeError, "max_version must be a tuple"),
     (lambda: _l2s.empty((2,)).__dlpack__(dl_device=[1, 0]), TypeError, "dl_device must be a tuple"),
 ])

@@ -29,7 +29,7 @@ def _model_and_batch(rng, cfg, B=6):
 def _torch_ref(model, x, steps, labels):
     p = torch.tensor(model.params, dtype=torch.float64, requires_grad=True)
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    probs, losses = classifier_torch(p, model.layout, model.config.core_tuple(), xt, steps, labels)
+    probs, losses = classifier_torch(p, model.layout, model.config.core_fields(), xt, steps, labels)
     losses.mean().backward()
     return probs.detach().numpy(), losses.detach().numpy(), xt.grad.numpy(), p.grad.numpy()
 
@@ -46,7 +46,7 @@ def test_forward_and_gradients_match_float64_torch(rng, cfg):
     np.testing.assert_allclose(loss, ref_losses.mean(), rtol=1e-5)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-3, atol=1e-6)
     grads = np.zeros_like(model.params)
-    _l2s.classifier_backward(model.config.core_tuple(), model.params, steps, labels, model._workspace(len(x)),
+    _l2s.classifier_backward(model._cfg, model.params, steps, labels, model._workspace(len(x)),
                              None, grads)
     np.testing.assert_allclose(grads, ref_dp, rtol=1e-3, atol=1e-6)
 
@@ -67,7 +67,7 @@ def test_weight_gradients_accumulate(rng):
     model, x, steps, labels = _model_and_batch(rng, CONFIGS[0])
     model.forward(x, steps, labels)
     g1 = np.zeros_like(model.params)
-    cfg = model.config.core_tuple()
+    cfg = model._cfg
     _l2s.classifier_backward(cfg, model.params, steps, labels, model._workspace(len(x)), None, g1)
     g2 = g1.copy()
     _l2s.classifier_backward(cfg, model.params, steps, labels, model._workspace(len(x)), None, g2)
@@ -94,7 +94,7 @@ def test_train_step_matches_torch_adamw(rng):
     model.train_step(x, labels, steps, lr=1e-2, weight_decay=0.05)
     p = torch.tensor(p0, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.AdamW([p], lr=1e-2, weight_decay=0.05, eps=1e-8)
-    _, losses = classifier_torch(p, model.layout, model.config.core_tuple(), torch.tensor(x, dtype=torch.float64), steps, labels)
+    _, losses = classifier_torch(p, model.layout, model.config.core_fields(), torch.tensor(x, dtype=torch.float64), steps, labels)
     losses.mean().backward()
     opt.step()
     np.testing.assert_allclose(model.params, p.detach().numpy(), rtol=1e-4, atol=1e-5)

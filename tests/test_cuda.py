@@ -81,9 +81,9 @@ def test_classifier_forward_backward(rng, B):
     _, dx_g, _ = gpu.loss_and_input_grad(_cuda(x), labels, steps)
     torch.testing.assert_close(_host(dx_g), dx_c, rtol=1e-3, atol=1e-6)
     g_c = np.zeros_like(cpu.params)
-    _l2s.classifier_backward(cfg.core_tuple(), cpu.params, steps, labels, cpu._workspace(B), None, g_c)
+    _l2s.classifier_backward(cpu._cfg, cpu.params, steps, labels, cpu._workspace(B), None, g_c)
     g_g = torch.zeros_like(gpu.params)
-    _l2s.classifier_backward(cfg.core_tuple(), gpu.params, steps, labels, gpu._workspace(B), None, g_g,
+    _l2s.classifier_backward(gpu._cfg, gpu.params, steps, labels, gpu._workspace(B), None, g_g,
                              stream=torch.cuda.current_stream().cuda_stream)
     torch.testing.assert_close(_host(g_g), g_c, rtol=1e-3, atol=1e-5)
 

@@ -1,4 +1,6 @@
 """l2s/steer.py on a tiny random-weight StableDiffusionPipeline: the hook end to end."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -137,7 +139,7 @@ def test_gradient_matches_a_pure_torch_loss(sd, classifier, rng):
     xr = torch.stack(maps).mean(0)
     xr = xr / (xr.sum((-2, -1), keepdim=True) + 1e-8)
     params = torch.tensor(classifier.params)
-    _, losses = classifier_torch(params, classifier.layout, classifier.config.core_tuple(), xr, [2], label)
+    _, losses = classifier_torch(params, classifier.layout, classifier.config.core_fields(), xr, [2], label)
     losses.mean().backward()
     np.testing.assert_allclose(loss, losses.item(), rtol=1e-4)
     torch.testing.assert_close(g, z.grad, rtol=2e-3, atol=1e-5 * z.grad.abs().max().item())
@@ -429,3 +431,25 @@ def test_judge_relation_reads_any_pipeline(sd, classifier):
     assert abs(sum(out["probabilities"].values()) - 1) < 1e-3 and out["classifier_says"] in classifier.relations
     with pytest.raises(ValueError, match="no spatial relation"):
         judge_relation(sd, classifier, "a dog and a cat", image)
+
+
+def test_one_nan_sample_skips_only_itself(sd, classifier, rng):
+    """A batch of 2 where one latent is NaN: that sample is left as it is (and reported), the other
+    is steered (it used to skip both)."""
+    steer = Steerer(sd, classifier, PROMPT, iterations=1, step_size=0.3, loss_target=-1.0)
+    latents = torch.tensor(rng.normal(size=(2, 4, 16, 16)), dtype=torch.float32)
+    latents[1] = float("nan")
+    sd.scheduler.set_timesteps(4)
+    t = sd.scheduler.timesteps[1]
+    ids = sd.tokenizer([PROMPT] * 2, padding="max_length", max_length=sd.tokenizer.model_max_length,
+                       return_tensors="pt").input_ids
+    with torch.no_grad():
+        cond = sd.text_encoder(ids)[0]
+    steer.replay.last = ((latents, t), {"encoder_hidden_states": cond})
+    with pytest.warns(RuntimeWarning, match=r"sample\(s\) \[1\]"):
+        out = steer.steer_latents(sd, latents, 1, 4, recorded_t=t)
+    steer.close()
+    assert torch.isnan(out[1]).all()
+    assert torch.isfinite(out[0]).all() and (out[0] - latents[0]).abs().max() > 1e-3
+    rec = steer.records[-1]
+    assert math.isfinite(rec.loss) and math.isfinite(rec.grad_norm[0]) and math.isnan(rec.grad_norm[1])
