@@ -6,52 +6,95 @@ import json
 import os
 import sys
 
+from .cli_checks import (Parser, classifier_in, file_in, file_out, float_in, folder_in, folder_out, image_out, int_in,
+                         one_line_warnings, prefix_out, prompt_text, unknown_words)
+
+SEED_MAX = 2 ** 63 - 1
+MAX_ITERATIONS = 1000            # as steer.MAX_ITERATIONS (not imported: the parser must not import torch)
+
+
+def torch_device(text: str) -> str:
+    """An argparse type: a torch device string ("cpu", "cuda", "cuda:1")."""
+    import re
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text!r}")
+    return text
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="l2s", description="Learn-to-Steer: spatial steering for text-to-image diffusion.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``l2s`` command. Every argument is checked while it is parsed (``cli_checks``); a bad one
+    or an error during the work ends the command with one line on stderr and a non-zero status
+    (``L2S_DEBUG=1`` shows the traceback instead)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    one_line_warnings()
+    try:
+        return _run(args, parser)
+    except KeyboardInterrupt:
+        print(f"l2s {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:                       # one line, not a traceback
+        if os.environ.get("L2S_DEBUG") == "1":
+            raise
+        print(f"l2s {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (one-line errors, values checked at parse time)."""
+    parser = Parser(prog="l2s", description="Learn-to-Steer: spatial steering for text-to-image diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     demo = sub.add_parser("demo", help="run the C core end to end on synthetic attention maps "
                                        "(extract, prepare, train the relation classifier, steer) and print the results")
-    demo.add_argument("--train-samples", type=int, default=4096, help="synthetic training pairs (default 4096)")
-    demo.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
-    demo.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    demo.add_argument("--steer-iters", type=int, default=30, help="steering iterations (default 30)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--train-samples", type=int_in(64, 10 ** 7), default=4096, help="synthetic training pairs (default 4096)")
+    demo.add_argument("--epochs", type=int_in(1, 10 ** 4), default=6, help="training epochs (default 6)")
+    demo.add_argument("--batch", type=int_in(1, 10 ** 5), default=64, help="batch size (default 64)")
+    demo.add_argument("--steer-iters", type=int_in(0, 10 ** 5), default=30, help="steering iterations (default 30)")
+    demo.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="random seed (default 0)")
     sub.add_parser("info", help="print the build: CUDA compiled/available, GEMM backend")
     gen = sub.add_parser("generate", help="generate an image with the shipped shapes-world model, steered, and save a PNG",
                          description="Generate a 64x64 image from a prompt with the shapes-world model, steered by the "
                                      "shipped relation classifier (Learn-to-Steer) when the prompt names a spatial "
                                      "relation, and print what the exact evaluator finds in it.")
-    gen.add_argument("prompt", help='e.g. "a red circle to the left of a blue square"')
-    gen.add_argument("--out", default="l2s.png", help="output PNG path (default l2s.png)")
-    gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    gen.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
-    gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the "
-                                                                  "shipped model's, l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
+    gen.add_argument("prompt", type=prompt_text, help='e.g. "a red circle to the left of a blue square"')
+    gen.add_argument("--out", type=image_out, default="l2s.png", help="output PNG path (default l2s.png)")
+    gen.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="noise seed (default 0)")
+    gen.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM denoising steps (default 25)")
+    gen.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="classifier-free guidance scale "
+                     "(default: the shipped model's, l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
     gen.add_argument("--no-steer", action="store_true", help="plain generation (no steering)")
     gen.add_argument("--compare", action="store_true", help="save vanilla | steered side by side (same seed)")
-    gen.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
-    gen.add_argument("--iterations", type=int, default=None, help="gradient iterations per steered step "
-                                                                  "(default: the classifier's recommendation)")
-    gen.add_argument("--step-size", type=float, default=None, help="RMS latent change per update (default: recommended)")
-    gen.add_argument("--loss-target", type=float, default=None, help="stop a step's updates under this loss "
-                                                                    "(default: recommended)")
-    gen.add_argument("--plots", default=None, metavar="PREFIX", help="also save PREFIX-maps.png (subject/object "
-                     "attention per steered step) and PREFIX-curves.png (loss, relation probability); needs matplotlib")
-    gen.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the PNG (default 4: 256 px)")
-    gen.add_argument("--model", default=None, help="pipeline folder (default: the model shipped in l2s/weights)")
+    gen.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier path stem "
+                     "(default: the shipped one)")
+    gen.add_argument("--iterations", type=int_in(0, MAX_ITERATIONS), default=None, help="gradient iterations per "
+                     "steered step (default: the classifier's recommendation)")
+    gen.add_argument("--step-size", type=float_in(0.0, 100.0), default=None, help="RMS latent change per update "
+                     "(default: recommended)")
+    gen.add_argument("--loss-target", type=float_in(), default=None, help="stop a step's updates under this loss "
+                     "(default: recommended)")
+    gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
+                     "(subject/object attention per steered step) and PREFIX-curves.png (loss, relation probability); "
+                     "needs matplotlib")
+    gen.add_argument("--upscale", type=int_in(1, 64), default=4, help="nearest-neighbour enlargement of the PNG "
+                     "(default 4: 256 px)")
+    gen.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the model shipped in "
+                     "l2s/weights)")
     jd = sub.add_parser("judge", help="the relation classifier as a judge: read an image's relation from its maps",
                         description="Noise an image (a PNG, or one generated from the prompt) to the classifier's steps, "
                                     "read the first relation's subject and object maps through the model, and print the "
                                     "classifier's relation probabilities per step and averaged, beside the exact "
                                     "evaluator's verdict.")
-    jd.add_argument("prompt", help='e.g. "a red circle to the left of a blue square" (its first relation is judged)')
-    jd.add_argument("--image", default=None, help="PNG to judge (any multiple of 64 px; default: generate one)")
-    jd.add_argument("--seed", type=int, default=0, help="noise seed of generation and of the judge's noising (default 0)")
-    jd.add_argument("--steps", type=int, default=25, help="DDIM steps when generating (default 25)")
+    jd.add_argument("prompt", type=prompt_text, help='e.g. "a red circle to the left of a blue square" (its first '
+                    'relation is judged)')
+    jd.add_argument("--image", type=file_in, default=None, help="PNG to judge (square, any multiple of 64 px; "
+                    "default: generate one)")
+    jd.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="noise seed of generation and of the judge's "
+                    "noising (default 0)")
+    jd.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM steps when generating (default 25)")
     jd.add_argument("--no-steer", action="store_true", help="judge a vanilla image (when generating)")
-    jd.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
-    jd.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    jd.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier path stem "
+                    "(default: the shipped one)")
+    jd.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the shipped model)")
     ev = sub.add_parser("eval", help="spatial-accuracy benchmark table: vanilla vs centroid loss vs Learn-to-Steer",
                         description="Generate held-out prompts (objects never paired with a relation in training) with "
                                     "each arm and the same seeds, judge every image with the exact evaluator "
@@ -62,52 +105,63 @@ def main(argv: list[str] | None = None) -> int:
                                     "With --compare A.json B.json, only print the paired table of two saved runs.")
     ev.add_argument("--arms", default="vanilla,centroid,l2s", help="comma-separated arms at their tuned settings: "
                     "vanilla, centroid, l2s (default all three; ignored with --grid)")
-    ev.add_argument("--grid", default=None, help="JSON-lines file, one arm per line: {\"arm\": ..., optional "
+    ev.add_argument("--grid", type=file_in, default=None, help="JSON-lines file, one arm per line: {\"arm\": ..., optional "
                     "\"margin\" (centroid) and SteeringConfig fields}; see benchmarks/grids/")
     ev.add_argument("--relations", default="1,2", help="relation counts, comma-separated; 0 = every single-object "
                                                        "prompt (default 1,2)")
-    ev.add_argument("--prompts", type=int, default=25, help="different prompts per relation count (default 25)")
+    ev.add_argument("--prompts", type=int_in(1, 5000), default=25, help="different prompts per relation count "
+                    "(default 25)")
     ev.add_argument("--seeds", default="4", help="noise seeds per prompt: a count N (the prompt set's first N: "
                     "0.. for heldout, 200.. for tuning; default 4, as GenEval), a range 40-43, or a list 0,7,9")
     ev.add_argument("--prompt-set", default="heldout", choices=["heldout", "tuning"],
                     help="heldout: the benchmark's prompts and seeds; tuning: other prompts and seeds, for choosing "
                          "settings")
-    ev.add_argument("--steps", type=int, default=25, help="DDIM denoising steps (default 25)")
-    ev.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the shipped model's)")
-    ev.add_argument("--classifier", default=None, help="relation classifier path stem (default: the shipped one)")
-    ev.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
-    ev.add_argument("--json", default=None, help="also write the run (settings, rows, every image's prompt, seed, arm, "
+    ev.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM denoising steps (default 25)")
+    ev.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="guidance scale (default: the shipped "
+                    "model's)")
+    ev.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier path stem (default: "
+                    "the shipped one)")
+    ev.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the shipped model)")
+    ev.add_argument("--json", type=file_out, default=None, help="also write the run (settings, rows, every image's prompt, seed, arm, "
                                                  "detections, verdict and seconds) to this file")
-    ev.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"),
+    ev.add_argument("--compare", nargs=2, type=file_in, default=None, metavar=("A.json", "B.json"),
                     help="print the paired table of two --json runs (every arm of A against every arm of B on the "
                          "images both judged) and exit")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
                         description="Train the shapes-world model; rerunning with the same --out resumes from its checkpoint.")
-    tm.add_argument("--out", default="runs/shapes", help="run folder: data cache, checkpoint, log, final pipeline")
-    tm.add_argument("--steps", type=int, default=5000, help="optimiser steps (default 5000)")
-    tm.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    tm.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3, cosine to 10%%)")
-    tm.add_argument("--scenes", type=int, default=30000, help="training scenes rendered once and cached (default 30000)")
-    tm.add_argument("--seed", type=int, default=0, help="seed of data and initialisation (default 0)")
-    tm.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    tm.add_argument("--init-from", default=None, help="pipeline folder to start a new run from (e.g. l2s/weights/"
+    tm.add_argument("--out", type=folder_out, default="runs/shapes", help="run folder: data cache, checkpoint, log, "
+                    "final pipeline")
+    tm.add_argument("--steps", type=int_in(1, 10 ** 7), default=5000, help="optimiser steps (default 5000)")
+    tm.add_argument("--batch", type=int_in(1, 10 ** 5), default=32, help="batch size (default 32)")
+    tm.add_argument("--lr", type=float_in(0.0, 10.0, above=True), default=1e-3, help="peak learning rate (default "
+                    "1e-3, cosine to 10%%)")
+    tm.add_argument("--scenes", type=int_in(1, 10 ** 8), default=30000, help="training scenes rendered once and "
+                    "cached (default 30000)")
+    tm.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of data and initialisation (default 0)")
+    tm.add_argument("--device", type=torch_device, default="cpu", help="torch device (default cpu)")
+    tm.add_argument("--init-from", type=folder_in, default=None, help="pipeline folder to start a new run from (e.g. l2s/weights/"
                                                       "shapes-pipeline to train the shipped model further)")
-    tm.add_argument("--object-mix", default="0.3,0.4,0.3", help="share of training scenes with 1,2,3 objects "
+    tm.add_argument("--object-mix", type=object_mix, default="0.3,0.4,0.3", help="share of training scenes with 1,2,3 objects "
                                                               "(default 0.3,0.4,0.3)")
     tc = sub.add_parser("train-classifier", help="train the shapes model's relation classifier (dual inversion)",
                         description="Invert two-object scenes through the shapes pipeline with the true and a wrong "
                                     "relation in the prompt, train the C classifier on the maps, save it.")
-    tc.add_argument("--out", default="runs/classifier", help="output folder (classifier + cached map dataset)")
-    tc.add_argument("--examples", type=int, default=2000, help="scenes to invert (default 2000)")
+    tc.add_argument("--out", type=folder_out, default="runs/classifier", help="output folder (classifier + cached map "
+                    "dataset)")
+    tc.add_argument("--examples", type=int_in(2, 10 ** 7), default=2000, help="scenes to invert (default 2000)")
     tc.add_argument("--single", action="store_true", help="single inversion (positive prompt only): the ablation")
     tc.add_argument("--mode", default="noise", choices=["noise", "ddim"], help="inversion: noising or DDIM inversion")
-    tc.add_argument("--epochs", type=int, default=150, help="maximum epochs (early stopping, patience 10)")
-    tc.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4; 1e-3 and 1e-4 "
-                                                        "gave the same validation accuracy within 0.005)")
-    tc.add_argument("--seed", type=int, default=0, help="seed of scenes, noise and initialisation (default 0)")
-    tc.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
-    args = parser.parse_args(argv)
+    tc.add_argument("--epochs", type=int_in(1, 10 ** 5), default=150, help="maximum epochs (early stopping, "
+                    "patience 10)")
+    tc.add_argument("--lr", type=float_in(0.0, 10.0, above=True), default=3e-4, help="AdamW learning rate (default "
+                    "3e-4; 1e-3 and 1e-4 gave the same validation accuracy within 0.005)")
+    tc.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of scenes, noise and initialisation "
+                    "(default 0)")
+    tc.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the shipped model)")
+    return parser
 
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "generate":
         return _generate(args)
     if args.command == "judge":
@@ -117,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-model":
         from .shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
-                      device=args.device, init_from=args.init_from,
-                      object_count_probs=_parse_mix(args.object_mix))
+                      device=args.device, init_from=args.init_from, object_count_probs=args.object_mix)
         print(f"pipeline saved to {final}")
         return 0
 
@@ -160,7 +213,7 @@ def _eval(args) -> int:
         try:
             rows_a, rows_b = (load_rows(p) for p in args.compare)
         except (OSError, ValueError, KeyError) as exc:
-            raise SystemExit(f"l2s eval --compare: {exc}")
+            raise SystemExit(f"l2s eval: error: --compare: {exc}")
         print(paired_table(paired_comparisons(rows_a, rows_b)))
         return 0
     from .shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
@@ -169,13 +222,15 @@ def _eval(args) -> int:
     try:
         arms = load_arms(args.arms, args.grid)
         relations = [int(v) for v in args.relations.split(",")]
+        if any(r < 0 or r > 3 for r in relations):
+            raise ValueError(f"--relations takes counts from 0 to 3, got {args.relations!r}")
         seeds = seed_list(args.seeds, args.prompt_set)
         if args.prompts < 1:
             raise ValueError(f"--prompts must be at least 1, got {args.prompts}")
         if args.json and not os.access(os.path.dirname(os.path.abspath(args.json)), os.W_OK):
             raise ValueError(f"--json {args.json}: its folder does not exist or is not writable")
     except ValueError as exc:
-        raise SystemExit(f"l2s eval: {exc}")
+        raise SystemExit(f"l2s eval: error: {exc}")
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
     rows = run_benchmark(pipe, clf, arms, relations, args.prompts, seeds, args.prompt_set, args.steps,
                          args.guidance, report=lambda row: print(row_line(row), flush=True))
@@ -201,10 +256,14 @@ def _seed_text(seeds: list[int]) -> str:
     return ",".join(str(s) for s in seeds)
 
 
-def _parse_mix(text: str) -> tuple[float, float, float]:
-    parts = [float(p) for p in text.split(",")]
-    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
-        raise SystemExit(f"--object-mix needs three non-negative shares such as 0.4,0.35,0.25, got {text!r}")
+def object_mix(text: str) -> tuple[float, float, float]:
+    """An argparse type: three non-negative shares of 1-, 2- and 3-object scenes ("0.4,0.35,0.25")."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or not all(p >= 0 and p < float("inf") for p in parts) or sum(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"needs three non-negative shares such as 0.4,0.35,0.25, got {text!r}")
     return parts[0], parts[1], parts[2]
 
 
@@ -230,7 +289,15 @@ def _generate(args) -> int:
 
     from .shapes.judge import describe_image
     from .shapes.pipeline import load_shipped
+    if args.plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("l2s generate: error: --plots needs matplotlib (pip install l2s[plots])")
+    knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
+                               ("loss_target", args.loss_target)) if v is not None}
     pipe = load_shipped(args.model)
+    _warn_unknown_words(pipe, args.prompt)
     common = (pipe, args.prompt, args.seed, args.steps, args.guidance)
     runs = {}
     if args.no_steer or args.compare:
@@ -238,8 +305,6 @@ def _generate(args) -> int:
         runs["vanilla"] = (image, seconds)
     if not args.no_steer:
         from .shapes.relation_classifier import load_shipped_classifier
-        knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
-                                   ("loss_target", args.loss_target)) if v is not None}
         image, steer, seconds = _render(*common, classifier=load_shipped_classifier(args.classifier), **knobs)
         runs["steered"] = (image, seconds)
         if not steer.active:
@@ -267,21 +332,41 @@ def _judge(args) -> int:
     from .shapes.judge import describe_image, judge_relation
     from .shapes.pipeline import load_shipped
     from .shapes.relation_classifier import load_shipped_classifier
-    pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
-    size = pipe.unet.config.sample_size
+    img = None
     if args.image:
-        img = Image.open(args.image).convert("RGB")
+        try:
+            with Image.open(args.image) as opened:
+                img = opened.convert("RGB")          # decodes the whole file: a truncated one fails here
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise SystemExit(f"l2s judge: error: {args.image} is not a readable image ({exc})")
+    pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
+    _warn_unknown_words(pipe, args.prompt)
+    size = pipe.unet.config.sample_size
+    if img is not None:
         if img.size[0] % size or img.size != (img.size[0], img.size[0]):
-            raise SystemExit(f"{args.image}: expected a square image whose side is a multiple of {size}, got {img.size}")
+            raise SystemExit(f"l2s judge: error: {args.image}: expected a square image whose side is a multiple of "
+                             f"{size}, got {img.size[0]}x{img.size[1]}")
         image = np.asarray(img.resize((size, size), Image.NEAREST))
     else:
         image = _render(pipe, args.prompt, args.seed, args.steps, classifier=None if args.no_steer else clf)[0]
     try:
         verdict = judge_relation(pipe, clf, args.prompt, image, seed=args.seed)
     except ValueError as exc:
-        raise SystemExit(f"l2s judge: {exc}")
-    print(json.dumps({"prompt": args.prompt, **verdict, "evaluator": describe_image(args.prompt, image)}, indent=2))
+        raise SystemExit(f"l2s judge: error: {exc}")
+    evaluator = describe_image(args.prompt, image)
+    if not evaluator["detected"]:
+        print("l2s: warning: the evaluator finds no object in the image: the classifier reads maps of objects that "
+              "are not there, so its relation probabilities mean little", file=sys.stderr)
+    print(json.dumps({"prompt": args.prompt, **verdict, "evaluator": evaluator}, indent=2))
     return 0
+
+
+def _warn_unknown_words(pipe, prompt: str) -> None:
+    """Words the model's tokenizer does not know become its unknown token: say so before generating."""
+    unknown = unknown_words(pipe.tokenizer, prompt)
+    if unknown:
+        print(f"l2s: warning: the model does not know {', '.join(repr(w) for w in unknown)}: they reach it as its "
+              "unknown token (objects named by them are steered on that token)", file=sys.stderr)
 
 if __name__ == "__main__":
     sys.exit(main())

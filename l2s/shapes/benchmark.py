@@ -13,7 +13,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from ..baselines import CentroidLoss
-from ..steer import Steerer, recommended_settings
+from ..steer import Steerer, SteeringConfig, recommended_settings
 from ..stats import ci_text, paired_counts, parse_int_list, wilson_interval
 from .evaluate import (PromptSpec, distinct_prompt_count, evaluate, heldout_prompts, single_object_prompts,
                        summarize)
@@ -32,15 +32,23 @@ def load_arms(names: str | None = None, grid: str | Path | None = None) -> list[
     """Arms by name ("vanilla,l2s") at their default settings, or one per line of a JSON-lines grid."""
     if grid is not None:
         with open(grid) as fh:
-            arms = [json.loads(line) for line in fh if line.strip()]
+            try:
+                arms = [json.loads(line) for line in fh if line.strip()]
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{grid}: not JSON lines ({exc})") from None
     else:
         unknown = [a for a in (names or "").split(",") if a not in DEFAULT_ARMS]
         if unknown or not names:
             raise ValueError(f"unknown arm(s) {unknown or names!r}: choose from {', '.join(ARM_KINDS)}")
         arms = [dict(DEFAULT_ARMS[a]) for a in names.split(",")]
     for spec in arms:
-        if spec.get("arm") not in ARM_KINDS:
+        if not isinstance(spec, dict) or spec.get("arm") not in ARM_KINDS:
             raise ValueError(f"arm {spec!r}: 'arm' must be one of {', '.join(ARM_KINDS)}")
+        knobs = {k: v for k, v in spec.items() if k not in ("arm", "margin")}
+        try:
+            SteeringConfig(**knobs)                    # bad settings fail here, before any image is made
+        except TypeError as exc:
+            raise ValueError(f"arm {spec!r}: {exc}") from None
     return arms
 
 
