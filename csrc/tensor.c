@@ -3,6 +3,7 @@
  * NumPy arrays are read through the NumPy C API directly (no capsule round trip); everything
  * else (torch, CuPy, jax, _l2s.Buffer) through __dlpack__, versioned ABI first.
  */
+#include <unistd.h>
 #include "tensor.h"
 #include "dlpack_abi.h"
 
@@ -81,6 +82,34 @@ static int from_numpy(PyArrayObject* a, const char* name, int writable, l2s_tens
     Py_INCREF(a);
     t->owner = (PyObject*)a;
     return 0;
+}
+
+/* Whether the bytes at p can be written, asked of the kernel instead of found by a segfault: the
+ * byte goes into a pipe (EFAULT if unreadable) and is read back onto itself (EFAULT if unwritable),
+ * so its value is unchanged. DLPack cannot say that a CPU buffer is a read-only mapping (torch
+ * wraps a read-only memmap without a flag); NumPy arrays say it themselves. Called with the GIL. */
+static int byte_writable(char* p) {
+    static int fds[2] = {-1, -1};
+    if (fds[0] < 0 && pipe(fds) != 0) { fds[0] = fds[1] = -1; return 1; }      /* cannot ask: assume yes */
+    if (write(fds[1], p, 1) != 1) return 0;
+    if (read(fds[0], p, 1) == 1) return 1;
+    char sink;
+    if (read(fds[0], &sink, 1) != 1) { close(fds[0]); close(fds[1]); fds[0] = fds[1] = -1; }  /* drain */
+    return 0;
+}
+
+/* The first and last byte the tensor spans (any stride signs) are writable. */
+static int host_range_writable(const l2s_tensor* t) {
+    static const int64_t item[] = {4, 2, 2, 4, 8};               /* by l2s_dtype: f32, f16, bf16, i32, i64 */
+    int64_t lo = 0, hi = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0) return 1;                        /* nothing is written */
+        int64_t span = (t->shape[i] - 1) * t->strides[i];
+        if (span < 0) lo += span; else hi += span;
+    }
+    char* base = (char*)t->data;
+    int64_t size = (int)t->dtype < 5 ? item[t->dtype] : 1;
+    return byte_writable(base + lo * size) && byte_writable(base + hi * size + size - 1);
 }
 
 static int dl_dtype(DLDataType d, l2s_dtype* out) {
@@ -220,6 +249,12 @@ int tensor_from_py(PyObject* obj, const char* name, PyObject* stream, int writab
     }
     if (writable && t->readonly) {
         PyErr_Format(PyExc_ValueError, "%s is read-only, but the op writes into it", name);
+        tensor_release(t);
+        return -1;
+    }
+    if (writable && t->device_type == L2S_DEV_CPU && !PyArray_Check(obj) && !host_range_writable(t)) {
+        PyErr_Format(PyExc_ValueError, "%s lies in memory that cannot be written (a read-only mapping such as a "
+                     "memmap opened with mode='r'), but the op writes into it", name);
         tensor_release(t);
         return -1;
     }

@@ -141,3 +141,17 @@ def test_sanitizers_find_nothing(tmp_path):
                        timeout=900, env={**os.environ, "PYTHON": sys.executable,
                                          "L2S_SANITIZE_DIR": str(tmp_path)})
     assert r.returncode == 0 and "sanitizers: clean" in r.stdout, (r.stdout[-3000:], r.stderr[-3000:])
+
+
+def test_a_read_only_mapping_behind_torch_is_never_written(tmp_path):
+    """torch wraps a memmap opened with mode='r' without a read-only flag: writing into it used to
+    segfault; the kernel is now asked first (in a child, so a regression kills only the child)."""
+    path = tmp_path / "ro.f32"
+    np.zeros(16, np.float32).tofile(path)
+    code = (f"import warnings, numpy as np, torch, _l2s\n"
+            f"warnings.simplefilter('ignore')\n"
+            f"out = torch.from_numpy(np.memmap({str(path)!r}, dtype=np.float32, mode='r'))\n"
+            f"try:\n    _l2s.normalize_maps_forward(np.ones(16, np.float32), out)\n"
+            f"except ValueError as exc:\n    print('refused:', exc)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "cannot be written" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
