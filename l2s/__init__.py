@@ -7,10 +7,11 @@ from .core import (adamw_step, attention_maps, attention_maps_backward, cuda_ava
                    normalize_maps, normalize_maps_backward, resize_maps, resize_maps_backward, token_table,
                    update_latent)
 from .classifier import RELATIONS, ClassifierConfig, RelationClassifier
+from .hub import load_classifier
 
 __version__ = "0.1.0"
 __all__ = [
     "attention_maps", "attention_maps_backward", "resize_maps", "resize_maps_backward", "normalize_maps",
     "normalize_maps_backward", "update_latent", "adamw_step", "token_table", "cuda_available", "empty",
-    "RELATIONS", "ClassifierConfig", "RelationClassifier", "__version__",
+    "RELATIONS", "ClassifierConfig", "RelationClassifier", "load_classifier", "__version__",
 ]

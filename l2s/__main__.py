@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the shipped model's, l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
     gen.add_argument("--no-steer", action="store_true", help="plain generation (no steering)")
     gen.add_argument("--compare", action="store_true", help="save vanilla | steered side by side (same seed)")
-    gen.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier path stem "
+    gen.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier folder, stem or Hub repo id "
                      "(default: the shipped one)")
     gen.add_argument("--iterations", type=int_in(0, MAX_ITERATIONS), default=None, help="gradient iterations per "
                      "steered step (default: the classifier's recommendation)")
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "noising (default 0)")
     jd.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM steps when generating (default 25)")
     jd.add_argument("--no-steer", action="store_true", help="judge a vanilla image (when generating)")
-    jd.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier path stem "
+    jd.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier folder, stem or Hub repo id "
                     "(default: the shipped one)")
     jd.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the shipped model)")
     ev = sub.add_parser("eval", help="spatial-accuracy benchmark table: vanilla vs centroid loss vs Learn-to-Steer",
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM denoising steps (default 25)")
     ev.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="guidance scale (default: the shipped "
                     "model's)")
-    ev.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier path stem (default: "
+    ev.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier folder, stem or Hub repo id (default: "
                     "the shipped one)")
     ev.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the shipped model)")
     ev.add_argument("--json", type=file_out, default=None, help="also write the run (settings, rows, every image's prompt, seed, arm, "
@@ -180,7 +180,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "info":
         import _l2s
         print(json.dumps({"cuda_compiled": _l2s.cuda_compiled(), "cuda_available": _l2s.cuda_available(),
-                          "cuda_devices": _l2s.cuda_device_count(), "gemm_backend": _l2s.gemm_backend()}, indent=2))
+                          "cuda_devices": _l2s.cuda_device_count(), "cuda_status": _l2s.cuda_status(),
+                          "gemm_backend": _l2s.gemm_backend()}, indent=2))
         return 0
     from .demo import run
     result = run(args.train_samples, args.epochs, args.batch, args.seed, args.steer_iters)
@@ -200,7 +201,8 @@ def _train_classifier(args) -> int:
                              cache=out / f"maps-{args.examples}-{args.seed}-{args.mode}")
     clf, hist, val = train_shapes_classifier(data, dual=not args.single, seed=args.seed, epochs=args.epochs,
                                              lr=args.lr)
-    path = clf.save(out / ("classifier-single" if args.single else "classifier"))
+    path = out / ("classifier-single" if args.single else "classifier")
+    clf.save_pretrained(path)                      # a folder: config.json, model.safetensors, README.md
     print(json.dumps({"saved": str(path), "rows": len(data), "val_accuracy": accuracy(clf, val),
                       "epochs": len(hist.val_accuracy), "best_epoch": hist.best_epoch}, indent=2))
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from huggingface_hub import ModelHubMixin
 
 import _l2s
 from .core import Array, _is_torch, _prep, _stream, adamw_step, empty
@@ -64,8 +65,14 @@ class ClassifierConfig:
         return cls(**d)
 
 
-class RelationClassifier:
+class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
+                         tags=["learn-to-steer", "relation-classifier", "spatial-relations"]):
     """Relation classifier whose maths runs in ``_l2s``.
+
+    Saved as a Hub-style folder (``save_pretrained(DIR)``: ``config.json``, ``model.safetensors``,
+    ``README.md`` model card; ``from_pretrained(DIR_OR_REPO_ID)`` / ``l2s.load_classifier``;
+    ``push_to_hub`` for users with network), or as the older ``STEM.json`` + ``STEM.safetensors``
+    pair (``save`` / ``load``).
 
     One instance may be shared by threads: its passes share a workspace per batch size, so they are
     serialised by a lock (a forward and the backward that reads its activations run as one).
@@ -254,33 +261,42 @@ class RelationClassifier:
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` (named tensors) and ``path.json`` (config). Returns the stem."""
-        from safetensors.numpy import save_file
         stem = Path(path).with_suffix("")
         stem.parent.mkdir(parents=True, exist_ok=True)
-        host = self.params.detach().cpu().numpy() if _is_torch(self.params) else np.asarray(self.params)
-        tensors = {name: np.ascontiguousarray(host[off: off + int(np.prod(shape))].reshape(shape))
-                   for name, (off, shape) in self.layout.items() if int(np.prod(shape)) > 0}
-        save_file(tensors, str(stem.with_suffix(".safetensors")), metadata={"format": "l2s-classifier"})
+        self.save_weights(stem.with_suffix(".safetensors"))
         stem.with_suffix(".json").write_text(self.config.to_json())
         return stem
 
+    def save_weights(self, path: str | Path) -> None:
+        """The named parameter tensors (``fc1.weight``, ...) as one safetensors file."""
+        from safetensors.numpy import save_file
+        host = self.params.detach().cpu().numpy() if _is_torch(self.params) else np.asarray(self.params)
+        tensors = {name: np.ascontiguousarray(host[off: off + int(np.prod(shape))].reshape(shape))
+                   for name, (off, shape) in self.layout.items() if int(np.prod(shape)) > 0}
+        save_file(tensors, str(path), metadata={"format": "l2s-classifier"})
+
     @classmethod
     def load(cls, path: str | Path) -> "RelationClassifier":
-        """Read a classifier written by ``save``. The config is checked against the safetensors
-        header (names, shapes, dtypes) before anything is allocated, so a config that does not match
-        its weights (or asks for absurd sizes) is refused without trying to allocate them."""
-        from safetensors import safe_open
+        """Read a classifier written by ``save`` (``STEM.json`` + ``STEM.safetensors``)."""
         stem = Path(path).with_suffix("")
-        config = ClassifierConfig.from_json(stem.with_suffix(".json").read_text())
+        return cls.from_files(stem.with_suffix(".json"), stem.with_suffix(".safetensors"))
+
+    @classmethod
+    def from_files(cls, config_json: str | Path, weights: str | Path) -> "RelationClassifier":
+        """A classifier from its JSON config and safetensors weights. The config is checked against
+        the safetensors header (names, shapes, dtypes) before anything is allocated, so a config that
+        does not match its weights (or asks for absurd sizes) is refused without allocating them."""
+        from safetensors import safe_open
+        config = ClassifierConfig.from_json(Path(config_json).read_text())
         cfg = _l2s.classifier_config(**config.core_fields())             # validates the sizes; allocates nothing
         layout = {n: (off, tuple(shape)) for n, (off, shape, _, _) in _l2s.classifier_layout(cfg).items()}
-        with safe_open(str(stem.with_suffix(".safetensors")), framework="numpy") as f:
+        with safe_open(str(weights), framework="numpy") as f:
             names = set(f.keys())
             for name, (_, shape) in layout.items():
                 if int(np.prod(shape)) == 0:
                     continue
                 if name not in names:
-                    raise ValueError(f"{stem}.safetensors lacks tensor {name!r}")
+                    raise ValueError(f"{weights} lacks tensor {name!r}")
                 sl = f.get_slice(name)
                 if tuple(sl.get_shape()) != shape or sl.get_dtype() != "F32":
                     raise ValueError(f"{name}: {sl.get_dtype()} {tuple(sl.get_shape())} in the file, float32 {shape} "
@@ -292,6 +308,21 @@ class RelationClassifier:
                 if size:
                     params[off: off + size] = f.get_tensor(name).reshape(-1)
         return cls(config, params=params)
+
+    # ---- the Hub folder layout (huggingface_hub.ModelHubMixin) -------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from .hub import write_folder
+        write_folder(self, Path(save_directory))
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None,
+                         force_download: bool = False, local_files_only: bool = False, token: Any = None,
+                         **_: Any) -> "RelationClassifier":
+        from .hub import folder_files
+        config_json, weights = folder_files(model_id, revision=revision, cache_dir=cache_dir,
+                                            force_download=force_download, local_files_only=local_files_only,
+                                            token=token)
+        return cls.from_files(config_json, weights)
 
 
 def _zeros_like(a: Array) -> Array:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -119,12 +120,21 @@ def file_in(text: str) -> str:
 
 
 def classifier_in(text: str) -> str:
-    """An argparse type: a saved classifier (the path stem of STEM.json + STEM.safetensors)."""
-    stem = Path(text).with_suffix("") if Path(text).suffix in (".json", ".safetensors") else Path(text)
-    missing = [str(stem.with_suffix(s)) for s in (".json", ".safetensors") if not stem.with_suffix(s).is_file()]
-    if missing:
-        raise argparse.ArgumentTypeError(f"no classifier at {text!r} (missing {', '.join(missing)})")
-    return str(stem)
+    """An argparse type: a saved classifier: a folder with config.json + model.safetensors, the stem
+    of STEM.json + STEM.safetensors, or (not checked here) a Hub repo id "owner/name"."""
+    path = Path(text)
+    if path.is_dir():
+        missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
+        if missing:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a classifier folder (missing {', '.join(missing)})")
+        return text
+    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    if all(stem.with_suffix(s).is_file() for s in (".json", ".safetensors")):
+        return str(stem)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not path.parent.exists():
+        return text                                          # a Hub repo id: load_classifier says if it fails
+    raise argparse.ArgumentTypeError(f"no classifier at {text!r} (a folder with config.json and model.safetensors, "
+                                     "or STEM.json + STEM.safetensors)")
 
 
 def prompt_text(text: str) -> str:

@@ -28,7 +28,7 @@ MAP_SIZE = 16
 # skipping step 0 and stopping at loss 0.2 mattered most; pushing the loss to 0.05 fused objects
 SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.07, "loss_target": 0.2}
 
-SHIPPED_CLASSIFIER = Path(__file__).resolve().parent.parent / "weights" / "shapes-classifier" / "classifier"
+SHIPPED_CLASSIFIER = Path(__file__).resolve().parent.parent / "weights" / "shapes-classifier"    # a Hub-style folder
 
 
 def inversion_dataset(pipe, n_examples: int, seed: int = 0, step_indices: Sequence[int] = STEP_INDICES,
@@ -65,8 +65,7 @@ def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, 
 
 
 def load_shipped_classifier(path: str | Path | None = None) -> RelationClassifier:
-    """The relation classifier shipped for the shapes model (or the one at ``path``, a path stem)."""
-    stem = Path(path) if path else SHIPPED_CLASSIFIER
-    if not stem.with_suffix(".safetensors").exists():
-        raise FileNotFoundError(f"no classifier at {stem}.safetensors (train one: python -m l2s train-classifier)")
-    return RelationClassifier.load(stem)
+    """The relation classifier shipped for the shapes model, or any saved classifier at ``path``
+    (a folder, a STEM of STEM.json + STEM.safetensors, or a Hub repo id: ``l2s.load_classifier``)."""
+    from ..hub import load_classifier
+    return load_classifier(path if path else SHIPPED_CLASSIFIER)
