@@ -183,6 +183,7 @@ int latent_update_cuda(int64_t B, int64_t K, l2s_dtype dtype, float step, int no
 
 /* Runtime queries; none of them initialises CUDA until called. */
 int l2s_cuda_device_count(void);                 /* 0 when there is no driver or device */
+const char* l2s_cuda_status(void);               /* NULL if a device is usable, else the runtime's reason */
 int l2s_cuda_swap_device(int device, int* previous);   /* make current; *previous to restore */
 const char* l2s_cuda_error_string(int err);
 int l2s_cuda_malloc(void** ptr, int64_t bytes, int device);

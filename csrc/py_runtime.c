@@ -30,6 +30,18 @@ static PyObject* py_cuda_available(PyObject* self, PyObject* noargs) {
     Py_DECREF(n);
     return PyBool_FromLong(v > 0);
 }
+static PyObject* py_cuda_status(PyObject* self, PyObject* noargs) {
+    (void)self; (void)noargs;
+#ifdef L2S_WITH_CUDA
+    const char* why;
+    Py_BEGIN_ALLOW_THREADS
+    why = l2s_cuda_status();
+    Py_END_ALLOW_THREADS
+    return PyUnicode_FromString(why ? why : "ok");
+#else
+    return PyUnicode_FromString("built without CUDA (no nvcc at build time, or L2S_CUDA=0)");
+#endif
+}
 static PyObject* py_gemm_backend(PyObject* self, PyObject* noargs) {
     (void)self; (void)noargs;
 #ifdef L2S_WITH_CUDA
@@ -46,6 +58,8 @@ PyMethodDef runtime_methods[] = {
     {"cuda_compiled", py_cuda_compiled, METH_NOARGS, "True if this build includes the CUDA kernels."},
     {"cuda_available", py_cuda_available, METH_NOARGS, "True if CUDA kernels are compiled and a device is usable."},
     {"cuda_device_count", py_cuda_device_count, METH_NOARGS, "Number of CUDA devices (0 without a driver)."},
+    {"cuda_status", py_cuda_status, METH_NOARGS,
+     "'ok' when a CUDA device is usable, else why not in the CUDA runtime's words (e.g. an old driver)."},
     {"gemm_backend", py_gemm_backend, METH_NOARGS,
      "The classifier's CUDA GEMM path: 'cublaslt', 'fallback', 'not-loaded' (no GPU call yet) or 'cpu-only'."},
     {NULL, NULL, 0, NULL}

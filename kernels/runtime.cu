@@ -7,9 +7,22 @@ extern "C" int l2s_cuda_device_count(void) {
     return n;
 }
 
+/* NULL when the runtime sees a device, else why not, in the runtime's words (an old driver for
+ * this static CUDA 13 runtime reads as no device: "CUDA driver version is insufficient ..."). */
+extern "C" const char* l2s_cuda_status(void) {
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    cudaGetLastError();
+    if (err != cudaSuccess) return cudaGetErrorString(err);
+    return n > 0 ? NULL : "the CUDA runtime sees no device";
+}
+
 /* Make `device` current and return the one that was, so the caller can put it back: torch and
  * other libraries keep their own notion of the current device, which l2s must not change. */
 extern "C" int l2s_cuda_swap_device(int device, int* previous) {
+    /* every op starts here: clear an error an earlier, unrelated failed call left behind (a bad
+     * device id, an out-of-memory), or the op's own launch check would report it as its own */
+    cudaGetLastError();
     int err = (int)cudaGetDevice(previous);
     if (err) return err;
     return *previous == device ? 0 : (int)cudaSetDevice(device);

@@ -60,21 +60,6 @@ def _writable_folder(folder: Path, what: str) -> None:
         raise argparse.ArgumentTypeError(f"{what}: folder {str(folder)!r} is not writable")
 
 
-def image_out(text: str) -> str:
-    """An argparse type: an image path PIL can write (by its extension) in a writable folder."""
-    from PIL import Image
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder")
-    Image.init()
-    if path.suffix.lower() not in Image.registered_extensions():
-        raise argparse.ArgumentTypeError(f"{text!r} has no image extension PIL can write (use .png)")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{text!r} exists and is not writable")
-    _writable_folder(path.parent if str(path.parent) else Path("."), text)
-    return text
-
-
 def file_out(text: str) -> str:
     """An argparse type: a file that can be written (its folder exists and is writable)."""
     path = Path(text)
@@ -84,6 +69,17 @@ def file_out(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not writable")
     _writable_folder(path.parent if str(path.parent) else Path("."), text)
     return text
+
+
+def image_out(text: str) -> str:
+    """An argparse type: an image path PIL can write (by its extension), as ``file_out``."""
+    from PIL import Image
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder")
+    Image.init()
+    if Path(text).suffix.lower() not in Image.registered_extensions():
+        raise argparse.ArgumentTypeError(f"{text!r} has no image extension PIL can write (use .png)")
+    return file_out(text)
 
 
 def prefix_out(text: str) -> str:

@@ -11,11 +11,23 @@ import pytest
 import _l2s
 
 
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def pytest_runtest_setup(item):
-    if "cuda" not in item.keywords or _l2s.cuda_available():
+    """A ``cuda`` test needs a CUDA build of _l2s with a usable device AND a CUDA build of torch
+    (the tests move data with torch): say which is missing, in the CUDA runtime's words."""
+    if "cuda" not in item.keywords:
         return
-    why = (f"needs a CUDA device and a CUDA build of _l2s (cuda_compiled={_l2s.cuda_compiled()}, "
-           f"devices={_l2s.cuda_device_count()})")
+    if _l2s.cuda_available() and _torch_cuda():
+        return
+    why = (f"needs a CUDA device, a CUDA build of _l2s and a CUDA build of torch (_l2s: "
+           f"cuda_compiled={_l2s.cuda_compiled()}, {_l2s.cuda_status()}; torch cuda={_torch_cuda()})")
     if os.environ.get("L2S_REQUIRE_CUDA") == "1":
         pytest.fail("L2S_REQUIRE_CUDA=1 but the test cannot run: " + why, pytrace=False)
     pytest.skip(why)
@@ -27,3 +39,20 @@ def rng(request):
     seed = abs(hash(request.node.nodeid)) % (2 ** 32) if os.environ.get("L2S_FRESH_SEEDS") else \
         sum(map(ord, request.node.nodeid))
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    """A tiny random-weight StableDiffusionPipeline (l2s.testing), one per test module."""
+    from l2s.testing import tiny_sd_pipeline
+    return tiny_sd_pipeline(tmp_path_factory.mktemp("sd"))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """Trained on synthetic blob pairs at 8x8 (the tiny UNet's maps are 16x16 and 8x8)."""
+    from l2s.classifier import ClassifierConfig, RelationClassifier
+    from l2s.demo import train
+    model = RelationClassifier(ClassifierConfig(map_size=8, hidden1=32, hidden2=16, n_steps=10, step_dim=4), seed=0)
+    train(model, 2048, 4, 64, seed=0)
+    return model

@@ -268,3 +268,16 @@ def test_core_import_needs_neither_torch_nor_cublas():
 def test_bad_arguments_to_sizes_layout_and_empty(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+def test_cuda_status_says_why_no_device_is_usable(capsys):
+    """The runtime's own reason (an old driver reads as 'driver version is insufficient') reaches
+    `l2s info` and the cuda tests' skip reason instead of a silent 0 devices."""
+    from l2s.__main__ import main
+    status = _l2s.cuda_status()
+    assert isinstance(status, str) and status
+    assert (status == "ok") == bool(_l2s.cuda_available())
+    if not _l2s.cuda_compiled():
+        assert "without CUDA" in status
+    assert main(["info"]) == 0
+    assert f'"cuda_status": "{status}"' in capsys.readouterr().out

@@ -6,25 +6,10 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from l2s.callbacks import L2SCallback, MapRecorder
 from l2s.capture import select_layers
-from l2s.classifier import ClassifierConfig, RelationClassifier
-from l2s.demo import train as train_classifier
 from l2s.prompts import parse_prompt
 from l2s.steer import Steerer
-from l2s.testing import tiny_sd_pipeline
 
 PROMPT = "a dog to the left of a cat"
-
-
-@pytest.fixture(scope="module")
-def sd(tmp_path_factory):
-    return tiny_sd_pipeline(tmp_path_factory.mktemp("sd"))
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    model = RelationClassifier(ClassifierConfig(map_size=8, hidden1=32, hidden2=16, n_steps=10, step_dim=4), seed=0)
-    train_classifier(model, 1024, 2, 64, seed=0)
-    return model
 
 
 class _Counter(PipelineCallback):

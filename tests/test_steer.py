@@ -7,26 +7,12 @@ import torch
 
 from l2s.capture import find_cross_attention_layers
 from l2s.classifier import ClassifierConfig, RelationClassifier, relation_index
-from l2s.demo import train as train_classifier
 from l2s.prompts import make_triplets
 from l2s.steer import Steerer, SteeringConfig
 from reference import classifier_torch
 from l2s.testing import tiny_sd_pipeline
 
 PROMPT = "a dog to the left of a cat"
-
-
-@pytest.fixture(scope="module")
-def sd(tmp_path_factory):
-    return tiny_sd_pipeline(tmp_path_factory.mktemp("sd"))
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    """Trained on synthetic blob pairs at 8x8 (the tiny UNet's maps are 16x16 and 8x8)."""
-    model = RelationClassifier(ClassifierConfig(map_size=8, hidden1=32, hidden2=16, n_steps=10, step_dim=4), seed=0)
-    train_classifier(model, 2048, 4, 64, seed=0)
-    return model
 
 
 def _run(pipe, steer=None, steps=4, seed=0, prompt=PROMPT):
