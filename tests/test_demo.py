@@ -24,7 +24,7 @@ def test_cli_help_and_info():
     assert r.returncode == 0 and "--steer-iters" in r.stdout
     r = subprocess.run([sys.executable, "-m", "l2s", "info"], capture_output=True, text=True, timeout=60)
     info = json.loads(r.stdout)
-    assert set(info) == {"cuda_compiled", "cuda_available", "cuda_devices", "gemm_backend"}
+    assert set(info) == {"cuda_compiled", "cuda_available", "cuda_devices", "cuda_status", "gemm_backend"}
 
 
 def test_generate_writes_a_png(tmp_path):
