@@ -14,8 +14,10 @@ static int g_gemm_fallback = 0;
 static char g_cublaslt_path[1024];
 
 void l2s_read_settings(void) {
+    static long cpus = 0;                /* sysconf reads a /sys file: ask once, not per op call */
+    if (cpus == 0) cpus = sysconf(_SC_NPROCESSORS_ONLN);
     const char* env = getenv("L2S_NUM_THREADS");
-    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    long n = env ? strtol(env, NULL, 10) : cpus;
     g_threads = n < 1 ? 1 : n > L2S_MAX_THREADS ? L2S_MAX_THREADS : (int)n;
     env = getenv("L2S_SIMD");
     g_sse2 = env && strcmp(env, "sse2") == 0;
