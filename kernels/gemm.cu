@@ -39,8 +39,11 @@ static struct {
 static int lt_state = -1;                 /* -1 not tried, 0 unavailable, 1 loaded */
 static pthread_once_t lt_once = PTHREAD_ONCE_INIT;
 static lt_handle lt_h[16];                /* per device, made on first use under lt_init_lock */
-static void* lt_ws[16];                   /* one workspace per device: GEMMs from two streams at once on
-                                             one device could share it, so l2s keeps to one stream */
+/* One workspace per (device, stream): GEMMs enqueued on two streams at once must not share one. The
+ * first LT_WS_STREAMS streams of a device get their own; later ones run with no workspace. */
+#define LT_WS_STREAMS 8
+typedef struct { cudaStream_t stream; void* ptr; } lt_workspace;
+static lt_workspace lt_ws[16][LT_WS_STREAMS];
 static pthread_mutex_t lt_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static const size_t LT_WS_BYTES = 32u << 20;   /* 32 MiB, as recommended for Hopper */
 
@@ -114,17 +117,26 @@ static int gemm_lt(int ta, int tb, int m, int n, int k, const float* A, int lda,
     int err = (int)cudaGetDevice(&dev);
     if (err) return err;
     if (dev < 0 || dev >= 16) return -1;
+    void* workspace = NULL;
+    size_t ws = 0;
     pthread_mutex_lock(&lt_init_lock);     /* the GIL is released: two threads may arrive together */
-    if (!lt_h[dev]) {                       /* first GEMM on this device: workspace, then handle */
-        if (!lt_ws[dev]) err = (int)cudaMalloc(&lt_ws[dev], LT_WS_BYTES);
-        if (!err && lt.create(&lt_h[dev]) != 0) { lt_h[dev] = NULL; err = -1; }
+    if (!lt_h[dev] && lt.create(&lt_h[dev]) != 0) { lt_h[dev] = NULL; err = -1; }
+    for (int i = 0; !err && i < LT_WS_STREAMS; i++) {
+        lt_workspace* w = &lt_ws[dev][i];
+        if (w->ptr && w->stream != st) continue;
+        if (!w->ptr) {                      /* this stream's first GEMM: its own workspace */
+            if (cudaMalloc(&w->ptr, LT_WS_BYTES) != cudaSuccess) { cudaGetLastError(); w->ptr = NULL; break; }
+            w->stream = st;
+        }
+        workspace = w->ptr;
+        ws = LT_WS_BYTES;
+        break;
     }
     pthread_mutex_unlock(&lt_init_lock);
     if (err) return err;
     lt_desc desc = NULL; lt_layout la = NULL, lb = NULL, lc = NULL; lt_pref pref = NULL;
     int opa = ta ? LT_OP_T : LT_OP_N, opb = tb ? LT_OP_T : LT_OP_N;
     int epi = bias ? LT_EPILOGUE_BIAS : LT_EPILOGUE_DEFAULT;
-    size_t ws = LT_WS_BYTES;
     lt_heuristic heur; int found = 0;
     int rc = -1;
     if (lt.desc_create(&desc, LT_COMPUTE_32F, LT_R_32F) != 0) goto done;
@@ -140,7 +152,7 @@ static int gemm_lt(int ta, int tb, int m, int n, int k, const float* A, int lda,
     if (lt.heuristic(lt_h[dev], desc, la, lb, lc, lc, pref, 1, &heur, &found) != 0 || found < 1) goto done;
     {
         const float alpha = 1.f;
-        rc = lt.matmul(lt_h[dev], desc, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &heur.algo, lt_ws[dev], ws, st) == 0 ? 0 : -1;
+        rc = lt.matmul(lt_h[dev], desc, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &heur.algo, workspace, ws, st) == 0 ? 0 : -1;
     }
 done:
     if (pref) lt.pref_destroy(pref);
