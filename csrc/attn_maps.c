@@ -170,11 +170,11 @@ static block_ops pick_block_ops(void) {
 /* In place: p[l] = exp(scale * (p[l] - max)) over the first L entries; returns 1 / sum, the
  * factor that makes them the softmax (the forward only needs it at the requested tokens). */
 static float softmax_row_unnormalised(float* p, int L, float scale) {
-    /* NaN when a logit is NaN or infinite (a NaN in Q or K): the clamped exp would hide it as a
-     * uniform row, and the steering loop must see it to skip the update */
-    float poison = 0.f;
-    for (int l = 0; l < L; l++) poison += p[l] * 0.f;
-    return 1.f / l2s_exp_shifted_inplace(p, L, l2s_max_f32(p, L), scale) + poison;
+    /* NaN when a logit is NaN or infinite (a NaN in Q or K): the maps must show it, so that the
+     * steering loop sees it and skips the update (the exp reports NaN arguments; an infinite
+     * logit becomes one there, inf - inf, or makes the sum infinite) */
+    float sum = l2s_exp_shifted_inplace(p, L, l2s_max_f32(p, L), scale);
+    return isfinite(sum) ? 1.f / sum : NAN;
 }
 
 typedef struct {

@@ -66,7 +66,8 @@ static inline float l2s_max_f32(const float* x, int n) {
 }
 
 /* x[i] = exp(scale * (x[i] - shift)) where that is <= 0 (scale > 0, shift = the max); returns the
- * sum of the results. The same steps as l2s_exp_nonpos, four at a time. */
+ * sum of the results, or NaN when an argument was NaN (a NaN or infinite logit: the clamp below
+ * would otherwise hide it as a finite exp). The same steps as l2s_exp_nonpos, four at a time. */
 static inline float l2s_exp_shifted_inplace(float* x, int n, float shift, float scale) {
     int i = 0;
     float sum = 0.f;
@@ -76,9 +77,11 @@ static inline float l2s_exp_shifted_inplace(float* x, int n, float shift, float 
     const __m128 c6 = _mm_set1_ps(0.00138888889f), c5 = _mm_set1_ps(0.00833333333f), c4 = _mm_set1_ps(0.0416666667f);
     const __m128 c3 = _mm_set1_ps(0.166666667f), one = _mm_set1_ps(1.f), sh = _mm_set1_ps(shift);
     const __m128 sc = _mm_set1_ps(scale);
-    __m128 acc = _mm_setzero_ps();
+    __m128 acc = _mm_setzero_ps(), bad = _mm_setzero_ps();
     for (; i + 4 <= n; i += 4) {
-        __m128 v = _mm_max_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), sh), sc), lo);
+        __m128 raw = _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), sh), sc);
+        bad = _mm_or_ps(bad, _mm_cmpunord_ps(raw, raw));      /* lanes that met a NaN */
+        __m128 v = _mm_max_ps(raw, lo);
         __m128i k = _mm_cvttps_epi32(_mm_sub_ps(_mm_mul_ps(v, log2e), half));
         __m128 kf = _mm_cvtepi32_ps(k);
         __m128 r = _mm_sub_ps(_mm_sub_ps(v, _mm_mul_ps(kf, ln2_hi)), _mm_mul_ps(kf, ln2_lo));
@@ -96,8 +99,14 @@ static inline float l2s_exp_shifted_inplace(float* x, int n, float shift, float 
     float lanes[4];
     _mm_storeu_ps(lanes, acc);
     sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    if (_mm_movemask_ps(bad)) return NAN;
 #endif
-    for (; i < n; i++) { x[i] = l2s_exp_nonpos((x[i] - shift) * scale); sum += x[i]; }
+    for (; i < n; i++) {
+        float raw = (x[i] - shift) * scale;
+        if (raw != raw) return NAN;
+        x[i] = l2s_exp_nonpos(raw);
+        sum += x[i];
+    }
     return sum;
 }
 

@@ -3,6 +3,7 @@
  * NumPy arrays are read through the NumPy C API directly (no capsule round trip); everything
  * else (torch, CuPy, jax, _l2s.Buffer) through __dlpack__, versioned ABI first.
  */
+#include <stdint.h>
 #include <unistd.h>
 #include "tensor.h"
 #include "dlpack_abi.h"
@@ -98,7 +99,7 @@ static int byte_writable(char* p) {
     return 0;
 }
 
-/* The first and last byte the tensor spans (any stride signs) are writable. */
+/* The first and last byte the tensor spans (any stride signs) are writable (2-4 system calls). */
 static int host_range_writable(const l2s_tensor* t) {
     static const int64_t item[] = {4, 2, 2, 4, 8};               /* by l2s_dtype: f32, f16, bf16, i32, i64 */
     int64_t lo = 0, hi = 0;
@@ -107,9 +108,13 @@ static int host_range_writable(const l2s_tensor* t) {
         int64_t span = (t->shape[i] - 1) * t->strides[i];
         if (span < 0) lo += span; else hi += span;
     }
-    char* base = (char*)t->data;
-    int64_t size = (int)t->dtype < 5 ? item[t->dtype] : 1;
-    return byte_writable(base + lo * size) && byte_writable(base + hi * size + size - 1);
+    char* first = (char*)t->data + lo * ((int)t->dtype < 5 ? item[t->dtype] : 1);
+    char* last = (char*)t->data + (hi + 1) * ((int)t->dtype < 5 ? item[t->dtype] : 1) - 1;
+    /* a mapping's pages share one protection: the last byte needs asking only on another page */
+    static long page = 0;
+    if (page == 0) page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+    int same_page = (uintptr_t)first / (uintptr_t)page == (uintptr_t)last / (uintptr_t)page;
+    return byte_writable(first) && (same_page || byte_writable(last));
 }
 
 static int dl_dtype(DLDataType d, l2s_dtype* out) {

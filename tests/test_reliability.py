@@ -100,7 +100,7 @@ def test_nan_in_queries_or_keys_gives_nan_maps_and_gradients(rng):
     dq, dk = l2s.attention_maps_backward(q, k, [[1], [2, 3]], np.ones_like(maps))
     assert np.isnan(dq[0, :, 3]).any()
     k2 = k.copy()
-    k2[0, 0, 4, 0] = np.inf
+    k2[0, 0, 4, 0] = np.nan                         # a NaN key: every query row of that head meets it
     assert np.isnan(l2s.attention_maps(rng.standard_normal((1, 2, 6, 4)).astype(np.float32), k2, [[1]])).all()
 
 
