@@ -94,3 +94,8 @@ class ModelAdapter:
     def object_tokenizer(self, pipe: Any) -> Any:
         """The tokenizer whose token positions index the captured text keys."""
         return pipe.tokenizer
+
+    def modular_call(self, block_state: Any, t: Any) -> dict:
+        """The denoiser's conditional call (keyword arguments) as a Modular Diffusers denoise loop
+        would make it at timestep t, read from the loop's ``block_state`` (``l2s.modular``)."""
+        raise NotImplementedError(f"no Modular Diffusers support for the {self.family} family")

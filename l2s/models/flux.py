@@ -71,6 +71,13 @@ class FluxAdapter(ModelAdapter):
         ids = call["img_ids"]                            # packed 2x2 latents: the grid is in the ids
         return call, (int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1), call["encoder_hidden_states"].shape[1]
 
+    def modular_call(self, block_state: Any, t: Any) -> dict:
+        """Flux's loop (``FluxLoopDenoiser``): one pass, the timestep divided by 1000."""
+        return {"hidden_states": block_state.latents, "timestep": torch.as_tensor(t).flatten() / 1000,
+                "guidance": getattr(block_state, "guidance", None), "encoder_hidden_states": block_state.prompt_embeds,
+                "pooled_projections": block_state.pooled_prompt_embeds, "txt_ids": block_state.txt_ids,
+                "img_ids": block_state.img_ids}
+
     def initial_latents(self, pipe: Any, denoiser, n: int, kwargs: dict, device: Any) -> torch.Tensor:
         height = kwargs.get("height") or pipe.default_sample_size * pipe.vae_scale_factor
         width = kwargs.get("width") or pipe.default_sample_size * pipe.vae_scale_factor

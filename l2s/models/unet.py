@@ -84,6 +84,15 @@ class UNetAdapter(ModelAdapter):
         call["sample"] = scale_input(z, t) if scale_input is not None else z
         return call, tuple(z.shape[-2:]), 0
 
+    def modular_call(self, block_state: Any, t: Any) -> dict:
+        """SDXL's loop (``StableDiffusionXLLoopDenoiser``): the conditional embeddings and added
+        conditions; the latent is scaled by the scheduler when the call is bound (``bind_sample``)."""
+        added = {"text_embeds": getattr(block_state, "pooled_prompt_embeds", None),
+                 "time_ids": getattr(block_state, "add_time_ids", None)}
+        return {"sample": block_state.latents, "timestep": t, "encoder_hidden_states": block_state.prompt_embeds,
+                "timestep_cond": getattr(block_state, "timestep_cond", None),
+                "added_cond_kwargs": {k: v for k, v in added.items() if v is not None} or None}
+
     def initial_latents(self, pipe: Any, denoiser, n: int, kwargs: dict, device: Any) -> torch.Tensor:
         from diffusers.utils.torch_utils import randn_tensor
         cfg = denoiser.config
