@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--compare", nargs=2, type=file_in, default=None, metavar=("A.json", "B.json"),
                     help="print the paired table of two --json runs (every arm of A against every arm of B on the "
                          "images both judged) and exit")
+    app = sub.add_parser("app", help="the web app (Gradio): vanilla vs steered, verdict, probabilities, maps, curves",
+                         description="Serve the Learn-to-Steer web app on http://HOST:PORT: a prompt, a seed and the "
+                                     "steering settings; vanilla and steered images side by side, the evaluator's "
+                                     "verdict (shapes world), the classifier's relation probabilities, attention maps "
+                                     "per steered step and the loss curve. Needs gradio (pip install l2s[app]).")
+    app.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the shipped shapes "
+                     "model); any folder DiffusionPipeline.from_pretrained opens")
+    app.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier folder, stem or Hub "
+                     "repo id (default: the shipped one)")
+    app.add_argument("--steps", type=int_in(1, 1000), default=25, help="denoising steps (default 25)")
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    app.add_argument("--port", type=int_in(1024, 65535), default=7860, help="port (default 7860)")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
                         description="Train the shapes-world model; rerunning with the same --out resumes from its checkpoint.")
     tm.add_argument("--out", type=folder_out, default="runs/shapes", help="run folder: data cache, checkpoint, log, "
@@ -177,6 +189,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.command == "train-classifier":
         return _train_classifier(args)
+    if args.command == "app":
+        return _app(args)
     if args.command == "info":
         import _l2s
         print(json.dumps({"cuda_compiled": _l2s.cuda_compiled(), "cuda_available": _l2s.cuda_available(),
@@ -361,6 +375,33 @@ def _judge(args) -> int:
               "are not there, so its relation probabilities mean little", file=sys.stderr)
     print(json.dumps({"prompt": args.prompt, **verdict, "evaluator": evaluator}, indent=2))
     return 0
+
+
+def _app(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise SystemExit("l2s app: error: the app needs gradio (pip install l2s[app])")
+    from .app import build_app
+    from .shapes.relation_classifier import load_shipped_classifier
+    pipe, describe = load_app_pipeline(args.model)
+    app = build_app(pipe, load_shipped_classifier(args.classifier), describe, steps=args.steps)
+    app.launch(server_name=args.host, server_port=args.port)
+    return 0
+
+
+def load_app_pipeline(folder: str | None):
+    """(pipeline, evaluator or None): the shapes world's model (with its exact evaluator) by default
+    or for a shapes pipeline folder; any other folder through DiffusionPipeline, without one."""
+    import json as _json
+    from pathlib import Path
+    index = Path(folder) / "model_index.json" if folder else None
+    if folder is None or _json.loads(index.read_text()).get("_class_name") == "ShapesPipeline":
+        from .shapes.judge import describe_image
+        from .shapes.pipeline import load_shipped
+        return load_shipped(folder), describe_image
+    from diffusers import DiffusionPipeline
+    return DiffusionPipeline.from_pretrained(folder, local_files_only=True), None
 
 
 def _warn_unknown_words(pipe, prompt: str) -> None:
