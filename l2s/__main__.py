@@ -139,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--steps", type=int_in(1, 1000), default=25, help="denoising steps (default 25)")
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     app.add_argument("--port", type=int_in(1024, 65535), default=7860, help="port (default 7860)")
+    cv = sub.add_parser("convert-checkpoint", help="convert one of the authors' classifier checkpoints (.pth) to a "
+                        "classifier folder", description="Open IN.pth with torch.load(weights_only=True) only (a "
+                        "pickle needing anything else is refused, never executed), check its state dict against the "
+                        "authors' network for its config, and write DIR: config.json, model.safetensors, README.md.")
+    cv.add_argument("checkpoint", type=file_in, help="the authors' .pth file (e.g. sd14.pth)")
+    cv.add_argument("--out", type=folder_out, required=True, help="classifier folder to write")
+    cv.add_argument("--family", choices=["sd14", "sd21", "flux-dev", "flux-schnell"], default=None,
+                    help="the model it was trained for (default: guessed from its config; SD 1.4 and 2.1 look alike)")
     tm = sub.add_parser("train-model", help="train the shapes-world text-to-image model (resumable)",
                         description="Train the shapes-world model; rerunning with the same --out resumes from its checkpoint.")
     tm.add_argument("--out", type=folder_out, default="runs/shapes", help="run folder: data cache, checkpoint, log, "
@@ -191,6 +199,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _train_classifier(args)
     if args.command == "app":
         return _app(args)
+    if args.command == "convert-checkpoint":
+        from .authors import convert_checkpoint
+        out = convert_checkpoint(args.checkpoint, args.out, args.family)
+        print(json.dumps({"saved": str(out), **json.loads((out / "config.json").read_text())["meta"]}, indent=2))
+        return 0
     if args.command == "info":
         import _l2s
         print(json.dumps({"cuda_compiled": _l2s.cuda_compiled(), "cuda_available": _l2s.cuda_available(),

@@ -63,11 +63,15 @@ def folder_files(model_id: str, revision: str | None = None, cache_dir: Any = No
 
 
 def load_classifier(path_or_repo_id: str | Path) -> Any:
-    """Any saved classifier: a folder (config.json + model.safetensors), the older STEM pair
-    (STEM.json + STEM.safetensors; the STEM or either file may be given) or a Hub repo id."""
+    """Any saved classifier: a folder (config.json + model.safetensors: l2s's own MLP, or one converted
+    from the authors' checkpoint), the older STEM pair (STEM.json + STEM.safetensors; the STEM or
+    either file may be given) or a Hub repo id."""
+    from .authors import KIND, AuthorsClassifier
     from .classifier import RelationClassifier
     p = Path(path_or_repo_id)
     if p.is_dir():
+        if (p / CONFIG).is_file() and json.loads((p / CONFIG).read_text()).get("kind") == KIND:
+            return AuthorsClassifier(p)                      # converted from the authors' checkpoint
         return RelationClassifier.from_pretrained(p)
     stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
     if stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():
