@@ -197,11 +197,12 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
     if (!kt) { job->failed = 1; return; }
     float* qb = kt + (size_t)Lp * D;
     float* p = qb + (size_t)ROWS * D;
-    const float inv_heads = 1.f / (float)s->H;
+    float tw[L2S_MAX_TOKEN_SLOTS];                      /* per object: head and token weights */
+    for (int t = 0; t < T; t++) tw[t] = l2s_attn_token_weight(s, job->tokens, t);
     for (int64_t row = begin; row < end;) {
         int b = (int)(row / N), n0 = (int)(row % N);
         int n1 = (int)((end - row) < (N - n0) ? n0 + (end - row) : N);
-        for (int t = 0; t < T; t++)
+        for (int t = 0; t < T && !s->per_head; t++)     /* the head mean accumulates; per head writes */
             memset(job->maps + ((int64_t)b * T + t) * N + n0, 0, sizeof(float) * (size_t)(n1 - n0));
         for (int h = 0; h < s->H; h++) {
             load_keys_t(job->k, s->k_strides, s->dtype, b, h, L, Lp, D, kt);
@@ -218,7 +219,9 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
                             int tok = job->tokens[t * M + m];
                             if (tok >= 0) acc += pr[tok];
                         }
-                        job->maps[((int64_t)b * T + t) * N + n + r] += acc * inv_sum * inv_heads;
+                        float v = acc * inv_sum * tw[t];
+                        float* dst = job->maps + l2s_attn_map_index(s, b, t, h, n + r);
+                        *dst = s->per_head ? v : *dst + v;
                     }
                 }
             }
@@ -257,7 +260,8 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
     float* dqb = qb + (size_t)ROWS * Dp;
     float* p = dqb + (size_t)ROWS * Dp;
     float* w = p + (size_t)ROWS * Lp;
-    const float inv_heads = 1.f / (float)H;
+    float tw[L2S_MAX_TOKEN_SLOTS];
+    for (int t = 0; t < T; t++) tw[t] = l2s_attn_token_weight(s, tokens, t);
     for (int64_t bh = begin; bh < end; bh++) {
         int b = (int)(bh / H), h = (int)(bh % H);
         load_rows(job->k, s->k_strides, dt, b, h, 0, L, L, D, Dp, kh);
@@ -274,7 +278,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
                 /* w[l] = d maps / d p[l] for this row: which maps read column l, and how hard. */
                 memset(w, 0, sizeof(float) * L);
                 for (int t = 0; t < T; t++) {
-                    float g = dmaps[((int64_t)b * T + t) * N + n0 + r] * inv_heads;
+                    float g = dmaps[l2s_attn_map_index(s, b, t, h, n0 + r)] * tw[t];
                     for (int m = 0; m < M; m++) {
                         int tok = tokens[t * M + m];
                         if (tok >= 0) w[tok] += g;

@@ -37,7 +37,22 @@ typedef struct {
     l2s_dtype dtype;        /* of q, k, dq, dk */
     int64_t q_strides[4];   /* element strides of q over (B, H, N, D) */
     int64_t k_strides[4];   /* element strides of k over (B, H, L, D) */
+    int per_head;           /* 1: maps [B, T, H, N], one per head; 0: the head mean [B, T, N] */
+    int token_mean;         /* 1: an object's map is the mean over its tokens; 0: their sum */
 } l2s_attn_shape;
+
+/* Where map (b, t, h, n) lives, and the weight each head's and each object's token probabilities
+ * get in it: 1/H for the head mean, 1/(valid tokens of t) for the token mean. */
+static inline int64_t l2s_attn_map_index(const l2s_attn_shape* s, int b, int t, int h, int n) {
+    return s->per_head ? (((int64_t)b * s->T + t) * s->H + h) * s->N + n : ((int64_t)b * s->T + t) * s->N + n;
+}
+static inline float l2s_attn_token_weight(const l2s_attn_shape* s, const int32_t* tokens, int t) {
+    float w = s->per_head ? 1.f : 1.f / (float)s->H;
+    if (!s->token_mean) return w;
+    int valid = 0;
+    for (int m = 0; m < s->M; m++) valid += tokens[t * s->M + m] >= 0;
+    return valid ? w / (float)valid : w;
+}
 
 int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                            const int32_t* tokens, float* maps);

@@ -9,7 +9,7 @@
  * copy of the token table: the op reads the copy with the GIL released, so another thread writing
  * the caller's array meanwhile cannot push an index out of range after it was checked. */
 static int attn_setup(l2s_attn_shape* s, arg_t* q, arg_t* k, arg_t* tok, arg_t* maps, float scale,
-                      int32_t tk[L2S_MAX_TOKEN_SLOTS]) {
+                      int per_head, int token_mean, int32_t tk[L2S_MAX_TOKEN_SLOTS]) {
     if (tensor_check_dtype(&q->t, "q", L2S_M_FLOATS) < 0) return -1;
     if (tensor_check_dtype(&k->t, "k", 1u << q->t.dtype) < 0) return -1;
     const int64_t any4[4] = {-1, -1, -1, -1};
@@ -48,8 +48,9 @@ static int attn_setup(l2s_attn_shape* s, arg_t* q, arg_t* k, arg_t* tok, arg_t* 
             return -1;
         }
     }
-    const int64_t mshape[3] = {q->t.shape[0], T, q->t.shape[2]};
-    if (tensor_check_dtype(&maps->t, maps->name, L2S_M_F32) < 0 || tensor_check_shape(&maps->t, maps->name, 3, mshape) < 0 ||
+    const int64_t mshape[4] = {q->t.shape[0], T, per_head ? q->t.shape[1] : q->t.shape[2], q->t.shape[2]};
+    if (tensor_check_dtype(&maps->t, maps->name, L2S_M_F32) < 0 ||
+        tensor_check_shape(&maps->t, maps->name, per_head ? 4 : 3, mshape) < 0 ||
         tensor_check_contiguous(&maps->t, maps->name) < 0)
         return -1;
     if (check_finite(scale, "scale") < 0) return -1;
@@ -59,27 +60,31 @@ static int attn_setup(l2s_attn_shape* s, arg_t* q, arg_t* k, arg_t* tok, arg_t* 
     }
     s->B = (int)q->t.shape[0]; s->H = (int)q->t.shape[1]; s->N = (int)q->t.shape[2]; s->D = (int)q->t.shape[3];
     s->L = (int)L; s->T = (int)T; s->M = (int)M; s->scale = scale; s->dtype = q->t.dtype;
+    s->per_head = per_head; s->token_mean = token_mean;
     for (int i = 0; i < 4; i++) { s->q_strides[i] = q->t.strides[i]; s->k_strides[i] = k->t.strides[i]; }
     return 0;
 }
 
 PyDoc_STRVAR(attn_maps_forward_doc,
-"attn_maps_forward(q, k, tokens, maps, scale, stream=None)\n--\n\n"
+"attn_maps_forward(q, k, tokens, maps, scale, stream=None, per_head=False, token_mean=False)\n--\n\n"
 "Cross-attention maps of chosen tokens, averaged over heads, without storing the full attention.\n"
 "q [B,H,N,D] and k [B,H,L,D] (float32/float16/bfloat16, any strides); tokens [T,M] int32 host array\n"
-"of token indices per object, padded with -1; maps [B,T,N] float32 output, overwritten.");
+"of token indices per object, padded with -1; maps [B,T,N] float32 output, overwritten ([B,T,H,N],\n"
+"one map per head, with per_head). token_mean: an object's map is the mean over its tokens, not the sum.");
 static PyObject* py_attn_maps_forward(PyObject* self, PyObject* args, PyObject* kw) {
     (void)self;
-    static char* kwlist[] = {"q", "k", "tokens", "maps", "scale", "stream", NULL};
+    static char* kwlist[] = {"q", "k", "tokens", "maps", "scale", "stream", "per_head", "token_mean", NULL};
     arg_t a[4] = {{"q"}, {"k"}, {"tokens", NULL, 0, 1}, {"maps", NULL, 1}};
     float scale; PyObject* stream = Py_None; void* st;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOf|O", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj, &scale, &stream))
+    int per_head = 0, token_mean = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOf|Opp", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj, &scale,
+                                     &stream, &per_head, &token_mean))
         return NULL;
     if (stream_from_py(stream, &st) < 0 || borrow_args(a, 4, stream) < 0) return NULL;
     l2s_attn_shape s;
     int32_t tk[L2S_MAX_TOKEN_SLOTS];
     for (int i = 0; i < 4; i++) if (require_present(&a[i], "") < 0) goto fail;
-    if (attn_setup(&s, &a[0], &a[1], &a[2], &a[3], scale, tk) < 0) goto fail;
+    if (attn_setup(&s, &a[0], &a[1], &a[2], &a[3], scale, per_head, token_mean, tk) < 0) goto fail;
     L2S_RUN(&a[0].t, attn_maps_forward_cuda(&s, a[0].t.data, a[1].t.data, tk, (float*)a[3].t.data, st),
             attn_maps_forward_cpu(&s, a[0].t.data, a[1].t.data, tk, (float*)a[3].t.data));
     release_args(a, 4);
@@ -90,22 +95,23 @@ fail:
 }
 
 PyDoc_STRVAR(attn_maps_backward_doc,
-"attn_maps_backward(q, k, tokens, dmaps, dq, dk, scale, stream=None)\n--\n\n"
-"Backward of attn_maps_forward: from dmaps [B,T,N] float32 write dq [B,H,N,D] and dk [B,H,L,D]\n"
-"(contiguous, q's dtype, overwritten). Softmax rows are recomputed, not stored.");
+"attn_maps_backward(q, k, tokens, dmaps, dq, dk, scale, stream=None, per_head=False, token_mean=False)\n--\n\n"
+"Backward of attn_maps_forward: from dmaps [B,T,N] ([B,T,H,N] with per_head) float32 write dq [B,H,N,D]\n"
+"and dk [B,H,L,D] (contiguous, q's dtype, overwritten). Softmax rows are recomputed, not stored.");
 static PyObject* py_attn_maps_backward(PyObject* self, PyObject* args, PyObject* kw) {
     (void)self;
-    static char* kwlist[] = {"q", "k", "tokens", "dmaps", "dq", "dk", "scale", "stream", NULL};
+    static char* kwlist[] = {"q", "k", "tokens", "dmaps", "dq", "dk", "scale", "stream", "per_head", "token_mean", NULL};
     arg_t a[6] = {{"q"}, {"k"}, {"tokens", NULL, 0, 1}, {"dmaps"}, {"dq", NULL, 1}, {"dk", NULL, 1}};
     float scale; PyObject* stream = Py_None; void* st;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOf|O", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
-                                     &a[4].obj, &a[5].obj, &scale, &stream))
+    int per_head = 0, token_mean = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOf|Opp", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
+                                     &a[4].obj, &a[5].obj, &scale, &stream, &per_head, &token_mean))
         return NULL;
     if (stream_from_py(stream, &st) < 0 || borrow_args(a, 6, stream) < 0) return NULL;
     l2s_attn_shape s;
     int32_t tk[L2S_MAX_TOKEN_SLOTS];
     for (int i = 0; i < 6; i++) if (require_present(&a[i], "") < 0) goto fail;
-    if (attn_setup(&s, &a[0], &a[1], &a[2], &a[3], scale, tk) < 0) goto fail;
+    if (attn_setup(&s, &a[0], &a[1], &a[2], &a[3], scale, per_head, token_mean, tk) < 0) goto fail;
     {
         const int64_t qsh[4] = {s.B, s.H, s.N, s.D}, ksh[4] = {s.B, s.H, s.L, s.D};
         if (tensor_check_dtype(&a[4].t, "dq", 1u << s.dtype) < 0 || tensor_check_shape(&a[4].t, "dq", 4, qsh) < 0 ||

@@ -5,7 +5,13 @@
  */
 #include "common.cuh"
 
-struct TokenTable { int32_t tok[L2S_MAX_TOKEN_SLOTS]; };   /* travels by value in the kernel params */
+/* travels by value in the kernel params: the token table and each object's weight (head mean
+ * 1/H unless per head, token mean 1/valid tokens when asked) */
+struct TokenTable { int32_t tok[L2S_MAX_TOKEN_SLOTS]; float w[L2S_MAX_TOKEN_SLOTS]; };
+
+__device__ __forceinline__ int64_t map_index(const l2s_attn_shape& s, int b, int t, int h, int n) {
+    return s.per_head ? (((int64_t)b * s.T + t) * s.H + h) * s.N + n : ((int64_t)b * s.T + t) * s.N + n;
+}
 
 static const int WARPS_PER_BLOCK = 4;
 
@@ -45,13 +51,16 @@ __global__ void attn_maps_forward_kernel(l2s_attn_shape s, TokenTable tt, const 
         for (int j = 0; j < 2; j++) {
             int t = lane + j * L2S_WARP;
             if (t >= s.T) continue;
-            for (int m = 0; m < s.M; m++) { int tok = tt.tok[t * s.M + m]; if (tok >= 0) acc[j] += p[tok]; }
+            float head = 0.f;
+            for (int m = 0; m < s.M; m++) { int tok = tt.tok[t * s.M + m]; if (tok >= 0) head += p[tok]; }
+            if (s.per_head) maps[map_index(s, b, t, h, n)] = head * tt.w[t];
+            else acc[j] += head;
         }
         __syncwarp();
     }
-    for (int j = 0; j < 2; j++) {
+    for (int j = 0; j < 2 && !s.per_head; j++) {
         int t = lane + j * L2S_WARP;
-        if (t < s.T) maps[((int64_t)b * s.T + t) * s.N + n] = acc[j] / (float)s.H;
+        if (t < s.T) maps[map_index(s, b, t, 0, n)] = acc[j] * tt.w[t];
     }
 }
 
@@ -71,7 +80,7 @@ __global__ void attn_maps_backward_kernel(l2s_attn_shape s, TokenTable tt, const
         __syncwarp();
         if (lane == 0) {                                                /* tiny: T*M <= 64 slots */
             for (int t = 0; t < s.T; t++) {
-                float g = dmaps[((int64_t)b * s.T + t) * s.N + n] / (float)s.H;
+                float g = dmaps[map_index(s, b, t, h, n)] * tt.w[t];
                 for (int m = 0; m < s.M; m++) { int tok = tt.tok[t * s.M + m]; if (tok >= 0) wt[tok] += g; }
             }
         }
@@ -107,6 +116,7 @@ __global__ void store_converted_kernel(const float* src, int64_t n, l2s_dtype dt
 static TokenTable copy_tokens(const l2s_attn_shape* s, const int32_t* tokens) {
     TokenTable tt;
     for (int i = 0; i < L2S_MAX_TOKEN_SLOTS; i++) tt.tok[i] = i < s->T * s->M ? tokens[i] : -1;
+    for (int t = 0; t < L2S_MAX_TOKEN_SLOTS; t++) tt.w[t] = t < s->T ? l2s_attn_token_weight(s, tokens, t) : 0.f;
     return tt;
 }
 

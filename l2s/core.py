@@ -90,39 +90,46 @@ def token_table(tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
 
 
 def attention_maps(q: Array, k: Array, tokens: Sequence, scale: float | None = None,
-                   out: Array | None = None) -> Array:
-    """Head-averaged cross-attention maps of chosen tokens.
+                   out: Array | None = None, per_head: bool = False, token_mean: bool = False) -> Array:
+    """Head-averaged (or per-head) cross-attention maps of chosen tokens.
 
     Args:
         q: queries [B, heads, N, d] (float32/16/bf16, any strides: a transposed view is fine).
         k: keys [B, heads, L, d] of the text tokens.
         tokens: one token index or list of indices per object ("teddy", "bear" -> summed).
         scale: softmax scale, default 1/sqrt(d).
-        out: optional float32 [B, T, N] written in place.
+        out: optional float32 [B, T, N] ([B, T, heads, N] with per_head) written in place.
+        per_head: one map per head instead of their mean (the authors' classifiers read stacks).
+        token_mean: an object's map is the mean over its tokens instead of their sum.
     Returns:
-        float32 maps [B, T, N]: softmax over the L tokens, summed over each object's tokens.
+        float32 maps [B, T, N] or [B, T, heads, N]: softmax over the L tokens, reduced over each
+        object's tokens.
     """
     q, k = _prep(q), _prep(k)
     table = token_table(tokens)
-    B, _, N, D = q.shape
+    B, H, N, D = q.shape
     scale = float(D) ** -0.5 if scale is None else float(scale)
     if out is None:
-        out = empty((B, table.shape[0], N), "float32", like=q)
-    _l2s.attn_maps_forward(q, k, table, out, scale, stream=_stream(q))
+        out = empty((B, table.shape[0], H, N) if per_head else (B, table.shape[0], N), "float32", like=q)
+    _l2s.attn_maps_forward(q, k, table, out, scale, stream=_stream(q), per_head=bool(per_head),
+                           token_mean=bool(token_mean))
     return out
 
 
 def attention_maps_backward(q: Array, k: Array, tokens: Sequence, dmaps: Array,
                             scale: float | None = None, dq: Array | None = None,
-                            dk: Array | None = None) -> tuple[Array, Array]:
-    """Gradients (dq, dk) of ``attention_maps`` given dmaps [B, T, N] (recomputes softmax rows)."""
+                            dk: Array | None = None, per_head: bool = False,
+                            token_mean: bool = False) -> tuple[Array, Array]:
+    """Gradients (dq, dk) of ``attention_maps`` given dmaps [B, T, N] ([B, T, heads, N] with
+    per_head; recomputes softmax rows)."""
     q, k, dmaps = _prep(q), _prep(k), _prep(dmaps)
     table = token_table(tokens)
     scale = float(q.shape[3]) ** -0.5 if scale is None else float(scale)
     dt = _dtype_name(q)
     dq = empty(tuple(q.shape), dt, like=q) if dq is None else dq
     dk = empty(tuple(k.shape), dt, like=k) if dk is None else dk
-    _l2s.attn_maps_backward(q, k, table, dmaps, dq, dk, scale, stream=_stream(q))
+    _l2s.attn_maps_backward(q, k, table, dmaps, dq, dk, scale, stream=_stream(q), per_head=bool(per_head),
+                            token_mean=bool(token_mean))
     return dq, dk
 
 

@@ -3,8 +3,9 @@ import numpy as np
 import torch
 
 
-def attn_maps(q, k, tokens, scale):
-    """q [B,H,N,D], k [B,H,L,D] float64 -> maps [B,T,N]: head-mean of summed token probabilities."""
+def attn_maps(q, k, tokens, scale, per_head=False, token_mean=False):
+    """q [B,H,N,D], k [B,H,L,D] float64 -> maps [B,T,N] (head mean) or [B,T,H,N] (per head) of the
+    summed (or, token_mean, averaged) token probabilities."""
     logits = np.einsum("bhnd,bhld->bhnl", q, k) * scale
     logits -= logits.max(-1, keepdims=True)
     p = np.exp(logits)
@@ -12,13 +13,19 @@ def attn_maps(q, k, tokens, scale):
     maps = []
     for row in tokens:
         cols = [t for t in row if t >= 0]
-        maps.append(p[..., cols].sum(-1).mean(1))        # [B, N]
+        m = p[..., cols].mean(-1) if token_mean else p[..., cols].sum(-1)        # [B, H, N]
+        maps.append(m if per_head else m.mean(1))
     return np.stack(maps, 1)
 
 
-def attn_maps_torch(q, k, tokens, scale):
+def attn_maps_torch(q, k, tokens, scale, per_head=False, token_mean=False):
     p = torch.softmax(torch.einsum("bhnd,bhld->bhnl", q, k) * scale, -1)
-    return torch.stack([p[..., [t for t in row if t >= 0]].sum(-1).mean(1) for row in tokens], 1)
+    maps = []
+    for row in tokens:
+        cols = [t for t in row if t >= 0]
+        m = p[..., cols].mean(-1) if token_mean else p[..., cols].sum(-1)
+        maps.append(m if per_head else m.mean(1))
+    return torch.stack(maps, 1)
 
 
 def resize_torch(x, size, mode):

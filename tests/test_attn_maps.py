@@ -149,3 +149,30 @@ def test_both_simd_paths_match_float64(rng, monkeypatch, simd):
     (attn_maps_torch(qt, kt, tokens, 0.3) * torch.tensor(dmaps, dtype=torch.float64)).sum().backward()
     np.testing.assert_allclose(dq, qt.grad.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(dk, kt.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_head, token_mean", [(True, False), (True, True), (False, True)])
+def test_per_head_and_token_mean_match_float64(rng, per_head, token_mean):
+    """The stacks the authors' classifiers read: one map per head, an object's tokens averaged."""
+    B, H, N, L, D = 2, 5, 37, 11, 24
+    q, k = _inputs(rng, B, H, N, L, D)
+    qv = np.ascontiguousarray(q.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)          # strided, as diffusers'
+    tokens = [[1, 2, 3], [7]]
+    got = l2s.attention_maps(qv, k, tokens, 0.3, per_head=per_head, token_mean=token_mean)
+    want = attn_maps(q.astype(np.float64), k.astype(np.float64), l2s.token_table(tokens), 0.3, per_head, token_mean)
+    assert got.shape == ((B, 2, H, N) if per_head else (B, 2, N))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # backward against torch autograd of the same float64 maths
+    qt = torch.tensor(q, dtype=torch.float64, requires_grad=True)
+    kt = torch.tensor(k, dtype=torch.float64, requires_grad=True)
+    dmaps = rng.standard_normal(got.shape).astype(np.float32)
+    (attn_maps_torch(qt, kt, tokens, 0.3, per_head, token_mean) * torch.tensor(dmaps, dtype=torch.float64)).sum().backward()
+    dq, dk = l2s.attention_maps_backward(q, k, tokens, dmaps, 0.3, per_head=per_head, token_mean=token_mean)
+    np.testing.assert_allclose(dq, qt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dk, kt.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_per_head_maps_have_the_per_head_shape_or_are_refused(rng):
+    q, k = _inputs(rng, 1, 3, 8, 5, 4)
+    with pytest.raises(ValueError, match="maps"):
+        l2s.attention_maps(q, k, [[1]], out=np.zeros((1, 1, 8), np.float32), per_head=True)

@@ -28,18 +28,20 @@ def _host(t):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 1, 3, 2, 1), (2, 8, 256, 77, 40), (1, 24, 64, 512, 128), (2, 3, 33, 5, 130)])
-def test_attention_maps(rng, dtype, shape):
+@pytest.mark.parametrize("per_head, token_mean", [(False, False), (True, True)])
+def test_attention_maps(rng, dtype, shape, per_head, token_mean):
     B, H, N, L, D = shape
     q = torch.from_numpy(rng.standard_normal((B, N, H, D)).astype(np.float32)).to(dtype)
     k = torch.from_numpy(rng.standard_normal((B, L, H, D)).astype(np.float32)).to(dtype)
     qv, kv = q.transpose(1, 2), k.transpose(1, 2)                 # the diffusers layout, strided
     tokens = [[0], [L - 1, 0]] if L > 1 else [[0]]
-    want = l2s.attention_maps(qv, kv, tokens)
-    got = l2s.attention_maps(qv.to(DEV), kv.to(DEV), tokens)
+    opt = dict(per_head=per_head, token_mean=token_mean)
+    want = l2s.attention_maps(qv, kv, tokens, **opt)
+    got = l2s.attention_maps(qv.to(DEV), kv.to(DEV), tokens, **opt)
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)
     dmaps = torch.from_numpy(rng.standard_normal(tuple(want.shape)).astype(np.float32))
-    dq_c, dk_c = l2s.attention_maps_backward(qv, kv, tokens, dmaps)
-    dq_g, dk_g = l2s.attention_maps_backward(qv.to(DEV), kv.to(DEV), tokens, dmaps.to(DEV))
+    dq_c, dk_c = l2s.attention_maps_backward(qv, kv, tokens, dmaps, **opt)
+    dq_g, dk_g = l2s.attention_maps_backward(qv.to(DEV), kv.to(DEV), tokens, dmaps.to(DEV), **opt)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(dq_g.cpu().float(), dq_c.float(), rtol=tol, atol=tol * 1e-2)
     torch.testing.assert_close(dk_g.cpu().float(), dk_c.float(), rtol=tol, atol=tol * 1e-2)
