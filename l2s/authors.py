@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .relations import PHRASES
+
 KIND = "authors-transformer"
 KEYS = {"model_state_dict", "rel_name_to_idx", "idx_to_rel_name", "input_channels", "config", "training_config"}
 
@@ -139,14 +141,16 @@ def convert_checkpoint(path: str | Path, out: str | Path, family: str | None = N
                                                       f"unexpected {extra}" if extra else "",
                                                       f"wrong shapes {wrong}" if wrong else "") if s))
     training = dict(ckpt.get("training_config") or {})
-    meta = {"family": family or guess_family(config), "source": path.name,
+    meta = {"family": family or guess_family(config), "source": path.name, "class_names": relations,
             "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "step_mapping": [int(a) for a in training.get("timesteps", [])],
             "orig_map_size": int(training.get("orig_map_size", 0) or 0), "input_channels": channels,
             "license": "see the authors' release (their code is non-commercial)"}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"kind": KIND, "relations": relations, "authors_config": config,
+    # the authors name classes as their prompts do ("to the left of"): l2s's names where it has them
+    canonical = [PHRASES.get(r, r) for r in relations]
+    (out / "config.json").write_text(json.dumps({"kind": KIND, "relations": canonical, "authors_config": config,
                                                  "training_config": training, "meta": meta}, indent=2, default=str))
     save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
               metadata={"format": "l2s-authors-classifier"})
@@ -162,7 +166,7 @@ def _card(relations: list[str], config: dict, meta: dict) -> str:
                       f"- model family: {meta['family']}; input: per-(layer, head) map stacks "
                       f"(up to {meta['input_channels']} channels) of {config.get('map_size', 16)}x"
                       f"{config.get('map_size', 16)}",
-                      f"- classes (index order): {', '.join(relations)}",
+                      f"- classes (index order, the authors' names): {', '.join(relations)}",
                       f"- step -> embedding row: the smallest of {meta['step_mapping']} not below the step",
                       f"- licence: {meta['license']}", ""])
 
@@ -240,6 +244,7 @@ class AuthorsClassifier:
     object, [B, 2, C, 16, 16]). Runs in torch for now; the fused C/CUDA network is to come."""
 
     n_maps = 2
+    map_kind = "stack"                   # Steerer captures per-(layer, head) stacks for it
 
     def __init__(self, folder: str | Path):
         from safetensors.torch import load_file

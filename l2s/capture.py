@@ -71,13 +71,16 @@ class MapCapture:
     restores the original processor objects on exit (even after an exception).
 
     Per pass: ``begin(tokens, latent_hw)`` arms it; run the model (``EarlyExit`` ends the forward
-    once all layers have recorded when ``early_exit``); ``maps`` then holds name -> [B, T, h, w].
+    once all layers have recorded when ``early_exit``); ``maps`` then holds name -> [B, T, h, w]
+    (``stack``: [B, T, heads, h, w]).
     """
 
-    def __init__(self, model: torch.nn.Module, layers: Sequence[CrossAttentionLayer], early_exit: bool = True):
+    def __init__(self, model: torch.nn.Module, layers: Sequence[CrossAttentionLayer], early_exit: bool = True,
+                 stack: bool = False):
         if not layers:
             raise ValueError("MapCapture needs at least one layer")
         self.model, self.layers, self.early_exit = model, list(layers), early_exit
+        self.stack = stack          # per-head maps [B, T, H, h, w], tokens averaged (the authors' stacks)
         self.processor = adapter_for(model).processor
         self.active = False
         self.replaying = False

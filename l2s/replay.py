@@ -16,7 +16,7 @@ import torch
 
 from .capture import EarlyExit, MapCapture
 from .models import CrossAttentionLayer, adapter_for
-from .ops import combine_maps
+from .ops import combine_maps, combine_stacks
 
 
 class ProbeDone(Exception):
@@ -119,19 +119,21 @@ class DenoiserCall:
 
     @contextlib.contextmanager
     def capture_maps(self, call: dict, layers: Sequence[CrossAttentionLayer], tokens: Sequence[Sequence[int]],
-                     grid: tuple[int, int], n_text: int, map_size: int,
-                     early_exit: bool = True) -> Iterator[tuple[torch.Tensor, MapCapture]]:
+                     grid: tuple[int, int], n_text: int, map_size: int, early_exit: bool = True,
+                     stack: bool = False) -> Iterator[tuple[torch.Tensor, MapCapture]]:
         """Run the denoiser on ``call`` and yield the classifier input maps [B, T, S, S] (one per
-        token group) and the live capture. Back-propagate inside the ``with`` block after setting
-        ``capture.replaying`` so that gradient checkpointing recomputes the capture's ops."""
-        with MapCapture(self.denoiser, layers, early_exit) as cap:
+        token group; ``stack``: [B, T, C, S, S], every layer's heads in ``layers`` order) and the
+        live capture. Back-propagate inside the ``with`` block after setting ``capture.replaying`` so
+        that gradient checkpointing recomputes the capture's ops."""
+        with MapCapture(self.denoiser, layers, early_exit, stack) as cap:
             cap.begin(tokens, grid, n_text)
             try:
                 self.run(call)
             except EarlyExit:
                 pass
             maps = cap.end()
-            yield combine_maps([maps[l.name] for l in layers if l.name in maps], map_size), cap
+            combine = combine_stacks if stack else combine_maps
+            yield combine([maps[l.name] for l in layers if l.name in maps], map_size), cap
 
     def initial_latents(self, pipe: Any, prompt: Any, kwargs: dict) -> torch.Tensor:
         """Initial noise drawn as the pipeline draws it (same generator use, shape and dtype)."""

@@ -160,6 +160,7 @@ class Steerer(StepHook):
         if device.type == "cuda":
             classifier.to(device)             # maps are made on the denoiser's device: keep the C/CUDA op there
         self.loss = self.classifier = classifier
+        self.stack = getattr(classifier, "map_kind", "mean") == "stack"
         self.labels = labels_for(classifier, [t.relation for t in parsed.triplets]) if parsed.triplets else None
         self.layers = self._layers_for(classifier)
         self.records: list[StepRecord] = []
@@ -170,8 +171,19 @@ class Steerer(StepHook):
     def _layers_for(self, loss: RelationLoss) -> list:
         """The config's layer choice; without one, the layers the loss was trained on
         (``meta["layers"]``) when this model has them all, else the default (with a warning: the
-        classifier then reads maps of other layers than it learned from)."""
+        classifier then reads maps of other layers than it learned from). A loss that reads map
+        stacks (``map_kind == "stack"``, the authors' classifiers) gets every cross-attention layer
+        in the stack's channel order (``ModelAdapter.stack_order``)."""
         c = self.config
+        if self.stack:
+            chosen = select_layers(self.denoiser, names=c.layers) if c.layers is not None \
+                else self.adapter.find_layers(self.denoiser)
+            chosen = self.adapter.stack_order(chosen)
+            limit = int(loss.meta.get("input_channels", 10 ** 9))
+            channels = sum(int(getattr(l.module, "heads", 0)) for l in chosen)
+            if channels > limit:
+                raise ValueError(f"the stack has {channels} channels but the classifier reads at most {limit}")
+            return chosen
         trained_on = loss.meta.get("layers")
         if c.blocks is not None or c.sides is not None or c.layers is not None or not trained_on:
             return select_layers(self.denoiser, c.blocks, c.sides, c.layers)
@@ -272,7 +284,7 @@ class Steerer(StepHook):
             objects = self.parsed.objects
             tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
             with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.loss.map_size,
-                                          self.config.early_exit) as (x, cap):
+                                          self.config.early_exit, self.stack) as (x, cap):
                 losses, probs = relation_loss(self.loss, x, labels, steps)
 
                 def grad() -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 from l2s import load_classifier
 from l2s.__main__ import main
 from l2s.authors import AuthorsClassifier, CheckpointError, convert_checkpoint, step_rows
+from l2s.relations import PHRASES
 
 CONFIGS = {  # extractor (heads, layers, ff, pool heads), classifier (heads, layers, ff), embedding rows, steps
     "sd14": ((2, 2, 128, 2), (4, 2, 128), 50, [5, 10, 15, 20, 25, 49]),
@@ -122,7 +123,8 @@ def test_converted_network_equals_the_reference(name, channels, tmp_path):
     path, ref, order = _checkpoint(tmp_path, name)
     folder = convert_checkpoint(path, tmp_path / "clf")
     clf = load_classifier(folder)
-    assert isinstance(clf, AuthorsClassifier) and list(clf.relations) == order
+    assert isinstance(clf, AuthorsClassifier) and list(clf.relations) == [PHRASES.get(r, r) for r in order]
+    assert clf.meta["class_names"] == order and clf.relations[3:] == ("left of", "right of")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     rng = np.random.default_rng(1)
     maps = rng.random((3, 2, channels, 16, 16)).astype(np.float32)
@@ -154,7 +156,7 @@ def test_a_step_row_past_the_embedding_table_is_a_clear_error(tmp_path):
 def test_class_order_is_the_checkpoint_own(classes, shuffle, tmp_path):
     path, ref, order = _checkpoint(tmp_path, "flux_schnell", classes, shuffle=shuffle)
     clf = load_classifier(convert_checkpoint(path, tmp_path / "clf"))
-    assert list(clf.relations) == order and len(order) == len(classes)
+    assert list(clf.relations) == [PHRASES.get(r, r) for r in order] and len(order) == len(classes)
     maps = np.random.default_rng(2).random((2, 2, 16, 16, 16)).astype(np.float32)
     with torch.no_grad():
         want = torch.softmax(ref(torch.from_numpy(maps), torch.tensor([1, 3])), -1).numpy()

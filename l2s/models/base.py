@@ -43,9 +43,9 @@ class CaptureProcessor:
             q, k, grid = self.queries_keys(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
             # SDPA's default scale unless the module states its own (UNet Attention has .scale)
             scale = float(getattr(attn, "scale", None) or q.shape[-1] ** -0.5)
-            maps = AttentionMapsFn.apply(q, k, cap.table, scale)
+            maps = AttentionMapsFn.apply(q, k, cap.table, scale, cap.stack)
             if recording:
-                cap.record(self.layer.name, maps.reshape(maps.shape[0], maps.shape[1], *grid))
+                cap.record(self.layer.name, maps.reshape(*maps.shape[:-1], *grid))
         return out
 
     def queries_keys(self, attn, hidden_states, encoder_hidden_states, *args, **kwargs):
@@ -74,6 +74,11 @@ class ModelAdapter:
     def default_sides(self, layers: Sequence[CrossAttentionLayer]) -> list[int] | None:
         """The map sides read when the user names none (None: every side)."""
         return None
+
+    def stack_order(self, layers: Sequence[CrossAttentionLayer]) -> list[CrossAttentionLayer]:
+        """The layers in the channel order of the authors' map stacks (default: forward order, as
+        Flux's 19 double then 38 single blocks)."""
+        return list(layers)
 
     def default_layers(self, layers: Sequence[CrossAttentionLayer]) -> list[CrossAttentionLayer]:
         """The layers read when the user chooses none."""

@@ -75,6 +75,11 @@ class UNetAdapter(ModelAdapter):
     def default_blocks(self, layers: Sequence[CrossAttentionLayer]) -> tuple[str, ...]:
         return ("up",)
 
+    def stack_order(self, layers: Sequence[CrossAttentionLayer]) -> list[CrossAttentionLayer]:
+        """Ascending map side; within a side, forward order (down before up): SD 1.4's 16 layers
+        give mid (8x8), then down2 x2 + up1 x3 (16x16), ..., then down0 x2 + up3 x3 (64x64)."""
+        return sorted(layers, key=lambda l: l.side)          # sorted() is stable: forward order within a side
+
     def default_sides(self, layers: Sequence[CrossAttentionLayer]) -> list[int]:
         return [s for s in {l.side for l in layers} if s <= 32] or [min(l.side for l in layers)]
 

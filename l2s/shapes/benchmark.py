@@ -2,7 +2,9 @@
 over held-out prompts, judged by the exact evaluator. Behind ``l2s eval`` and ``benchmarks/bench_*.py``.
 
 An arm is a dict: ``{"arm": "vanilla" | "centroid" | "l2s", ...}``; "centroid" takes an optional
-"margin"; every other key is a ``SteeringConfig`` field laid over the classifier's recommendation.
+"margin"; a steered arm takes optional "presence_weight" and "presence_target" (the loss gets the
+presence hinge of ``l2s.presence.WithPresence``); every other key is a ``SteeringConfig`` field laid
+over the classifier's recommendation.
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from ..baselines import CentroidLoss
+from ..presence import WithPresence
 from ..steer import Steerer, SteeringConfig, recommended_settings
 from ..stats import ci_text, paired_counts, parse_int_list, wilson_interval
 from .evaluate import (PromptSpec, distinct_prompt_count, evaluate, heldout_prompts, single_object_prompts,
                        summarize)
 
 ARM_KINDS = ("vanilla", "centroid", "l2s")
+ARM_KNOBS = ("arm", "margin", "presence_weight", "presence_target")      # the rest are SteeringConfig fields
 PROMPT_SETS = {"heldout": (0, 0), "tuning": (21, 200)}      # (prompt seed offset, first noise seed)
 # each arm at its best setting on the tuning prompts (benchmarks/grids/*.jsonl): the centroid loss
 # did best with margin 0.1 and step 0.05 (0.50 vs 0.40-0.44) and needs its own loss target (its hinge
@@ -44,7 +48,7 @@ def load_arms(names: str | None = None, grid: str | Path | None = None) -> list[
     for spec in arms:
         if not isinstance(spec, dict) or spec.get("arm") not in ARM_KINDS:
             raise ValueError(f"arm {spec!r}: 'arm' must be one of {', '.join(ARM_KINDS)}")
-        knobs = {k: v for k, v in spec.items() if k not in ("arm", "margin")}
+        knobs = {k: v for k, v in spec.items() if k not in ARM_KNOBS}
         try:
             SteeringConfig(**knobs)                    # bad settings fail here, before any image is made
         except TypeError as exc:
@@ -64,6 +68,8 @@ def arm_steering(spec: dict, classifier: Any) -> Callable[[Any, str], Steerer] |
     if arm == "vanilla":
         return None
     loss = classifier if arm == "l2s" else CentroidLoss(classifier.config.map_size, knobs.pop("margin", 0.2))
+    if "presence_weight" in knobs or "presence_target" in knobs:
+        loss = WithPresence(loss, knobs.pop("presence_weight", 10.0), knobs.pop("presence_target", 0.05))
     knobs = {**recommended_settings(classifier), **knobs}
     return lambda pipe, text: Steerer(pipe, loss, text, **knobs)
 
