@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: recommended)")
     gen.add_argument("--loss-target", type=float_in(), default=None, help="stop a step's updates under this loss "
                      "(default: recommended)")
+    gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
+                     "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
                      "(subject/object attention per steered step) and PREFIX-curves.png (loss, relation probability); "
                      "needs matplotlib")
@@ -327,6 +329,14 @@ def _generate(args) -> int:
                                ("loss_target", args.loss_target)) if v is not None}
     pipe = load_shipped(args.model)
     _warn_unknown_words(pipe, args.prompt)
+    if args.preset == "paper":
+        from .presets import model_family
+        from .shapes.relation_classifier import load_shipped_classifier
+        try:
+            model_family(pipe.unet, load_shipped_classifier(args.classifier).meta.get("family"))
+        except ValueError as exc:
+            raise SystemExit(f"l2s generate: error: --preset paper: {exc}")
+        knobs["preset"] = "paper"
     common = (pipe, args.prompt, args.seed, args.steps, args.guidance)
     runs = {}
     if args.no_steer or args.compare:

@@ -52,6 +52,8 @@ class SteeringConfig:
         gradient before the update (0: none). Layout lives in low frequencies; the raw gradient's
         high frequencies deform shapes instead of moving them.
     blocks / sides / layers: which cross-attention layers to read (see ``capture.select_layers``).
+    loss_targets: per steered step (by its index in the denoising loop: the k-th entry for step k,
+        the last entry for every later step) instead of ``loss_target`` (the authors' schedule).
     early_exit: stop the denoiser's forward after the last captured layer.
     keep_maps: keep the classifier's input maps of each steered step's first iteration (for plots).
     """
@@ -63,6 +65,7 @@ class SteeringConfig:
     grad_blur: float = 0.0
     normalize: bool = True
     loss_target: float = 0.02
+    loss_targets: Sequence[float] | None = None
     blocks: Sequence[str] | None = None
     sides: Sequence[int] | None = None
     layers: Sequence[str] | None = None
@@ -90,6 +93,10 @@ class SteeringConfig:
         for name in ("normalize", "early_exit", "keep_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
+        if self.loss_targets is not None and (isinstance(self.loss_targets, (str, bytes)) or not self.loss_targets
+                                              or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         and math.isfinite(v) for v in self.loss_targets)):
+            raise bad("loss_targets", "must be None or a non-empty list of finite numbers")
         for name, kind in (("steps", int), ("sides", int), ("blocks", str), ("layers", str)):
             v = getattr(self, name)
             if v is None:
@@ -98,6 +105,12 @@ class SteeringConfig:
                 raise bad(name, f"must be None or a list of {kind.__name__}")
             if kind is int and any(x < 0 for x in v):
                 raise bad(name, "must hold non-negative integers")
+
+    def target_at(self, step: int) -> float:
+        """The loss under which a step's iterations stop."""
+        if self.loss_targets is None:
+            return self.loss_target
+        return float(self.loss_targets[min(step, len(self.loss_targets) - 1)])
 
     def steered_steps(self, num_steps: int) -> list[int]:
         if self.steps is not None:
@@ -135,15 +148,26 @@ class Steerer(StepHook):
         config / overrides: a ``SteeringConfig`` and/or its fields as keywords. Without ``config``,
             the loss's own recommended settings (``meta["steering"]``, written by whoever trained it
             for its model) replace the ``SteeringConfig`` defaults; overrides apply last.
+        preset: "paper" for the authors' schedule on their models (``l2s.presets``: up to 16 plain
+            ``z -= s * g`` updates on each of steps 0-24 of 50, tiny loss targets), instead of the
+            config; "default" (or None) for l2s's own.
     A loss on the CPU is moved (in place) to a CUDA denoiser's device.
     A prompt without a relation gives a steerer that does nothing: generation is unmodified.
     ``records`` lists a ``StepRecord`` per gradient iteration.
     """
 
     def __init__(self, pipe: Any, classifier: RelationLoss, prompt: str | None = None,
-                 parsed: ParsedPrompt | None = None, config: SteeringConfig | None = None, **overrides: Any):
-        base = {f.name: getattr(config, f.name) for f in fields(config)} if config is not None \
-            else recommended_settings(classifier)
+                 parsed: ParsedPrompt | None = None, config: SteeringConfig | None = None,
+                 preset: str | None = None, **overrides: Any):
+        if preset not in (None, "default", "paper"):
+            raise ValueError(f"preset must be 'default' or 'paper', got {preset!r}")
+        if preset == "paper":                    # the authors' schedule for this model (l2s.presets)
+            from .presets import model_family, paper_settings
+            base = paper_settings(model_family(denoiser_of(pipe), classifier.meta.get("family")))
+        elif config is not None:
+            base = {f.name: getattr(config, f.name) for f in fields(config)}
+        else:
+            base = recommended_settings(classifier)
         unknown = set(overrides) - {f.name for f in fields(SteeringConfig)}
         if unknown:
             raise TypeError(f"unknown steering setting(s) {sorted(unknown)}")
@@ -235,7 +259,7 @@ class Steerer(StepHook):
                 g = None
                 if not math.isfinite(loss_mean):
                     self._skip(rec, "non-finite loss")
-                elif loss_mean < cfg.loss_target:
+                elif loss_mean < cfg.target_at(step):
                     rec.skipped = "loss under target"
                 else:
                     g = grad()

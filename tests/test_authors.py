@@ -207,3 +207,22 @@ def test_truncated_and_mismatched_checkpoints_name_the_problem(tmp_path, capsys)
     assert "l2s convert-checkpoint: error: CheckpointError" in capsys.readouterr().err
     assert main(["convert-checkpoint", str(path), "--out", str(tmp_path / "d")]) == 0
     assert '"family": "sd"' in capsys.readouterr().out
+
+
+def test_the_paper_preset_is_the_authors_schedule(sd, tmp_path):
+    from l2s.steer import Steerer
+    path, _, _ = _checkpoint(tmp_path, "sd14")
+    clf = load_classifier(convert_checkpoint(path, tmp_path / "clf", family="sd14"))
+    with Steerer(sd, clf, "a dog to the left of a cat", preset="paper") as st:
+        c = st.config
+        assert (c.iterations, c.step_size, c.normalize, c.steps) == (16, 7.5, False, list(range(25)))
+        assert [c.target_at(i) for i in (0, 1, 2, 3, 24)] == [1e-5, 3e-5, 5e-5, 7e-5, 7e-5]
+    from l2s.presets import paper_settings
+    assert paper_settings("flux-schnell")["steps"] == [0] and paper_settings("sd21")["step_size"] == 5.0
+    with pytest.raises(ValueError, match="preset must be"):
+        Steerer(sd, clf, "a dog to the left of a cat", preset="fast")
+
+
+def test_paper_preset_on_a_model_that_is_not_theirs_is_a_clear_error():
+    with pytest.raises(SystemExit, match="--preset paper: the paper preset exists for sd14, sd21, flux-dev"):
+        main(["generate", "a red circle to the left of a blue square", "--preset", "paper"])
