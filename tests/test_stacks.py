@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import sd_replay
 from l2s.capture import find_cross_attention_layers
 from l2s.models import adapter_for
 from l2s.steer import Steerer
@@ -56,16 +57,7 @@ def test_stack_channels_and_values_match_a_plain_recording(sd, tmp_path):
     steer = Steerer(sd, clf, PROMPT, loss_target=-1.0)
     assert steer.stack and [l.name for l in steer.layers] == \
         [l.name for l in adapter_for(sd.unet).stack_order(find_cross_attention_layers(sd.unet))]
-    rng = np.random.default_rng(0)
-    latents = torch.tensor(rng.normal(size=(1, 4, 16, 16)), dtype=torch.float32)
-    sd.scheduler.set_timesteps(4)
-    t = sd.scheduler.timesteps[1]
-    ids = sd.tokenizer(PROMPT, padding="max_length", max_length=sd.tokenizer.model_max_length,
-                       return_tensors="pt").input_ids
-    with torch.no_grad():
-        cond = sd.text_encoder(ids)[0]
-    steer.replay.last = ((latents, t), {"encoder_hidden_states": cond})
-    args = steer.replay.arguments(1, t, t)
+    latents, t, cond, args = sd_replay(steer, sd, PROMPT, np.random.default_rng(0))
     trip = steer.parsed.triplets[0]
     tokens = [list(steer.parsed.objects[trip.subject].tokens), list(steer.parsed.objects[trip.object].tokens)]
     call, grid, n_text = steer.replay.with_sample(args, latents, t, sd.scheduler)

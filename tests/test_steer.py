@@ -9,6 +9,7 @@ from l2s.capture import find_cross_attention_layers
 from l2s.classifier import ClassifierConfig, RelationClassifier, relation_index
 from l2s.prompts import make_triplets
 from l2s.steer import Steerer, SteeringConfig
+from helpers import sd_replay
 from reference import classifier_torch
 from l2s.testing import tiny_sd_pipeline
 
@@ -80,15 +81,7 @@ def test_gradient_matches_a_pure_torch_loss(sd, classifier, rng):
     """The steering gradient (early-exit forward, C extraction/resize/normalise/classifier) equals
     torch autograd through the whole UNet with torch maps and a torch classifier."""
     steer = Steerer(sd, classifier, PROMPT, loss_target=-1.0)
-    latents = torch.tensor(rng.normal(size=(1, 4, 16, 16)), dtype=torch.float32)
-    sd.scheduler.set_timesteps(4)
-    t = sd.scheduler.timesteps[1]
-    ids = sd.tokenizer(PROMPT, padding="max_length", max_length=sd.tokenizer.model_max_length,
-                       return_tensors="pt").input_ids
-    with torch.no_grad():
-        cond = sd.text_encoder(ids)[0]
-    steer.replay.last = ((latents, t), {"encoder_hidden_states": cond})
-    args = steer.replay.arguments(1, t, t)
+    latents, t, cond, args = sd_replay(steer, sd, PROMPT, rng)
     trip = steer.parsed.triplets[0]
     label = relation_index(classifier.config, [trip.relation])
     with steer.loss_pass(sd, latents, torch.float32, t, args, trip, label, np.array([2], np.int32)) as (_, losses, _, grad):
