@@ -33,7 +33,9 @@ def render(pipe: Any, classifier: Any, prompt: str, seed: int, iterations: int, 
         out["status"] = "Type a prompt, e.g. 'a red circle to the left of a blue square'."
         return out
     kw = dict(num_inference_steps=int(steps))
-    notes = []
+    from .cli_checks import unknown_words
+    unknown = unknown_words(getattr(pipe, "tokenizer", None), prompt) if getattr(pipe, "tokenizer", None) else []
+    notes = [f"the model does not know {', '.join(repr(w) for w in unknown)}"] if unknown else []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -33,6 +33,7 @@ def test_render_gives_both_images_the_verdict_and_the_plots(shapes):
     ("a red circle and a blue square", "no spatial relation in the prompt"),
     ("a red circle next to a blue square", "unsupported relation"),
     ("", "Type a prompt"),
+    ("a red circle to the left of a blue zebra", "the model does not know 'zebra'"),
 ])
 def test_render_explains_prompts_it_cannot_steer(shapes, prompt, says):
     from l2s.app import render
