@@ -9,11 +9,11 @@
 #include "numeric.h"
 #include "simd.h"
 #include "parallel.h"
+#include "tiles.h"
 
 /* ROWS query rows per block; LANES output columns per register tile (two SSE vectors). */
-enum { ROWS = 4, LANES = 8 };
+enum { ROWS = L2S_ROWS, LANES = L2S_LANES };
 
-static inline int padded(int n) { return (n + LANES - 1) / LANES * LANES; }
 
 /* Copy rows [row0, row0 + rows) of head (b, h) of a strided [B, H, R, D] tensor into dense floats
  * with row stride ld (>= D); columns D..ld and rows rows..pad_rows are zeroed. */
@@ -40,132 +40,6 @@ static void load_keys_t(const void* k, const int64_t st[4], l2s_dtype dt, int b,
     }
 }
 
-/* out[r, j] = sum_{i < K} a[r, i] * bm[i, j] for r < ROWS, j < ncols (a multiple of LANES): the
- * logits (q . K^T) and dQ (dS . K) of a row block. Columns run along the inner loop, so there are
- * no horizontal sums, and the ROWS x LANES accumulators stay in registers while each row of bm
- * serves ROWS rows of a. (Row-at-a-time dot products ran 3x slower than torch on bench_core.) */
-static void block_gemm(const float* a, int lda, int K, const float* bm, int ldb, int ncols, float* out, int ldo) {
-    for (int j0 = 0; j0 < ncols; j0 += LANES) {
-#if defined(__SSE2__)
-        __m128 acc[ROWS][2];
-        for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm_setzero_ps();
-        for (int i = 0; i < K; i++) {
-            const float* bi = bm + (int64_t)i * ldb + j0;
-            __m128 b0 = _mm_loadu_ps(bi), b1 = _mm_loadu_ps(bi + 4);
-            for (int r = 0; r < ROWS; r++) {
-                __m128 x = _mm_set1_ps(a[(int64_t)r * lda + i]);
-                acc[r][0] = _mm_add_ps(acc[r][0], _mm_mul_ps(x, b0));
-                acc[r][1] = _mm_add_ps(acc[r][1], _mm_mul_ps(x, b1));
-            }
-        }
-        for (int r = 0; r < ROWS; r++) {
-            _mm_storeu_ps(out + (int64_t)r * ldo + j0, acc[r][0]);
-            _mm_storeu_ps(out + (int64_t)r * ldo + j0 + 4, acc[r][1]);
-        }
-#else
-        float acc[ROWS][LANES] = {{0.f}};
-        for (int i = 0; i < K; i++)
-            for (int r = 0; r < ROWS; r++)
-                for (int j = 0; j < LANES; j++) acc[r][j] += a[(int64_t)r * lda + i] * bm[(int64_t)i * ldb + j0 + j];
-        for (int r = 0; r < ROWS; r++)
-            for (int j = 0; j < LANES; j++) out[(int64_t)r * ldo + j0 + j] = acc[r][j];
-#endif
-    }
-}
-
-/* dk[l, :] += sum_r ds[r, l] * q[r, :] for l < L: dK's rank-ROWS update from one row block
- * (Dp a multiple of LANES; the q tile stays in registers while l runs). */
-static void block_rank_update(const float* ds, int lds, const float* q, int L, int Dp, float* dk) {
-    for (int d0 = 0; d0 < Dp; d0 += LANES) {
-#if defined(__SSE2__)
-        __m128 q0[ROWS], q1[ROWS];
-        for (int r = 0; r < ROWS; r++) {
-            q0[r] = _mm_loadu_ps(q + (int64_t)r * Dp + d0);
-            q1[r] = _mm_loadu_ps(q + (int64_t)r * Dp + d0 + 4);
-        }
-        for (int l = 0; l < L; l++) {
-            float* dkl = dk + (int64_t)l * Dp + d0;
-            __m128 a0 = _mm_loadu_ps(dkl), a1 = _mm_loadu_ps(dkl + 4);
-            for (int r = 0; r < ROWS; r++) {
-                __m128 x = _mm_set1_ps(ds[(int64_t)r * lds + l]);
-                a0 = _mm_add_ps(a0, _mm_mul_ps(x, q0[r]));
-                a1 = _mm_add_ps(a1, _mm_mul_ps(x, q1[r]));
-            }
-            _mm_storeu_ps(dkl, a0);
-            _mm_storeu_ps(dkl + 4, a1);
-        }
-#else
-        for (int l = 0; l < L; l++)
-            for (int r = 0; r < ROWS; r++)
-                for (int j = 0; j < LANES; j++)
-                    dk[(int64_t)l * Dp + d0 + j] += ds[(int64_t)r * lds + l] * q[(int64_t)r * Dp + d0 + j];
-#endif
-    }
-}
-
-#ifdef L2S_AVX2_PATH
-/* block_gemm and block_rank_update with 8-wide FMA tiles, two per row (8 independent accumulators
- * hide the FMA latency); a last odd tile of 8 columns runs alone. */
-__attribute__((target("avx2,fma")))
-static void block_gemm_avx2(const float* a, int lda, int K, const float* bm, int ldb, int ncols, float* out, int ldo) {
-    int j0 = 0;
-    for (; j0 + 2 * LANES <= ncols; j0 += 2 * LANES) {
-        __m256 acc[ROWS][2];
-        for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-        for (int i = 0; i < K; i++) {
-            const float* bi = bm + (int64_t)i * ldb + j0;
-            __m256 b0 = _mm256_loadu_ps(bi), b1 = _mm256_loadu_ps(bi + LANES);
-            for (int r = 0; r < ROWS; r++) {
-                __m256 x = _mm256_broadcast_ss(a + (int64_t)r * lda + i);
-                acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
-            }
-        }
-        for (int r = 0; r < ROWS; r++) {
-            _mm256_storeu_ps(out + (int64_t)r * ldo + j0, acc[r][0]);
-            _mm256_storeu_ps(out + (int64_t)r * ldo + j0 + LANES, acc[r][1]);
-        }
-    }
-    if (j0 < ncols) {
-        __m256 acc[ROWS];
-        for (int r = 0; r < ROWS; r++) acc[r] = _mm256_setzero_ps();
-        for (int i = 0; i < K; i++) {
-            __m256 b0 = _mm256_loadu_ps(bm + (int64_t)i * ldb + j0);
-            for (int r = 0; r < ROWS; r++)
-                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (int64_t)r * lda + i), b0, acc[r]);
-        }
-        for (int r = 0; r < ROWS; r++) _mm256_storeu_ps(out + (int64_t)r * ldo + j0, acc[r]);
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static void block_rank_update_avx2(const float* ds, int lds, const float* q, int L, int Dp, float* dk) {
-    for (int d0 = 0; d0 < Dp; d0 += LANES) {
-        __m256 qt[ROWS];
-        for (int r = 0; r < ROWS; r++) qt[r] = _mm256_loadu_ps(q + (int64_t)r * Dp + d0);
-        for (int l = 0; l < L; l++) {
-            float* dkl = dk + (int64_t)l * Dp + d0;
-            __m256 acc = _mm256_loadu_ps(dkl);
-            for (int r = 0; r < ROWS; r++)
-                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + (int64_t)r * lds + l), qt[r], acc);
-            _mm256_storeu_ps(dkl, acc);
-        }
-    }
-}
-#endif
-
-/* The widest variant this CPU runs (chosen once per op call). */
-typedef struct {
-    void (*gemm)(const float*, int, int, const float*, int, int, float*, int);
-    void (*rank_update)(const float*, int, const float*, int, int, float*);
-} block_ops;
-
-static block_ops pick_block_ops(void) {
-#ifdef L2S_AVX2_PATH
-    if (l2s_use_avx2()) return (block_ops){block_gemm_avx2, block_rank_update_avx2};
-#endif
-    return (block_ops){block_gemm, block_rank_update};
-}
 
 /* In place: p[l] = exp(scale * (p[l] - max)) over the first L entries; returns 1 / sum, the
  * factor that makes them the softmax (the forward only needs it at the requested tokens). */
@@ -184,7 +58,7 @@ typedef struct {
     const float* dmaps;     /* backward only */
     float* maps;            /* forward only */
     void *dq, *dk;          /* backward only */
-    block_ops ops;          /* SSE2 or AVX2+FMA block products */
+    l2s_block_ops ops;      /* SSE2 or AVX2+FMA block products */
     int failed;             /* a worker could not get scratch memory */
 } attn_job;
 
@@ -192,7 +66,7 @@ typedef struct {
 static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
     attn_job* job = (attn_job*)vjob;
     const l2s_attn_shape* s = job->s;
-    const int N = s->N, L = s->L, D = s->D, T = s->T, M = s->M, Lp = padded(L);
+    const int N = s->N, L = s->L, D = s->D, T = s->T, M = s->M, Lp = l2s_padded(L);
     float* kt = (float*)malloc(sizeof(float) * ((size_t)Lp * D + (size_t)ROWS * D + (size_t)ROWS * Lp));
     if (!kt) { job->failed = 1; return; }
     float* qb = kt + (size_t)Lp * D;
@@ -233,7 +107,7 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
 
 int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                           const int32_t* tokens, float* maps) {
-    attn_job job = {s, q, k, tokens, NULL, maps, NULL, NULL, pick_block_ops(), 0};
+    attn_job job = {s, q, k, tokens, NULL, maps, NULL, NULL, l2s_pick_block_ops(), 0};
     l2s_parallel_for((int64_t)s->B * s->N, 64, attn_forward_rows, &job);
     return job.failed ? -1 : 0;
 }
@@ -244,7 +118,7 @@ int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
 static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
     attn_job* job = (attn_job*)vjob;
     const l2s_attn_shape* s = job->s;
-    const int H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, M = s->M, Lp = padded(L), Dp = padded(D);
+    const int H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, M = s->M, Lp = l2s_padded(L), Dp = l2s_padded(D);
     const float scale = s->scale;             /* locals: float stores below cannot alias them */
     const l2s_dtype dt = s->dtype;
     const int32_t* tokens = job->tokens;
@@ -304,7 +178,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
 
 int attn_maps_backward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                            const int32_t* tokens, const float* dmaps, void* dq, void* dk) {
-    attn_job job = {s, q, k, tokens, dmaps, NULL, dq, dk, pick_block_ops(), 0};
+    attn_job job = {s, q, k, tokens, dmaps, NULL, dq, dk, l2s_pick_block_ops(), 0};
     l2s_parallel_for((int64_t)s->B * s->H, 1, attn_backward_heads, &job);
     return job.failed ? -1 : 0;
 }

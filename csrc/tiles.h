@@ -1,0 +1,23 @@
+/*
+ * tiles.h — register-tiled block products (tiles.c).
+ *   gemm(a, lda, K, bm, ldb, ncols, out, ldo): out[r, j] = sum_{i<K} a[r, i] * bm[i, j] for r < L2S_ROWS,
+ *       j < ncols (a multiple of L2S_LANES); out is overwritten.
+ *   rank_update(ds, lds, q, L, Dp, dk): dk[l, :Dp] += sum_{r<L2S_ROWS} ds[r, l] * q[r, :Dp] for l < L
+ *       (Dp a multiple of L2S_LANES).
+ */
+#ifndef L2S_TILES_H
+#define L2S_TILES_H
+
+enum { L2S_ROWS = 4, L2S_LANES = 8 };
+
+typedef struct {
+    void (*gemm)(const float*, int, int, const float*, int, int, float*, int);
+    void (*rank_update)(const float*, int, const float*, int, int, float*);
+} l2s_block_ops;
+
+/* The widest variant this CPU runs (L2S_SIMD=sse2 forces the portable one); ask once per op call. */
+l2s_block_ops l2s_pick_block_ops(void);
+
+static inline int l2s_padded(int n) { return (n + L2S_LANES - 1) / L2S_LANES * L2S_LANES; }
+
+#endif /* L2S_TILES_H */
