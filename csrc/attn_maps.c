@@ -83,7 +83,7 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
             for (int n = n0; n < n1; n += ROWS) {
                 int rows = n1 - n < ROWS ? n1 - n : ROWS;
                 load_rows(job->q, s->q_strides, s->dtype, b, h, n, rows, ROWS, D, D, qb);
-                job->ops.gemm(qb, D, D, kt, Lp, Lp, p, Lp);
+                job->ops.gemm(qb, D, 1, D, kt, Lp, Lp, p, Lp, 0);
                 for (int r = 0; r < rows; r++) {
                     float* pr = p + (int64_t)r * Lp;
                     float inv_sum = softmax_row_unnormalised(pr, L, s->scale);
@@ -144,7 +144,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
         for (int n0 = 0; n0 < N; n0 += ROWS) {
             int rows = N - n0 < ROWS ? N - n0 : ROWS;
             load_rows(job->q, s->q_strides, dt, b, h, n0, rows, ROWS, D, Dp, qb);
-            job->ops.gemm(qb, Dp, D, kt, Lp, Lp, p, Lp);
+            job->ops.gemm(qb, Dp, 1, D, kt, Lp, Lp, p, Lp, 0);
             for (int r = 0; r < ROWS; r++) {
                 float* pr = p + (int64_t)r * Lp;
                 if (r >= rows) { memset(pr, 0, sizeof(float) * (size_t)Lp); continue; }   /* no row: no ds */
@@ -163,7 +163,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
                 for (int l = 0; l < L; l++) pr[l] = pr[l] * (w[l] - pw) * scale;
                 for (int l = L; l < Lp; l++) pr[l] = 0.f;
             }
-            job->ops.gemm(p, Lp, L, kh, Dp, Dp, dqb, Dp);
+            job->ops.gemm(p, Lp, 1, L, kh, Dp, Dp, dqb, Dp, 0);
             job->ops.rank_update(p, Lp, qb, L, Dp, dkh);
             for (int r = 0; r < rows; r++) {
                 int64_t dq_base = (bh * N + n0 + r) * D;

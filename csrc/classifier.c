@@ -7,39 +7,122 @@
 #include <math.h>
 #include "l2s.h"
 #include "numeric.h"
+#include "parallel.h"
+#include "tiles.h"
 
-/* ---- linear: out[B,O] = in[B,I] W[O,I]^T + b[O] ---- */
-L2S_HOT static void linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
-                           float* out) {
-    for (int r = 0; r < B; r++) {
-        const float* x = in + (int64_t)r * I;
-        for (int o = 0; o < O; o++) {
-            out[(int64_t)r * O + o] = b[o] + l2s_dot_f32(x, W + (int64_t)o * I, I);
+/* ---- linear: out[B,O] = in[B,I] W[O,I]^T + b[O] ----
+ * Batches of at least TILED_MIN_ROWS rows (training) go through the register tiles of tiles.c in
+ * ROWS-row blocks; smaller ones (steering, B = 1) keep the plain loops. The loops run over slices of
+ * W (OUT_SLICE rows, COL_SLICE columns) outermost so a slice stays in cache while every row block
+ * passes it (one row block at a time streamed all of W from L3 and ran at 0.4x torch), and the
+ * slices go to threads only for products large enough to repay a thread start (~50 us). */
+enum { ROWS = L2S_ROWS, TILED_MIN_ROWS = 2 * L2S_ROWS, OUT_SLICE = 16, COL_SLICE = 8 * L2S_LANES };
+#define PARALLEL_MIN_MACS (16 << 20)   /* B = 64 on the authors' widths ran slower on two threads */
+
+typedef struct {
+    const float *in, *W, *b, *dout;
+    float *out, *din, *dW;
+    int B, I, O, tiled_rows, tiled_cols, din_from;
+    l2s_block_ops ops;
+} linear_job;
+
+static int64_t slices_per_thread(const linear_job* j, int64_t slices) {
+    return (int64_t)j->B * j->I * j->O >= PARALLEL_MIN_MACS ? 1 : slices;
+}
+
+static void linear_forward_slices(void* ctx, int64_t begin, int64_t end) {
+    const linear_job* j = ctx;
+    for (int64_t sl = begin; sl < end; sl++) {
+        int o0 = (int)sl * OUT_SLICE, nw = j->O - o0 < OUT_SLICE ? j->O - o0 : OUT_SLICE;
+        for (int r0 = 0; r0 < j->tiled_rows; r0 += ROWS) {
+            float* out = j->out + (int64_t)r0 * j->O + o0;
+            j->ops.dots(j->in + (int64_t)r0 * j->I, j->I, j->W + (int64_t)o0 * j->I, j->I, j->I, nw, out, j->O);
+            for (int r = 0; r < ROWS; r++)
+                for (int o = 0; o < nw; o++) out[(int64_t)r * j->O + o] += j->b[o0 + o];
         }
     }
 }
-/* din[B,I] = dout W (overwritten); dW[O,I] += dout^T in; db[O] += sum_r dout (if dW). */
-L2S_HOT static void linear_backward(const float* in, const float* W, const float* dout, int B, int I, int O,
-                            float* din, float* dW, float* db) {
-    for (int r = 0; r < B; r++) {
-        float* dx = din + (int64_t)r * I;
-        memset(dx, 0, sizeof(float) * I);
-        for (int o = 0; o < O; o++) {
-            float g = dout[(int64_t)r * O + o];
-            const float* w = W + (int64_t)o * I;
-            for (int i = 0; i < I; i++) dx[i] += g * w[i];
+L2S_HOT static void linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
+                                   float* out) {
+    linear_job j = {.in = in, .W = W, .b = b, .out = out, .B = B, .I = I, .O = O,
+                    .tiled_rows = B >= TILED_MIN_ROWS ? B / ROWS * ROWS : 0};
+    if (j.tiled_rows) {
+        j.ops = l2s_pick_block_ops();
+        int64_t slices = (O + OUT_SLICE - 1) / OUT_SLICE;
+        l2s_parallel_for(slices, slices_per_thread(&j, slices), linear_forward_slices, &j);
+    }
+    for (int r = j.tiled_rows; r < B; r++) {
+        const float* x = in + (int64_t)r * I;
+        for (int o = 0; o < O; o++) out[(int64_t)r * O + o] = b[o] + l2s_dot_f32(x, W + (int64_t)o * I, I);
+    }
+}
+
+/* din[r, i] = sum_o dout[r, o] W[o, i] for rows [r0, r1), columns [c0, I) (plain loops). */
+static void linear_din_plain(const linear_job* j, int r0, int r1, int c0) {
+    for (int r = r0; r < r1; r++) {
+        float* dx = j->din + (int64_t)r * j->I;
+        memset(dx + c0, 0, sizeof(float) * (size_t)(j->I - c0));
+        for (int o = 0; o < j->O; o++) {
+            float g = j->dout[(int64_t)r * j->O + o];
+            const float* w = j->W + (int64_t)o * j->I;
+            for (int i = c0; i < j->I; i++) dx[i] += g * w[i];
         }
     }
+}
+static void linear_din_slices(void* ctx, int64_t begin, int64_t end) {
+    const linear_job* j = ctx;
+    for (int64_t sl = begin; sl < end; sl++) {
+        int c0 = j->din_from / L2S_LANES * L2S_LANES + (int)sl * COL_SLICE;
+        int nc = j->tiled_cols - c0 < COL_SLICE ? j->tiled_cols - c0 : COL_SLICE;
+        for (int r0 = 0; r0 < j->tiled_rows; r0 += ROWS)
+            j->ops.gemm(j->dout + (int64_t)r0 * j->O, j->O, 1, j->O, j->W + c0, j->I, nc,
+                        j->din + (int64_t)r0 * j->I + c0, j->I, 0);
+    }
+}
+/* dW rows [o0, o0 + ROWS) += dout^T in, reading dout transposed in place (a_col = O). */
+static void linear_dw_blocks(void* ctx, int64_t begin, int64_t end) {
+    const linear_job* j = ctx;
+    for (int64_t blk = begin; blk < end; blk++) {
+        int64_t o0 = blk * ROWS;
+        if (j->tiled_cols)
+            j->ops.gemm(j->dout + o0, 1, j->O, j->B, j->in, j->I, j->tiled_cols, j->dW + o0 * j->I, j->I, 1);
+        for (int64_t o = o0; o < o0 + ROWS; o++)
+            for (int r = 0; r < j->B; r++) {
+                float g = j->dout[(int64_t)r * j->O + o];
+                for (int i = j->tiled_cols; i < j->I; i++) j->dW[o * j->I + i] += g * j->in[(int64_t)r * j->I + i];
+            }
+    }
+}
+/* din[B, din_from:I] = (dout W)[:, din_from:] (overwritten; columns before din_from are left as they
+ * are: the first layer's map columns when no map gradient is asked for); dW[O,I] += dout^T in;
+ * db[O] += sum_r dout (if dW). */
+L2S_HOT static void linear_backward(const float* in, const float* W, const float* dout, int B, int I, int O,
+                                    int din_from, float* din, float* dW, float* db) {
+    linear_job j = {.in = in, .W = W, .dout = dout, .din = din, .dW = dW, .B = B, .I = I, .O = O,
+                    .tiled_rows = B >= TILED_MIN_ROWS ? B / ROWS * ROWS : 0, .tiled_cols = I / L2S_LANES * L2S_LANES,
+                    .din_from = din_from, .ops = l2s_pick_block_ops()};
+    int from_tile = din_from / L2S_LANES * L2S_LANES;
+    if (j.tiled_rows && from_tile < j.tiled_cols) {
+        int64_t slices = (j.tiled_cols - from_tile + COL_SLICE - 1) / COL_SLICE;
+        l2s_parallel_for(slices, slices_per_thread(&j, slices), linear_din_slices, &j);
+        linear_din_plain(&j, 0, j.tiled_rows, j.tiled_cols);         /* columns past the last tile */
+    } else {
+        linear_din_plain(&j, 0, j.tiled_rows, din_from);
+    }
+    linear_din_plain(&j, j.tiled_rows, B, din_from);                 /* rows past the last block */
     if (!dW) return;
-    for (int o = 0; o < O; o++) {
+    int tiled_outs = j.tiled_rows ? O / ROWS * ROWS : 0;
+    if (tiled_outs) l2s_parallel_for(tiled_outs / ROWS, slices_per_thread(&j, tiled_outs / ROWS), linear_dw_blocks, &j);
+    for (int o = tiled_outs; o < O; o++) {
         float* dw = dW + (int64_t)o * I;
         for (int r = 0; r < B; r++) {
             float g = dout[(int64_t)r * O + o];
             const float* x = in + (int64_t)r * I;
             for (int i = 0; i < I; i++) dw[i] += g * x[i];
-            db[o] += g;
         }
     }
+    for (int o = 0; o < O; o++)
+        for (int r = 0; r < B; r++) db[o] += dout[(int64_t)r * O + o];
 }
 
 /* ---- layernorm over the last dim C: out = (a - mean) * rstd * g + be ---- */
@@ -115,13 +198,15 @@ static void hidden_layer_forward(const l2s_classifier_config* c, const float* pa
     layernorm_forward(z.a, params + lp.g, params + lp.be, B, O, c->ln_eps, z.n, z.mean, z.rstd);
     leaky_forward(z.n, (int64_t)B * O, c->leaky_slope, z.r);
 }
-/* dr [B,O] in (clobbered), din [B,I] out; scratch [B,O]; grads accumulated when not NULL. */
+/* dr [B,O] in (clobbered), din [B, din_from:I] out; scratch [B,O]; grads accumulated when not NULL. */
 static void hidden_layer_backward(const l2s_classifier_config* c, const float* params, float* grads, layer_params lp,
-                                  const float* in, int B, int I, int O, layer_acts z, float* dr, float* scratch, float* din) {
+                                  const float* in, int B, int I, int O, layer_acts z, float* dr, float* scratch,
+                                  int din_from, float* din) {
     leaky_backward(z.n, (int64_t)B * O, c->leaky_slope, dr);
     layernorm_backward(z.a, z.mean, z.rstd, params + lp.g, dr, B, O, scratch,
                        grads ? grads + lp.g : NULL, grads ? grads + lp.be : NULL);
-    linear_backward(in, params + lp.w, scratch, B, I, O, din, grads ? grads + lp.w : NULL, grads ? grads + lp.b : NULL);
+    linear_backward(in, params + lp.w, scratch, B, I, O, din_from, din, grads ? grads + lp.w : NULL,
+                    grads ? grads + lp.b : NULL);
 }
 
 /* ---- layout ---- */
@@ -244,9 +329,10 @@ void classifier_backward_cpu(const l2s_classifier_config* c, const float* params
     float* g = grads;                                   /* NULL: input gradient only */
     float* d1 = ws + wo.dbuf1; float* d2 = ws + wo.dbuf2; float* dh0 = ws + wo.dh0;
     softmax_ce_backward(ws + wo.probs, labels, B, R, d1);                                       /* d1 = dlogits [B,R] */
-    linear_backward(ws + wo.r2, params + po.w3, d1, B, H2, R, d2, g ? g + po.w3 : NULL, g ? g + po.b3 : NULL); /* d2 = dr2 */
-    hidden_layer_backward(c, params, g, layer2(&po), ws + wo.r1, B, H1, H2, acts2(ws, &wo), d2, d1, d2);   /* d2 = dr1 */
-    hidden_layer_backward(c, params, g, layer1(&po), ws + wo.h0, B, D0, H1, acts1(ws, &wo), d2, d1, dh0);  /* dh0 */
+    linear_backward(ws + wo.r2, params + po.w3, d1, B, H2, R, 0, d2, g ? g + po.w3 : NULL, g ? g + po.b3 : NULL); /* d2 = dr2 */
+    hidden_layer_backward(c, params, g, layer2(&po), ws + wo.r1, B, H1, H2, acts2(ws, &wo), d2, d1, 0, d2);   /* d2 = dr1 */
+    /* dh0: its map columns only when the map gradient is asked for (training skips a third of layer 1) */
+    hidden_layer_backward(c, params, g, layer1(&po), ws + wo.h0, B, D0, H1, acts1(ws, &wo), d2, d1, dx ? 0 : (int)X, dh0);
     for (int r = 0; r < B; r++) {
         if (dx) memcpy(dx + (int64_t)r * X, dh0 + (int64_t)r * D0, sizeof(float) * X);
         if (g && E > 0) {

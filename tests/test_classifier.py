@@ -34,9 +34,11 @@ def _torch_ref(model, x, steps, labels):
     return probs.detach().numpy(), losses.detach().numpy(), xt.grad.numpy(), p.grad.numpy()
 
 
+# B = 6 takes the plain loops; B = 13 the register tiles (12 rows) plus a one-row tail (classifier.c).
+@pytest.mark.parametrize("B", [6, 13])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["small", "no-steps", "authors-size"])
-def test_forward_and_gradients_match_float64_torch(rng, cfg):
-    model, x, steps, labels = _model_and_batch(rng, cfg)
+def test_forward_and_gradients_match_float64_torch(rng, cfg, B):
+    model, x, steps, labels = _model_and_batch(rng, cfg, B)
     probs, losses = model.forward(x, steps, labels)
     ref_probs, ref_losses, ref_dx, ref_dp = _torch_ref(model, x, steps, labels)
     np.testing.assert_allclose(probs, ref_probs, rtol=1e-4, atol=1e-6)
