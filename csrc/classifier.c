@@ -125,47 +125,49 @@ L2S_HOT static void linear_backward(const float* in, const float* W, const float
         for (int r = 0; r < B; r++) db[o] += dout[(int64_t)r * O + o];
 }
 
-/* ---- layernorm over the last dim C: out = (a - mean) * rstd * g + be ---- */
-static void layernorm_forward(const float* a, const float* g, const float* be, int B, int C, float eps,
-                              float* out, float* mean, float* rstd) {
+/* ---- layernorm over the last dim C: out = (a - mean) * rstd * g + be ----
+ * Reductions go through 8 partial sums (numeric.h) and the rows are built in place in out/da, so
+ * every loop vectorises without -ffast-math (the scalar chains were a fifth of the B=64 pass). */
+L2S_HOT static void layernorm_forward(const float* a, const float* g, const float* be, int B, int C, float eps,
+                                      float* out, float* mean, float* rstd) {
     for (int r = 0; r < B; r++) {
         const float* x = a + (int64_t)r * C;
-        float mu = 0.f;
-        for (int c = 0; c < C; c++) mu += x[c];
-        mu /= C;
-        float var = 0.f;
-        for (int c = 0; c < C; c++) var += (x[c] - mu) * (x[c] - mu);
-        float rs = 1.f / sqrtf(var / C + eps);
-        for (int c = 0; c < C; c++) out[(int64_t)r * C + c] = (x[c] - mu) * rs * g[c] + be[c];
+        float* y = out + (int64_t)r * C;
+        float mu = l2s_sum_f32(x, C) / C;
+        for (int c = 0; c < C; c++) y[c] = x[c] - mu;
+        float rs = 1.f / sqrtf(l2s_dot_f32(y, y, C) / C + eps);
+        for (int c = 0; c < C; c++) y[c] = y[c] * rs * g[c] + be[c];
         mean[r] = mu; rstd[r] = rs;
     }
 }
 /* da[B,C] overwritten; dg, dbe accumulated when dg is not NULL. */
-static void layernorm_backward(const float* a, const float* mean, const float* rstd, const float* g,
-                               const float* dout, int B, int C, float* da, float* dg, float* dbe) {
+L2S_HOT static void layernorm_backward(const float* a, const float* mean, const float* rstd, const float* g,
+                                       const float* dout, int B, int C, float* da, float* dg, float* dbe) {
     for (int r = 0; r < B; r++) {
         const float* x = a + (int64_t)r * C; const float* dy = dout + (int64_t)r * C;
+        float* d = da + (int64_t)r * C;
         float mu = mean[r], rs = rstd[r];
-        float mean_d = 0.f, mean_dx = 0.f;     /* means of dnorm and dnorm * xhat */
-        for (int c = 0; c < C; c++) {
-            float xh = (x[c] - mu) * rs, dn = dy[c] * g[c];
-            mean_d += dn; mean_dx += dn * xh;
-            if (dg) { dg[c] += dy[c] * xh; dbe[c] += dy[c]; }
-        }
-        mean_d /= C; mean_dx /= C;
-        for (int c = 0; c < C; c++) {
-            float xh = (x[c] - mu) * rs;
-            da[(int64_t)r * C + c] = rs * (dy[c] * g[c] - mean_d - xh * mean_dx);
-        }
+        for (int c = 0; c < C; c++) d[c] = (x[c] - mu) * rs;                 /* xhat */
+        if (dg)
+            for (int c = 0; c < C; c++) { dg[c] += dy[c] * d[c]; dbe[c] += dy[c]; }
+        float mean_dx = 0.f, acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  /* mean of dnorm * xhat */
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += dy[c + k] * g[c + k] * d[c + k];
+        for (; c < C; c++) mean_dx += dy[c] * g[c] * d[c];
+        mean_dx = (mean_dx + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) / C;
+        float mean_d = l2s_dot_f32(dy, g, C) / C;                           /* mean of dnorm */
+        for (c = 0; c < C; c++) d[c] = dy[c] * g[c] - d[c] * mean_dx;     /* d = dnorm - xhat mean_dx */
+        for (c = 0; c < C; c++) d[c] = rs * (d[c] - mean_d);
     }
 }
 
 /* ---- leaky relu, elementwise; backward in place on the gradient ---- */
-static void leaky_forward(const float* x, int64_t n, float slope, float* y) {
+L2S_HOT static void leaky_forward(const float* x, int64_t n, float slope, float* y) {
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.f ? x[i] : slope * x[i];
 }
-static void leaky_backward(const float* x, int64_t n, float slope, float* dy) {
-    for (int64_t i = 0; i < n; i++) if (!(x[i] > 0.f)) dy[i] *= slope;
+L2S_HOT static void leaky_backward(const float* x, int64_t n, float slope, float* dy) {
+    for (int64_t i = 0; i < n; i++) dy[i] = x[i] > 0.f ? dy[i] : dy[i] * slope;
 }
 
 /* ---- softmax + cross-entropy over R classes; dlogits of the batch-mean loss ---- */

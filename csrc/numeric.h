@@ -136,6 +136,17 @@ static inline float l2s_dot_f32(const float* a, const float* b, int64_t n) {
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
+
+/* Sum with the same 8 partial sums (layernorm's mean and variance). */
+static inline float l2s_sum_f32(const float* a, int64_t n) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i];
+    return s;
+}
 #endif
 
 #endif /* L2S_NUMERIC_H */
