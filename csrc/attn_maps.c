@@ -23,8 +23,11 @@ static void load_rows(const void* src, const int64_t st[4], l2s_dtype dt, int b,
     for (int r = 0; r < pad_rows; r++) {
         float* out = dst + (int64_t)r * ld;
         int filled = r < rows ? D : 0;
-        for (int d = 0; d < filled; d++)
-            out[d] = l2s_load(src, base + (int64_t)(row0 + r) * st[2] + (int64_t)d * st[3], dt);
+        int64_t at = base + (int64_t)(row0 + r) * st[2];
+        if (filled && dt == L2S_F32 && st[3] == 1)      /* the common case: a plain copy, not D typed loads */
+            memcpy(out, (const float*)src + at, sizeof(float) * (size_t)D);
+        else
+            for (int d = 0; d < filled; d++) out[d] = l2s_load(src, at + (int64_t)d * st[3], dt);
         for (int d = filled; d < ld; d++) out[d] = 0.f;
     }
 }
@@ -43,11 +46,11 @@ static void load_keys_t(const void* k, const int64_t st[4], l2s_dtype dt, int b,
 
 /* In place: p[l] = exp(scale * (p[l] - max)) over the first L entries; returns 1 / sum, the
  * factor that makes them the softmax (the forward only needs it at the requested tokens). */
-static float softmax_row_unnormalised(float* p, int L, float scale) {
+static float softmax_row_unnormalised(int avx2, float* p, int L, float scale) {
     /* NaN when a logit is NaN or infinite (a NaN in Q or K): the maps must show it, so that the
      * steering loop sees it and skips the update (the exp reports NaN arguments; an infinite
      * logit becomes one there, inf - inf, or makes the sum infinite) */
-    float sum = l2s_exp_shifted_inplace(p, L, l2s_max_f32(p, L), scale);
+    float sum = l2s_exp_shifted(avx2, p, L, l2s_max_f32(p, L), scale);
     return isfinite(sum) ? 1.f / sum : NAN;
 }
 
@@ -59,6 +62,7 @@ typedef struct {
     float* maps;            /* forward only */
     void *dq, *dk;          /* backward only */
     l2s_block_ops ops;      /* SSE2 or AVX2+FMA block products */
+    int avx2;               /* and the matching exp (simd.h) */
     int failed;             /* a worker could not get scratch memory */
 } attn_job;
 
@@ -86,7 +90,7 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
                 job->ops.gemm(qb, D, 1, D, kt, Lp, Lp, p, Lp, 0);
                 for (int r = 0; r < rows; r++) {
                     float* pr = p + (int64_t)r * Lp;
-                    float inv_sum = softmax_row_unnormalised(pr, L, s->scale);
+                    float inv_sum = softmax_row_unnormalised(job->avx2, pr, L, s->scale);
                     for (int t = 0; t < T; t++) {
                         float acc = 0.f;
                         for (int m = 0; m < M; m++) {
@@ -107,7 +111,7 @@ static void attn_forward_rows(void* vjob, int64_t begin, int64_t end) {
 
 int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                           const int32_t* tokens, float* maps) {
-    attn_job job = {s, q, k, tokens, NULL, maps, NULL, NULL, l2s_pick_block_ops(), 0};
+    attn_job job = {s, q, k, tokens, NULL, maps, NULL, NULL, l2s_pick_block_ops(), l2s_use_avx2(), 0};
     l2s_parallel_for((int64_t)s->B * s->N, 64, attn_forward_rows, &job);
     return job.failed ? -1 : 0;
 }
@@ -148,7 +152,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
             for (int r = 0; r < ROWS; r++) {
                 float* pr = p + (int64_t)r * Lp;
                 if (r >= rows) { memset(pr, 0, sizeof(float) * (size_t)Lp); continue; }   /* no row: no ds */
-                float inv_sum = softmax_row_unnormalised(pr, L, scale);
+                float inv_sum = softmax_row_unnormalised(job->avx2, pr, L, scale);
                 /* w[l] = d maps / d p[l] for this row: which maps read column l, and how hard.
                  * pw = sum_l p[l] w[l] over the token columns only, where w is non-zero (a dense
                  * sum was a serial chain of L adds per row: a tenth of the 64x64 layer's fwd+bwd). */
@@ -169,7 +173,8 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
             job->ops.rank_update(p, Lp, qb, L, Dp, dkh);
             for (int r = 0; r < rows; r++) {
                 int64_t dq_base = (bh * N + n0 + r) * D;
-                for (int d = 0; d < D; d++) l2s_store(job->dq, dq_base + d, dt, dqb[(int64_t)r * Dp + d]);
+                if (dt == L2S_F32) memcpy((float*)job->dq + dq_base, dqb + (int64_t)r * Dp, sizeof(float) * (size_t)D);
+                else for (int d = 0; d < D; d++) l2s_store(job->dq, dq_base + d, dt, dqb[(int64_t)r * Dp + d]);
             }
         }
         for (int l = 0; l < L; l++)
@@ -180,7 +185,7 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
 
 int attn_maps_backward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
                            const int32_t* tokens, const float* dmaps, void* dq, void* dk) {
-    attn_job job = {s, q, k, tokens, dmaps, NULL, dq, dk, l2s_pick_block_ops(), 0};
+    attn_job job = {s, q, k, tokens, dmaps, NULL, dq, dk, l2s_pick_block_ops(), l2s_use_avx2(), 0};
     l2s_parallel_for((int64_t)s->B * s->H, 1, attn_backward_heads, &job);
     return job.failed ? -1 : 0;
 }

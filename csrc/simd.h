@@ -110,4 +110,52 @@ static inline float l2s_exp_shifted_inplace(float* x, int n, float shift, float 
     return sum;
 }
 
+#ifdef L2S_AVX2_PATH
+/* l2s_exp_shifted_inplace eight at a time with FMA (the softmax of every attention row runs it: on
+ * the SSE2 form it was the largest share of the maps forward); the last n % 8 go to the SSE2 form. */
+__attribute__((target("avx2,fma")))
+static float l2s_exp_shifted_inplace_avx2(float* x, int n, float shift, float scale) {
+    const __m256 lo = _mm256_set1_ps(-87.f), log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
+    const __m256 ln2_hi = _mm256_set1_ps(0.693145751953125f), ln2_lo = _mm256_set1_ps(1.428606765330187e-06f);
+    const __m256 c6 = _mm256_set1_ps(0.00138888889f), c5 = _mm256_set1_ps(0.00833333333f);
+    const __m256 c4 = _mm256_set1_ps(0.0416666667f), c3 = _mm256_set1_ps(0.166666667f);
+    const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale);
+    __m256 acc = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 raw = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(raw, raw, _CMP_UNORD_Q));
+        __m256 v = _mm256_max_ps(raw, lo);
+        __m256i k = _mm256_cvttps_epi32(_mm256_fmsub_ps(v, log2e, half));
+        __m256 kf = _mm256_cvtepi32_ps(k);
+        __m256 r = _mm256_fnmadd_ps(kf, ln2_lo, _mm256_fnmadd_ps(kf, ln2_hi, v));
+        __m256 p = _mm256_fmadd_ps(r, c6, c5);
+        p = _mm256_fmadd_ps(r, p, c4);
+        p = _mm256_fmadd_ps(r, p, c3);
+        p = _mm256_fmadd_ps(r, p, half);
+        p = _mm256_fmadd_ps(r, p, one);
+        p = _mm256_fmadd_ps(r, p, one);
+        __m256 two_k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+        __m256 e = _mm256_mul_ps(p, two_k);
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    if (_mm256_movemask_ps(bad)) return NAN;
+    return sum + l2s_exp_shifted_inplace(x + i, n - i, shift, scale);
+}
+#endif
+
+/* The widest exp above this CPU runs (L2S_SIMD=sse2 forces the SSE2 one). */
+static inline float l2s_exp_shifted(int avx2, float* x, int n, float shift, float scale) {
+#ifdef L2S_AVX2_PATH
+    if (avx2) return l2s_exp_shifted_inplace_avx2(x, n, shift, scale);
+#endif
+    (void)avx2;
+    return l2s_exp_shifted_inplace(x, n, shift, scale);
+}
+
 #endif /* L2S_SIMD_H */
