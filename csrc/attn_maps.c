@@ -38,7 +38,11 @@ static void load_keys_t(const void* k, const int64_t st[4], l2s_dtype dt, int b,
     int64_t base = (int64_t)b * st[0] + (int64_t)h * st[1];
     for (int d = 0; d < D; d++) {
         float* row = kt + (int64_t)d * Lp;
-        for (int l = 0; l < L; l++) row[l] = l2s_load(k, base + (int64_t)l * st[2] + (int64_t)d * st[3], dt);
+        int64_t at = base + (int64_t)d * st[3];
+        if (dt == L2S_F32)                              /* no per-element dtype dispatch */
+            for (int l = 0; l < L; l++) row[l] = ((const float*)k)[at + (int64_t)l * st[2]];
+        else
+            for (int l = 0; l < L; l++) row[l] = l2s_load(k, at + (int64_t)l * st[2], dt);
         for (int l = L; l < Lp; l++) row[l] = 0.f;
     }
 }
