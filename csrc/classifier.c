@@ -37,8 +37,10 @@ static void linear_forward_slices(void* ctx, int64_t begin, int64_t end) {
         for (int r0 = 0; r0 < j->tiled_rows; r0 += ROWS) {
             float* out = j->out + (int64_t)r0 * j->O + o0;
             j->ops.dots(j->in + (int64_t)r0 * j->I, j->I, j->W + (int64_t)o0 * j->I, j->I, j->I, nw, out, j->O);
+            const int O = j->O;
+            const float* b = j->b + o0;
             for (int r = 0; r < ROWS; r++)
-                for (int o = 0; o < nw; o++) out[(int64_t)r * j->O + o] += j->b[o0 + o];
+                for (int o = 0; o < nw; o++) out[(int64_t)r * O + o] += b[o];
         }
     }
 }
@@ -58,14 +60,16 @@ L2S_HOT static void linear_forward(const float* in, const float* W, const float*
 }
 
 /* din[r, i] = sum_o dout[r, o] W[o, i] for rows [r0, r1), columns [c0, I) (plain loops). */
-static void linear_din_plain(const linear_job* j, int r0, int r1, int c0) {
+L2S_HOT static void linear_din_plain(const linear_job* j, int r0, int r1, int c0) {
+    const int I = j->I, O = j->O;          /* locals: stores through dx may not alias them */
+    const float *W = j->W, *dout = j->dout;
     for (int r = r0; r < r1; r++) {
-        float* dx = j->din + (int64_t)r * j->I;
-        memset(dx + c0, 0, sizeof(float) * (size_t)(j->I - c0));
-        for (int o = 0; o < j->O; o++) {
-            float g = j->dout[(int64_t)r * j->O + o];
-            const float* w = j->W + (int64_t)o * j->I;
-            for (int i = c0; i < j->I; i++) dx[i] += g * w[i];
+        float* dx = j->din + (int64_t)r * I;
+        memset(dx + c0, 0, sizeof(float) * (size_t)(I - c0));
+        for (int o = 0; o < O; o++) {
+            float g = dout[(int64_t)r * O + o];
+            const float* w = W + (int64_t)o * I;
+            for (int i = c0; i < I; i++) dx[i] += g * w[i];
         }
     }
 }
@@ -86,10 +90,11 @@ static void linear_dw_blocks(void* ctx, int64_t begin, int64_t end) {
         int64_t o0 = blk * ROWS;
         if (j->tiled_cols)
             j->ops.gemm(j->dout + o0, 1, j->O, j->B, j->in, j->I, j->tiled_cols, j->dW + o0 * j->I, j->I, 1);
+        const int B = j->B, I = j->I, O = j->O, c0 = j->tiled_cols;     /* columns past the last tile */
         for (int64_t o = o0; o < o0 + ROWS; o++)
-            for (int r = 0; r < j->B; r++) {
-                float g = j->dout[(int64_t)r * j->O + o];
-                for (int i = j->tiled_cols; i < j->I; i++) j->dW[o * j->I + i] += g * j->in[(int64_t)r * j->I + i];
+            for (int r = 0; r < B; r++) {
+                float g = j->dout[(int64_t)r * O + o];
+                for (int i = c0; i < I; i++) j->dW[o * I + i] += g * j->in[(int64_t)r * I + i];
             }
     }
 }
