@@ -122,7 +122,10 @@ int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
 
 /* Backward over heads (b, h) in [begin, end): each worker owns dq[b, h] and dk[b, h]. Per block
  * of ROWS query rows: recompute the softmax, ds = p * (w - <p, w>) * scale with w = d maps / d p,
- * then dQ = dS K and dK += dS^T Q, both as register-tiled block products. */
+ * then dQ = dS K; per group of GROUP blocks dK += dS^T Q (dS read transposed in place), so dK
+ * passes through the registers once per GROUP * ROWS rows, not once per block (a rank-ROWS update
+ * per block loaded and stored all of dK each time: it bounded the 16x16 and 32x32 layers). */
+enum { GROUP = 8 };
 static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
     attn_job* job = (attn_job*)vjob;
     const l2s_attn_shape* s = job->s;
@@ -131,30 +134,37 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
     const l2s_dtype dt = s->dtype;
     const int32_t* tokens = job->tokens;
     const float* dmaps = job->dmaps;
-    /* kh [L, Dp] and kt [D, Lp]: the head's keys both ways; dkh [L, Dp]: dK over all N rows;
-     * qb, dqb [ROWS, Dp]: a row block and its dQ; p [ROWS, Lp]: probabilities, then ds; w [L]. */
-    size_t nfl = (size_t)L * Dp * 2 + (size_t)Lp * D + (size_t)ROWS * Dp * 2 + (size_t)ROWS * Lp + (size_t)L;
+    /* kh [L, Dp] and kt [D, Lp]: the head's keys both ways; dkh [Lp, Dp]: dK over all N rows (rows
+     * past L stay zero: whole ROWS-row tiles); qb [GROUP * ROWS, Dp]: a group of row blocks;
+     * dqb [ROWS, Dp]: a block's dQ; p [GROUP * ROWS, Lp]: probabilities, then ds; w [L]. */
+    const int GR = GROUP * ROWS;
+    size_t nfl = (size_t)L * Dp + (size_t)Lp * Dp + (size_t)Lp * D + (size_t)GR * Dp + (size_t)ROWS * Dp
+                 + (size_t)GR * Lp + (size_t)L;
     float* kh = (float*)malloc(sizeof(float) * nfl);
     if (!kh) { job->failed = 1; return; }
     float* dkh = kh + (size_t)L * Dp;
-    float* kt = dkh + (size_t)L * Dp;
+    float* kt = dkh + (size_t)Lp * Dp;
     float* qb = kt + (size_t)Lp * D;
-    float* dqb = qb + (size_t)ROWS * Dp;
+    float* dqb = qb + (size_t)GR * Dp;
     float* p = dqb + (size_t)ROWS * Dp;
-    float* w = p + (size_t)ROWS * Lp;
+    float* w = p + (size_t)GR * Lp;
     float tw[L2S_MAX_TOKEN_SLOTS];
     for (int t = 0; t < T; t++) tw[t] = l2s_attn_token_weight(s, tokens, t);
     for (int64_t bh = begin; bh < end; bh++) {
         int b = (int)(bh / H), h = (int)(bh % H);
         load_rows(job->k, s->k_strides, dt, b, h, 0, L, L, D, Dp, kh);
         load_keys_t(job->k, s->k_strides, dt, b, h, L, Lp, D, kt);
-        memset(dkh, 0, sizeof(float) * (size_t)L * Dp);
-        for (int n0 = 0; n0 < N; n0 += ROWS) {
+        memset(dkh, 0, sizeof(float) * (size_t)Lp * Dp);
+        for (int g0 = 0; g0 < N; g0 += GR) {
+          int group_rows = 0;                       /* rows of qb / p filled, whole blocks */
+          for (int n0 = g0; n0 < N && n0 < g0 + GR; n0 += ROWS, group_rows += ROWS) {
             int rows = N - n0 < ROWS ? N - n0 : ROWS;
-            load_rows(job->q, s->q_strides, dt, b, h, n0, rows, ROWS, D, Dp, qb);
-            job->ops.gemm(qb, Dp, 1, D, kt, Lp, Lp, p, Lp, 0);
+            float* qs = qb + (int64_t)(n0 - g0) * Dp;
+            float* ps = p + (int64_t)(n0 - g0) * Lp;
+            load_rows(job->q, s->q_strides, dt, b, h, n0, rows, ROWS, D, Dp, qs);
+            job->ops.gemm(qs, Dp, 1, D, kt, Lp, Lp, ps, Lp, 0);
             for (int r = 0; r < ROWS; r++) {
-                float* pr = p + (int64_t)r * Lp;
+                float* pr = ps + (int64_t)r * Lp;
                 if (r >= rows) { memset(pr, 0, sizeof(float) * (size_t)Lp); continue; }   /* no row: no ds */
                 float inv_sum = softmax_row_unnormalised(job->avx2, pr, L, scale);
                 /* w[l] = d maps / d p[l] for this row: which maps read column l, and how hard.
@@ -173,13 +183,15 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
                 for (int l = 0; l < L; l++) pr[l] = pr[l] * inv_sum * (w[l] - pw) * scale;
                 for (int l = L; l < Lp; l++) pr[l] = 0.f;
             }
-            job->ops.gemm(p, Lp, 1, L, kh, Dp, Dp, dqb, Dp, 0);
-            job->ops.rank_update(p, Lp, qb, L, Dp, dkh);
+            job->ops.gemm(ps, Lp, 1, L, kh, Dp, Dp, dqb, Dp, 0);
             for (int r = 0; r < rows; r++) {
                 int64_t dq_base = (bh * N + n0 + r) * D;
                 if (dt == L2S_F32) memcpy((float*)job->dq + dq_base, dqb + (int64_t)r * Dp, sizeof(float) * (size_t)D);
                 else for (int d = 0; d < D; d++) l2s_store(job->dq, dq_base + d, dt, dqb[(int64_t)r * Dp + d]);
             }
+          }
+          for (int l0 = 0; l0 < Lp; l0 += ROWS)     /* dK[l0 : l0 + ROWS] += dS^T Q over the group */
+              job->ops.gemm(p + l0, 1, Lp, group_rows, qb, Dp, Dp, dkh + (int64_t)l0 * Dp, Dp, 1);
         }
         for (int l = 0; l < L; l++)
             for (int d = 0; d < D; d++) l2s_store(job->dk, (bh * L + l) * D + d, dt, dkh[(int64_t)l * Dp + d]);

@@ -9,9 +9,9 @@
 enum { ROWS = L2S_ROWS, LANES = L2S_LANES };
 
 /* out[r, j] (+)= sum_{i < K} a[r, i] * bm[i, j] for r < ROWS, j < ncols (a multiple of LANES), with
- * a[r, i] at a[r * a_row + i * a_col] (a_col != 1 reads a transposed: the classifier's dW = dout^T in):
- * the logits (q . K^T) and dQ (dS . K) of a row block, the classifier's dX and dW. Columns run along the inner loop, so there are
- * no horizontal sums, and the ROWS x LANES accumulators stay in registers while each row of bm
+ * a[r, i] at a[r * a_row + i * a_col] (a_col != 1 reads a transposed: dK = dS^T Q, the classifier's
+ * dW = dout^T in): also the logits (q . K^T), dQ (dS . K) and the classifier's dX. Columns run along
+ * the inner loop, so there are no horizontal sums, and the ROWS x LANES accumulators stay in registers while each row of bm
  * serves ROWS rows of a. (Row-at-a-time dot products ran 3x slower than torch on bench_core.) */
 void l2s_block_gemm_sse(const float* a, int a_row, int a_col, int K, const float* bm, int ldb, int ncols,
                         float* out, int ldo, int accumulate) {
@@ -78,38 +78,8 @@ void l2s_block_dots_sse(const float* a, int lda, const float* w, int ldw, int K,
     }
 }
 
-/* dk[l, :] += sum_r ds[r, l] * q[r, :] for l < L: dK's rank-ROWS update from one row block
- * (Dp a multiple of LANES; the q tile stays in registers while l runs). */
-void l2s_block_rank_update_sse(const float* ds, int lds, const float* q, int L, int Dp, float* dk) {
-    for (int d0 = 0; d0 < Dp; d0 += LANES) {
-#if defined(__SSE2__)
-        __m128 q0[ROWS], q1[ROWS];
-        for (int r = 0; r < ROWS; r++) {
-            q0[r] = _mm_loadu_ps(q + (int64_t)r * Dp + d0);
-            q1[r] = _mm_loadu_ps(q + (int64_t)r * Dp + d0 + 4);
-        }
-        for (int l = 0; l < L; l++) {
-            float* dkl = dk + (int64_t)l * Dp + d0;
-            __m128 a0 = _mm_loadu_ps(dkl), a1 = _mm_loadu_ps(dkl + 4);
-            for (int r = 0; r < ROWS; r++) {
-                __m128 x = _mm_set1_ps(ds[(int64_t)r * lds + l]);
-                a0 = _mm_add_ps(a0, _mm_mul_ps(x, q0[r]));
-                a1 = _mm_add_ps(a1, _mm_mul_ps(x, q1[r]));
-            }
-            _mm_storeu_ps(dkl, a0);
-            _mm_storeu_ps(dkl + 4, a1);
-        }
-#else
-        for (int l = 0; l < L; l++)
-            for (int r = 0; r < ROWS; r++)
-                for (int j = 0; j < LANES; j++)
-                    dk[(int64_t)l * Dp + d0 + j] += ds[(int64_t)r * lds + l] * q[(int64_t)r * Dp + d0 + j];
-#endif
-    }
-}
-
 #ifdef L2S_AVX2_PATH
-/* block_gemm and block_rank_update with 8-wide FMA tiles, two per row (8 independent accumulators
+/* block_gemm with 8-wide FMA tiles, two per row (8 independent accumulators
  * hide the FMA latency); a last odd tile of 8 columns runs alone. */
 __attribute__((target("avx2,fma")))
 void l2s_block_gemm_avx2(const float* a, int a_row, int a_col, int K, const float* bm, int ldb, int ncols,
@@ -186,25 +156,11 @@ void l2s_block_dots_avx2(const float* a, int lda, const float* w, int ldw, int K
     if (o < nw) l2s_block_dots_sse(a, lda, w + (int64_t)o * ldw, ldw, K, nw - o, out + o, ldo);
 }
 
-__attribute__((target("avx2,fma")))
-void l2s_block_rank_update_avx2(const float* ds, int lds, const float* q, int L, int Dp, float* dk) {
-    for (int d0 = 0; d0 < Dp; d0 += LANES) {
-        __m256 qt[ROWS];
-        for (int r = 0; r < ROWS; r++) qt[r] = _mm256_loadu_ps(q + (int64_t)r * Dp + d0);
-        for (int l = 0; l < L; l++) {
-            float* dkl = dk + (int64_t)l * Dp + d0;
-            __m256 acc = _mm256_loadu_ps(dkl);
-            for (int r = 0; r < ROWS; r++)
-                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + (int64_t)r * lds + l), qt[r], acc);
-            _mm256_storeu_ps(dkl, acc);
-        }
-    }
-}
 #endif
 
 l2s_block_ops l2s_pick_block_ops(void) {
 #ifdef L2S_AVX2_PATH
-    if (l2s_use_avx2()) return (l2s_block_ops){l2s_block_gemm_avx2, l2s_block_rank_update_avx2, l2s_block_dots_avx2};
+    if (l2s_use_avx2()) return (l2s_block_ops){l2s_block_gemm_avx2, l2s_block_dots_avx2};
 #endif
-    return (l2s_block_ops){l2s_block_gemm_sse, l2s_block_rank_update_sse, l2s_block_dots_sse};
+    return (l2s_block_ops){l2s_block_gemm_sse, l2s_block_dots_sse};
 }

@@ -3,8 +3,6 @@
  *   gemm(a, a_row, a_col, K, bm, ldb, ncols, out, ldo, accumulate): out[r, j] (+)= sum_{i<K} a[r, i] * bm[i, j]
  *       for r < L2S_ROWS, j < ncols (a multiple of L2S_LANES), a[r, i] at a[r * a_row + i * a_col];
  *       out is overwritten unless accumulate.
- *   rank_update(ds, lds, q, L, Dp, dk): dk[l, :Dp] += sum_{r<L2S_ROWS} ds[r, l] * q[r, :Dp] for l < L
- *       (Dp a multiple of L2S_LANES).
  *   dots(a, lda, w, ldw, K, nw, out, ldo): out[r, o] = sum_{i<K} a[r, i] * w[o, i] for r < L2S_ROWS, o < nw.
  */
 #ifndef L2S_TILES_H
@@ -14,7 +12,6 @@ enum { L2S_ROWS = 4, L2S_LANES = 8 };
 
 typedef struct {
     void (*gemm)(const float*, int, int, int, const float*, int, int, float*, int, int);
-    void (*rank_update)(const float*, int, const float*, int, int, float*);
     void (*dots)(const float*, int, const float*, int, int, int, float*, int);
 } l2s_block_ops;
 

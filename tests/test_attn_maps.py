@@ -40,8 +40,9 @@ def test_wide_logits_underflow_cleanly(rng):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-# N, L, D off the 4-row blocks and 8-wide tiles of the C kernels, and on them
-@pytest.mark.parametrize("N,L,D", [(12, 7, 5), (7, 16, 8), (5, 9, 19), (1, 1, 3)])
+# N, L, D off the 4-row blocks and 8-wide tiles of the C kernels, and on them; N = 70 crosses two
+# 32-row dK groups and ends in a partial block
+@pytest.mark.parametrize("N,L,D", [(12, 7, 5), (7, 16, 8), (5, 9, 19), (1, 1, 3), (70, 13, 12)])
 def test_backward_matches_torch_autograd(rng, N, L, D):
     q, k = _inputs(rng, B=2, H=3, N=N, L=L, D=D)
     tokens = [[1 % L], [3 % L, 4 % L]]
