@@ -11,9 +11,8 @@
 #include "parallel.h"
 #include "tiles.h"
 
-/* ROWS query rows per block; LANES output columns per register tile (two SSE vectors). */
-enum { ROWS = L2S_ROWS, LANES = L2S_LANES };
-
+/* Query rows per block: the row count of the register tiles (tiles.h). */
+enum { ROWS = L2S_ROWS };
 
 /* Copy rows [row0, row0 + rows) of head (b, h) of a strided [B, H, R, D] tensor into dense floats
  * with row stride ld (>= D); columns D..ld and rows rows..pad_rows are zeroed. */
@@ -30,6 +29,12 @@ static void load_rows(const void* src, const int64_t st[4], l2s_dtype dt, int b,
             for (int d = 0; d < filled; d++) out[d] = l2s_load(src, at + (int64_t)d * st[3], dt);
         for (int d = filled; d < ld; d++) out[d] = 0.f;
     }
+}
+
+/* Store n dense floats at element `at` of a contiguous output of type dt (dQ and dK rows). */
+static void store_row(void* dst, int64_t at, l2s_dtype dt, const float* src, int n) {
+    if (dt == L2S_F32) memcpy((float*)dst + at, src, sizeof(float) * (size_t)n);
+    else for (int d = 0; d < n; d++) l2s_store(dst, at + d, dt, src[d]);
 }
 
 /* Keys of head (b, h) as dense K^T [D, Lp], zero padded past L (the forward GEMM's right side). */
@@ -120,6 +125,29 @@ int attn_maps_forward_cpu(const l2s_attn_shape* s, const void* q, const void* k,
     return job.failed ? -1 : 0;
 }
 
+/* In place: the logits row pr [Lp] of query n of head (b, h) becomes ds = p * (w - <p, w>) * scale,
+ * p its softmax, w[l] = d maps / d p[l] (which maps read column l, and how hard), zero past L.
+ * w is non-zero only at the token columns, so <p, w> is summed there alone (a dense sum was a serial
+ * chain of L adds per row: a tenth of the 64x64 layer's fwd+bwd). w [L] is scratch. */
+static void softmax_row_backward(const attn_job* job, int b, int h, int n, const float* tw, float* pr, float* w) {
+    const l2s_attn_shape* s = job->s;
+    const int L = s->L, Lp = l2s_padded(L), T = s->T, M = s->M;
+    const float scale = s->scale;             /* locals: float stores below cannot alias them */
+    float inv_sum = softmax_row_unnormalised(job->avx2, pr, L, scale);
+    memset(w, 0, sizeof(float) * L);
+    float pw = 0.f;
+    for (int t = 0; t < T; t++) {
+        float g = job->dmaps[l2s_attn_map_index(s, b, t, h, n)] * tw[t];
+        for (int m = 0; m < M; m++) {
+            int tok = job->tokens[t * M + m];
+            if (tok >= 0) { w[tok] += g; pw += g * pr[tok]; }
+        }
+    }
+    pw *= inv_sum;
+    for (int l = 0; l < L; l++) pr[l] = pr[l] * inv_sum * (w[l] - pw) * scale;
+    for (int l = L; l < Lp; l++) pr[l] = 0.f;
+}
+
 /* Backward over heads (b, h) in [begin, end): each worker owns dq[b, h] and dk[b, h]. Per block
  * of ROWS query rows: recompute the softmax, ds = p * (w - <p, w>) * scale with w = d maps / d p,
  * then dQ = dS K; per group of GROUP blocks dK += dS^T Q (dS read transposed in place), so dK
@@ -129,11 +157,8 @@ enum { GROUP = 8 };
 static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
     attn_job* job = (attn_job*)vjob;
     const l2s_attn_shape* s = job->s;
-    const int H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, M = s->M, Lp = l2s_padded(L), Dp = l2s_padded(D);
-    const float scale = s->scale;             /* locals: float stores below cannot alias them */
+    const int H = s->H, N = s->N, L = s->L, D = s->D, T = s->T, Lp = l2s_padded(L), Dp = l2s_padded(D);
     const l2s_dtype dt = s->dtype;
-    const int32_t* tokens = job->tokens;
-    const float* dmaps = job->dmaps;
     /* kh [L, Dp] and kt [D, Lp]: the head's keys both ways; dkh [Lp, Dp]: dK over all N rows (rows
      * past L stay zero: whole ROWS-row tiles); qb [GROUP * ROWS, Dp]: a group of row blocks;
      * dqb [ROWS, Dp]: a block's dQ; p [GROUP * ROWS, Lp]: probabilities, then ds; w [L]. */
@@ -149,52 +174,33 @@ static void attn_backward_heads(void* vjob, int64_t begin, int64_t end) {
     float* p = dqb + (size_t)ROWS * Dp;
     float* w = p + (size_t)GR * Lp;
     float tw[L2S_MAX_TOKEN_SLOTS];
-    for (int t = 0; t < T; t++) tw[t] = l2s_attn_token_weight(s, tokens, t);
+    for (int t = 0; t < T; t++) tw[t] = l2s_attn_token_weight(s, job->tokens, t);
     for (int64_t bh = begin; bh < end; bh++) {
         int b = (int)(bh / H), h = (int)(bh % H);
         load_rows(job->k, s->k_strides, dt, b, h, 0, L, L, D, Dp, kh);
         load_keys_t(job->k, s->k_strides, dt, b, h, L, Lp, D, kt);
         memset(dkh, 0, sizeof(float) * (size_t)Lp * Dp);
         for (int g0 = 0; g0 < N; g0 += GR) {
-          int group_rows = 0;                       /* rows of qb / p filled, whole blocks */
-          for (int n0 = g0; n0 < N && n0 < g0 + GR; n0 += ROWS, group_rows += ROWS) {
-            int rows = N - n0 < ROWS ? N - n0 : ROWS;
-            float* qs = qb + (int64_t)(n0 - g0) * Dp;
-            float* ps = p + (int64_t)(n0 - g0) * Lp;
-            load_rows(job->q, s->q_strides, dt, b, h, n0, rows, ROWS, D, Dp, qs);
-            job->ops.gemm(qs, Dp, 1, D, kt, Lp, Lp, ps, Lp, 0);
-            for (int r = 0; r < ROWS; r++) {
-                float* pr = ps + (int64_t)r * Lp;
-                if (r >= rows) { memset(pr, 0, sizeof(float) * (size_t)Lp); continue; }   /* no row: no ds */
-                float inv_sum = softmax_row_unnormalised(job->avx2, pr, L, scale);
-                /* w[l] = d maps / d p[l] for this row: which maps read column l, and how hard.
-                 * pw = sum_l p[l] w[l] over the token columns only, where w is non-zero (a dense
-                 * sum was a serial chain of L adds per row: a tenth of the 64x64 layer's fwd+bwd). */
-                memset(w, 0, sizeof(float) * L);
-                float pw = 0.f;
-                for (int t = 0; t < T; t++) {
-                    float g = dmaps[l2s_attn_map_index(s, b, t, h, n0 + r)] * tw[t];
-                    for (int m = 0; m < M; m++) {
-                        int tok = tokens[t * M + m];
-                        if (tok >= 0) { w[tok] += g; pw += g * pr[tok]; }
-                    }
+            /* whole blocks: rows past N are zero in qb and p, so they add nothing to dK */
+            int group_rows = N - g0 < GR ? l2s_round_up(N - g0, ROWS) : GR;
+            for (int n0 = g0; n0 < g0 + group_rows; n0 += ROWS) {
+                int rows = N - n0 < ROWS ? N - n0 : ROWS;
+                float* qs = qb + (int64_t)(n0 - g0) * Dp;
+                float* ps = p + (int64_t)(n0 - g0) * Lp;
+                load_rows(job->q, s->q_strides, dt, b, h, n0, rows, ROWS, D, Dp, qs);
+                job->ops.gemm(qs, Dp, 1, D, kt, Lp, Lp, ps, Lp, 0);
+                for (int r = 0; r < ROWS; r++) {
+                    float* pr = ps + (int64_t)r * Lp;
+                    if (r < rows) softmax_row_backward(job, b, h, n0 + r, tw, pr, w);
+                    else memset(pr, 0, sizeof(float) * (size_t)Lp);             /* no row: no ds */
                 }
-                pw *= inv_sum;
-                for (int l = 0; l < L; l++) pr[l] = pr[l] * inv_sum * (w[l] - pw) * scale;
-                for (int l = L; l < Lp; l++) pr[l] = 0.f;
+                job->ops.gemm(ps, Lp, 1, L, kh, Dp, Dp, dqb, Dp, 0);
+                for (int r = 0; r < rows; r++) store_row(job->dq, (bh * N + n0 + r) * D, dt, dqb + (int64_t)r * Dp, D);
             }
-            job->ops.gemm(ps, Lp, 1, L, kh, Dp, Dp, dqb, Dp, 0);
-            for (int r = 0; r < rows; r++) {
-                int64_t dq_base = (bh * N + n0 + r) * D;
-                if (dt == L2S_F32) memcpy((float*)job->dq + dq_base, dqb + (int64_t)r * Dp, sizeof(float) * (size_t)D);
-                else for (int d = 0; d < D; d++) l2s_store(job->dq, dq_base + d, dt, dqb[(int64_t)r * Dp + d]);
-            }
-          }
-          for (int l0 = 0; l0 < Lp; l0 += ROWS)     /* dK[l0 : l0 + ROWS] += dS^T Q over the group */
-              job->ops.gemm(p + l0, 1, Lp, group_rows, qb, Dp, Dp, dkh + (int64_t)l0 * Dp, Dp, 1);
+            for (int l0 = 0; l0 < Lp; l0 += ROWS)     /* dK[l0 : l0 + ROWS] += dS^T Q over the group */
+                job->ops.gemm(p + l0, 1, Lp, group_rows, qb, Dp, Dp, dkh + (int64_t)l0 * Dp, Dp, 1);
         }
-        for (int l = 0; l < L; l++)
-            for (int d = 0; d < D; d++) l2s_store(job->dk, (bh * L + l) * D + d, dt, dkh[(int64_t)l * Dp + d]);
+        for (int l = 0; l < L; l++) store_row(job->dk, (bh * L + l) * D, dt, dkh + (int64_t)l * Dp, D);
     }
     free(kh);
 }

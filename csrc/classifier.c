@@ -22,7 +22,8 @@ enum { ROWS = L2S_ROWS, TILED_MIN_ROWS = 2 * L2S_ROWS, OUT_SLICE = 16, COL_SLICE
 typedef struct {
     const float *in, *W, *b, *dout;
     float *out, *din, *dW;
-    int B, I, O, tiled_rows, tiled_cols, din_from;
+    int B, I, O, tiled_rows, tiled_cols;
+    int din_tiles_from;      /* first din column the tiles write: din_from rounded down to LANES */
     l2s_block_ops ops;
 } linear_job;
 
@@ -34,11 +35,11 @@ static void linear_forward_slices(void* ctx, int64_t begin, int64_t end) {
     const linear_job* j = ctx;
     for (int64_t sl = begin; sl < end; sl++) {
         int o0 = (int)sl * OUT_SLICE, nw = j->O - o0 < OUT_SLICE ? j->O - o0 : OUT_SLICE;
+        const int I = j->I, O = j->O;          /* locals: stores through out may not alias them */
+        const float* b = j->b + o0;
         for (int r0 = 0; r0 < j->tiled_rows; r0 += ROWS) {
-            float* out = j->out + (int64_t)r0 * j->O + o0;
-            j->ops.dots(j->in + (int64_t)r0 * j->I, j->I, j->W + (int64_t)o0 * j->I, j->I, j->I, nw, out, j->O);
-            const int O = j->O;
-            const float* b = j->b + o0;
+            float* out = j->out + (int64_t)r0 * O + o0;
+            j->ops.dots(j->in + (int64_t)r0 * I, I, j->W + (int64_t)o0 * I, I, I, nw, out, O);
             for (int r = 0; r < ROWS; r++)
                 for (int o = 0; o < nw; o++) out[(int64_t)r * O + o] += b[o];
         }
@@ -76,26 +77,33 @@ L2S_HOT static void linear_din_plain(const linear_job* j, int r0, int r1, int c0
 static void linear_din_slices(void* ctx, int64_t begin, int64_t end) {
     const linear_job* j = ctx;
     for (int64_t sl = begin; sl < end; sl++) {
-        int c0 = j->din_from / L2S_LANES * L2S_LANES + (int)sl * COL_SLICE;
+        int c0 = j->din_tiles_from + (int)sl * COL_SLICE;
         int nc = j->tiled_cols - c0 < COL_SLICE ? j->tiled_cols - c0 : COL_SLICE;
         for (int r0 = 0; r0 < j->tiled_rows; r0 += ROWS)
             j->ops.gemm(j->dout + (int64_t)r0 * j->O, j->O, 1, j->O, j->W + c0, j->I, nc,
                         j->din + (int64_t)r0 * j->I + c0, j->I, 0);
     }
 }
+/* dW[o, i] += sum_r dout[r, o] in[r, i] for outputs [o0, o1), columns [c0, I) (plain loops). */
+L2S_HOT static void linear_dw_plain(const linear_job* j, int o0, int o1, int c0) {
+    const int B = j->B, I = j->I, O = j->O;   /* locals: stores through dw may not alias them */
+    for (int o = o0; o < o1; o++) {
+        float* dw = j->dW + (int64_t)o * I;
+        for (int r = 0; r < B; r++) {
+            float g = j->dout[(int64_t)r * O + o];
+            const float* x = j->in + (int64_t)r * I;
+            for (int i = c0; i < I; i++) dw[i] += g * x[i];
+        }
+    }
+}
 /* dW rows [o0, o0 + ROWS) += dout^T in, reading dout transposed in place (a_col = O). */
 static void linear_dw_blocks(void* ctx, int64_t begin, int64_t end) {
     const linear_job* j = ctx;
     for (int64_t blk = begin; blk < end; blk++) {
-        int64_t o0 = blk * ROWS;
+        int o0 = (int)blk * ROWS;
         if (j->tiled_cols)
-            j->ops.gemm(j->dout + o0, 1, j->O, j->B, j->in, j->I, j->tiled_cols, j->dW + o0 * j->I, j->I, 1);
-        const int B = j->B, I = j->I, O = j->O, c0 = j->tiled_cols;     /* columns past the last tile */
-        for (int64_t o = o0; o < o0 + ROWS; o++)
-            for (int r = 0; r < B; r++) {
-                float g = j->dout[(int64_t)r * O + o];
-                for (int i = c0; i < I; i++) j->dW[o * I + i] += g * j->in[(int64_t)r * I + i];
-            }
+            j->ops.gemm(j->dout + o0, 1, j->O, j->B, j->in, j->I, j->tiled_cols, j->dW + (int64_t)o0 * j->I, j->I, 1);
+        linear_dw_plain(j, o0, o0 + ROWS, j->tiled_cols);              /* columns past the last tile */
     }
 }
 /* din[B, din_from:I] = (dout W)[:, din_from:] (overwritten; columns before din_from are left as they
@@ -105,10 +113,9 @@ L2S_HOT static void linear_backward(const float* in, const float* W, const float
                                     int din_from, float* din, float* dW, float* db) {
     linear_job j = {.in = in, .W = W, .dout = dout, .din = din, .dW = dW, .B = B, .I = I, .O = O,
                     .tiled_rows = B >= TILED_MIN_ROWS ? B / ROWS * ROWS : 0, .tiled_cols = I / L2S_LANES * L2S_LANES,
-                    .din_from = din_from, .ops = l2s_pick_block_ops()};
-    int from_tile = din_from / L2S_LANES * L2S_LANES;
-    if (j.tiled_rows && from_tile < j.tiled_cols) {
-        int64_t slices = (j.tiled_cols - from_tile + COL_SLICE - 1) / COL_SLICE;
+                    .din_tiles_from = din_from / L2S_LANES * L2S_LANES, .ops = l2s_pick_block_ops()};
+    if (j.tiled_rows && j.din_tiles_from < j.tiled_cols) {
+        int64_t slices = (j.tiled_cols - j.din_tiles_from + COL_SLICE - 1) / COL_SLICE;
         l2s_parallel_for(slices, slices_per_thread(&j, slices), linear_din_slices, &j);
         linear_din_plain(&j, 0, j.tiled_rows, j.tiled_cols);         /* columns past the last tile */
     } else {
@@ -118,14 +125,7 @@ L2S_HOT static void linear_backward(const float* in, const float* W, const float
     if (!dW) return;
     int tiled_outs = j.tiled_rows ? O / ROWS * ROWS : 0;
     if (tiled_outs) l2s_parallel_for(tiled_outs / ROWS, slices_per_thread(&j, tiled_outs / ROWS), linear_dw_blocks, &j);
-    for (int o = tiled_outs; o < O; o++) {
-        float* dw = dW + (int64_t)o * I;
-        for (int r = 0; r < B; r++) {
-            float g = dout[(int64_t)r * O + o];
-            const float* x = in + (int64_t)r * I;
-            for (int i = 0; i < I; i++) dw[i] += g * x[i];
-        }
-    }
+    linear_dw_plain(&j, tiled_outs, O, 0);                            /* outputs past the last block */
     for (int o = 0; o < O; o++)
         for (int r = 0; r < B; r++) db[o] += dout[(int64_t)r * O + o];
 }

@@ -18,6 +18,7 @@ typedef struct {
 /* The widest variant this CPU runs (L2S_SIMD=sse2 forces the portable one); ask once per op call. */
 l2s_block_ops l2s_pick_block_ops(void);
 
-static inline int l2s_padded(int n) { return (n + L2S_LANES - 1) / L2S_LANES * L2S_LANES; }
+static inline int l2s_round_up(int n, int m) { return (n + m - 1) / m * m; }
+static inline int l2s_padded(int n) { return l2s_round_up(n, L2S_LANES); }
 
 #endif /* L2S_TILES_H */
