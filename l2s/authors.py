@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .hub import CARD, CONFIG, WEIGHTS, card_front_matter
 from .relations import PHRASES
 
 KIND = "authors-transformer"
@@ -150,17 +151,16 @@ def convert_checkpoint(path: str | Path, out: str | Path, family: str | None = N
     out.mkdir(parents=True, exist_ok=True)
     # the authors name classes as their prompts do ("to the left of"): l2s's names where it has them
     canonical = [PHRASES.get(r, r) for r in relations]
-    (out / "config.json").write_text(json.dumps({"kind": KIND, "relations": canonical, "authors_config": config,
+    (out / CONFIG).write_text(json.dumps({"kind": KIND, "relations": canonical, "authors_config": config,
                                                  "training_config": training, "meta": meta}, indent=2, default=str))
-    save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
+    save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(out / WEIGHTS),
               metadata={"format": "l2s-authors-classifier"})
-    (out / "README.md").write_text(_card(relations, config, meta))
+    (out / CARD).write_text(_card(relations, config, meta))
     return out
 
 
 def _card(relations: list[str], config: dict, meta: dict) -> str:
-    return "\n".join(["---", 'library_name: "l2s"', 'license: "other"',
-                      'tags: ["learn-to-steer", "relation-classifier", "spatial-relations"]', "---", "",
+    return "\n".join(card_front_matter("other") + ["",
                       "# Learn-to-Steer relation classifier (converted from the authors' checkpoint)", "",
                       f"- source: `{meta['source']}` (sha256 {meta['source_sha256'][:16]}...)",
                       f"- model family: {meta['family']}; input: per-(layer, head) map stacks "
@@ -249,18 +249,18 @@ class AuthorsClassifier:
     def __init__(self, folder: str | Path):
         from safetensors.torch import load_file
         folder = Path(folder)
-        cfg = json.loads((folder / "config.json").read_text())
+        cfg = json.loads((folder / CONFIG).read_text())
         if cfg.get("kind") != KIND:
             raise ValueError(f"{folder}: not a converted authors' classifier (kind {cfg.get('kind')!r})")
         self.config, self.training_config = cfg["authors_config"], cfg["training_config"]
         self.relations = tuple(cfg["relations"])
         self.meta = dict(cfg["meta"])
         self.map_size = int(self.config.get("map_size", 16))
-        self.params = load_file(str(folder / "model.safetensors"))
+        self.params = load_file(str(folder / WEIGHTS))
         want = expected_shapes(self.config, int(self.meta["input_channels"]), len(self.relations))
         bad = sorted(k for k in want if k not in self.params or tuple(self.params[k].shape) != want[k])
         if bad:
-            raise ValueError(f"{folder}/model.safetensors does not match its config: {bad[:5]}")
+            raise ValueError(f"{folder / WEIGHTS} does not match its config: {bad[:5]}")
 
     def step_row(self, step: int, num_steps: int) -> int:
         return int(step_rows([step], self.meta.get("step_mapping", []))[0])

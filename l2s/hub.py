@@ -80,16 +80,21 @@ def load_classifier(path_or_repo_id: str | Path) -> Any:
     return RelationClassifier.from_files(config_json, weights)
 
 
+def card_front_matter(license: str, base_model: str | None = None) -> list[str]:
+    """The YAML block the Hub reads at the top of every classifier card."""
+    front = {"library_name": "l2s", "license": license,
+             "tags": ["learn-to-steer", "relation-classifier", "spatial-relations"]}
+    if base_model:
+        front["base_model"] = base_model
+    return ["---"] + [f"{k}: {json.dumps(v)}" for k, v in front.items()] + ["---"]
+
+
 def model_card(config: Any) -> str:
     """The README.md of a classifier folder: Hub metadata, then what a user needs to use it well."""
     meta = dict(config.meta)
     base = meta.get("base_model") or meta.get("pipeline") or meta.get("model") or "unknown"
     steering = meta.get("steering") or {}
-    front = {"library_name": "l2s", "license": meta.get("license", "other"),
-             "tags": ["learn-to-steer", "relation-classifier", "spatial-relations"]}
-    if meta.get("base_model"):
-        front["base_model"] = meta["base_model"]
-    lines = ["---"] + [f"{k}: {json.dumps(v)}" for k, v in front.items()] + ["---", "",
+    lines = card_front_matter(meta.get("license", "other"), meta.get("base_model")) + ["",
              "# Learn-to-Steer relation classifier", "",
              "Reads the spatial relation between two objects from their cross-attention maps; used as the "
              "steering loss by l2s (`l2s.load_classifier(folder)`, then `Steerer(pipe, clf, prompt)`).",
