@@ -1,10 +1,10 @@
-"""Build of the _l2s extension: C core always, CUDA twins when nvcc is found.
+"""Build of the l2s._C extension: C core always, CUDA twins when nvcc is found.
 
 CUDA detection: L2S_CUDA=1 forces it on (fails without nvcc), L2S_CUDA=0 forces it off, unset means
 "use nvcc if found" (CUDA_HOME / CUDA_PATH, then nvcc on PATH, then /usr/local/cuda).
 L2S_CUDA_ARCHS overrides the gencode list (default: sm_80, sm_90 and compute_90 PTX).
 The CUDA runtime is linked statically and cuBLASLt is opened lazily on first GPU use, so importing
-_l2s needs neither a driver nor libcublasLt.
+l2s._C needs neither a driver nor libcublasLt.
 """
 import os
 import shutil
@@ -108,7 +108,7 @@ class BuildExtWithCuda(build_ext):
 
 
 ext = Extension(
-    "_l2s",
+    "l2s._C",
     sources=C_SOURCES,
     include_dirs=[str(ROOT / "csrc"), numpy.get_include()],
     extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wno-missing-braces", "-fno-strict-aliasing"],

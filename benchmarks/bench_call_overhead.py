@@ -1,10 +1,10 @@
-"""What one call across the ``_l2s`` boundary costs at the smallest sizes (argument parsing,
+"""What one call across the ``l2s._C`` boundary costs at the smallest sizes (argument parsing,
 borrowing, validation, dispatch), in microseconds, for the ops the steering loop calls at B=1.
 
-    python benchmarks/bench_call_overhead.py               # the installed _l2s
+    python benchmarks/bench_call_overhead.py               # the installed l2s._C
     PYTHONPATH=/path/to/other/build python benchmarks/bench_call_overhead.py   # another build
 
-Only ``_l2s`` and NumPy are imported, so the same script times an older build side by side (a
+Only ``l2s._C`` and NumPy are imported, so the same script times an older build side by side (a
 build from before the named classifier config takes the positional tuple: the script passes
 whichever the build asks for).
 """
@@ -15,7 +15,7 @@ import timeit
 
 import numpy as np
 
-import _l2s
+from l2s import _C
 
 FIELDS = dict(n_maps=2, map_pixels=4, n_steps=5, step_dim=3, hidden1=6, hidden2=5, n_relations=4, leaky_slope=0.1,
               ln_eps=1e-5)
@@ -27,8 +27,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timings; the best is kept (default 7)")
     args = ap.parse_args()
     f = np.float32
-    cfg = _l2s.classifier_config(**FIELDS) if hasattr(_l2s, "classifier_config") else tuple(FIELDS.values())
-    n_params, ws_floats, _ = _l2s.classifier_sizes(cfg, 1)
+    cfg = _C.classifier_config(**FIELDS) if hasattr(_C, "classifier_config") else tuple(FIELDS.values())
+    n_params, ws_floats, _ = _C.classifier_sizes(cfg, 1)
     params, ws = np.zeros(n_params, f), np.zeros(ws_floats, f)
     x, probs, losses = np.zeros((1, 8), f), np.zeros((1, 4), f), np.zeros(1, f)
     steps, labels, dx = np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros((1, 8), f)
@@ -37,11 +37,11 @@ def main() -> None:
     q, k, table, maps = np.zeros((1, 1, 4, 2), f), np.zeros((1, 1, 3, 2), f), np.array([[0], [1]], np.int32), \
         np.zeros((1, 2, 4), f)
     calls = {
-        "classifier_forward (B=1)": lambda: _l2s.classifier_forward(cfg, params, x, steps, labels, ws, probs, losses),
-        "classifier_backward (B=1, dx)": lambda: _l2s.classifier_backward(cfg, params, steps, labels, ws, dx, None),
-        "attn_maps_forward (tiny)": lambda: _l2s.attn_maps_forward(q, k, table, maps, 0.5),
-        "normalize_maps_forward (tiny)": lambda: _l2s.normalize_maps_forward(v, w),
-        "latent_update (tiny)": lambda: _l2s.latent_update(z, g, norms, 0.0),
+        "classifier_forward (B=1)": lambda: _C.classifier_forward(cfg, params, x, steps, labels, ws, probs, losses),
+        "classifier_backward (B=1, dx)": lambda: _C.classifier_backward(cfg, params, steps, labels, ws, dx, None),
+        "attn_maps_forward (tiny)": lambda: _C.attn_maps_forward(q, k, table, maps, 0.5),
+        "normalize_maps_forward (tiny)": lambda: _C.normalize_maps_forward(v, w),
+        "latent_update (tiny)": lambda: _C.latent_update(z, g, norms, 0.0),
     }
     print("| call | us per call |\n|---|---|")
     for name, fn in calls.items():

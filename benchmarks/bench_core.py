@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-import _l2s
+from l2s import _C
 import l2s
 from l2s.classifier import ClassifierConfig, RelationClassifier
 
@@ -81,9 +81,9 @@ def bench_extraction(device: str, repeats: int, skip_large_cpu: bool, rates) -> 
         k = torch.randn(B, L, H, D, device=device).transpose(1, 2)
         scale = D ** -0.5
         dmaps = torch.randn(B, len(TOKENS), N, device=device)
-        t_fwd = timeit(lambda: l2s.attention_maps(q, k, TOKENS, scale), device, repeats)
-        t_fb = timeit(lambda: (l2s.attention_maps(q, k, TOKENS, scale),
-                               l2s.attention_maps_backward(q, k, TOKENS, dmaps, scale)), device, repeats)
+        t_fwd = timeit(lambda: l2s.attn_maps_forward(q, k, TOKENS, scale), device, repeats)
+        t_fb = timeit(lambda: (l2s.attn_maps_forward(q, k, TOKENS, scale),
+                               l2s.attn_maps_backward(q, k, TOKENS, dmaps, scale)), device, repeats)
         qg, kg = q.detach().requires_grad_(), k.detach().requires_grad_()
 
         def torch_fb():
@@ -140,7 +140,7 @@ def bench_classifier(device: str, repeats: int, rates) -> list[tuple]:
 
             def run_l2s():
                 model.forward(x, steps_h, labels_h)
-                _l2s.classifier_backward(model._cfg, model.params, steps_h, labels_h,
+                _C.classifier_backward(model._cfg, model.params, steps_h, labels_h,
                                          model._workspace(B), None, grads, stream=stream)
             run_torch = lambda: torch.autograd.grad(loss_fn(x, steps, labels), tparams)
         t_l2s = timeit(run_l2s, device, repeats)
@@ -163,8 +163,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per cell (median is reported)")
     ap.add_argument("--with-flux-cpu", action="store_true", help="also time the Flux-size layer on the CPU (slow)")
     args = ap.parse_args()
-    if args.device == "cuda" and not _l2s.cuda_available():
-        raise SystemExit("no CUDA device or _l2s built without CUDA (python -m l2s info)")
+    if args.device == "cuda" and not _C.cuda_available():
+        raise SystemExit("no CUDA device or l2s._C built without CUDA (python -m l2s info)")
     if args.device == "cuda":
         dev = torch.cuda.get_device_name()
     else:

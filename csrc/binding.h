@@ -46,7 +46,7 @@ int copy_index_vector(const arg_t* a, int64_t B, int32_t limit, const char* what
 #define L2S_CUDA_CALL(dev_id, call)                                                         \
     do {                                                                                    \
         (void)(dev_id);                                                                     \
-        PyErr_SetString(PyExc_RuntimeError, "got CUDA arrays, but this _l2s was built without CUDA "\
+        PyErr_SetString(PyExc_RuntimeError, "got CUDA arrays, but this l2s._C was built without CUDA "\
                         "(rebuild with nvcc on PATH or L2S_CUDA=1)");                       \
         goto fail;                                                                          \
     } while (0)

@@ -249,7 +249,7 @@ PyObject* buffer_empty(PyObject* mod, PyObject* args, PyObject* kwargs) {
         }
 #else
         Py_DECREF(self);
-        PyErr_SetString(PyExc_RuntimeError, "this _l2s was built without CUDA; device='cuda' is unavailable");
+        PyErr_SetString(PyExc_RuntimeError, "this l2s._C was built without CUDA; device='cuda' is unavailable");
         return NULL;
 #endif
     }

@@ -1,5 +1,5 @@
 /*
- * module.c — the _l2s Python module: gathers the bindings (one py_<op>.c per op, beside <op>.c and
+ * module.c — the l2s._C Python module: gathers the bindings (one py_<op>.c per op, beside <op>.c and
  * kernels/<op>.cu) into one module. Every entry point borrows the caller's arrays (no copies),
  * validates them and runs the C op (CPU) or its CUDA twin with the GIL released (binding.h).
  */
@@ -11,13 +11,13 @@
 #include <numpy/arrayobject.h>
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_l2s",
+    PyModuleDef_HEAD_INIT, "l2s._C",
     "The l2s C/CUDA core: attention-map extraction, map preparation, relation classifier, AdamW and\n"
     "latent-update ops. Arrays are borrowed zero-copy from NumPy or any DLPack producer.",
     -1, NULL, NULL, NULL, NULL, NULL
 };
 
-PyMODINIT_FUNC PyInit__l2s(void) {
+PyMODINIT_FUNC PyInit__C(void) {
     import_array();
     l2s_read_settings();
     if (PyType_Ready(&BufferType) < 0) return NULL;

@@ -1,5 +1,5 @@
 /*
- * tensor.h — one borrowed view of any array that crosses into _l2s, and the checks every
+ * tensor.h — one borrowed view of any array that crosses into l2s._C, and the checks every
  * entry point runs on it. Nothing here copies data.
  */
 #ifndef L2S_TENSOR_H

@@ -1,5 +1,5 @@
 /*
- * gemm.cu — cuBLASLt, opened on first use so that importing _l2s never needs libcublasLt (and a
+ * gemm.cu — cuBLASLt, opened on first use so that importing l2s._C never needs libcublasLt (and a
  * CPU-only user never loads it). Types and enum values are declared here from NVIDIA's public
  * cuBLASLt documentation; only the calls we make are bound. If the library or an algorithm is
  * missing, a simple shared-memory tiled kernel computes the same product.

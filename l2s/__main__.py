@@ -207,10 +207,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(json.dumps({"saved": str(out), **json.loads((out / "config.json").read_text())["meta"]}, indent=2))
         return 0
     if args.command == "info":
-        import _l2s
-        print(json.dumps({"cuda_compiled": _l2s.cuda_compiled(), "cuda_available": _l2s.cuda_available(),
-                          "cuda_devices": _l2s.cuda_device_count(), "cuda_status": _l2s.cuda_status(),
-                          "gemm_backend": _l2s.gemm_backend()}, indent=2))
+        from . import _C
+        print(json.dumps({"cuda_compiled": _C.cuda_compiled(), "cuda_available": _C.cuda_available(),
+                          "cuda_devices": _C.cuda_device_count(), "cuda_status": _C.cuda_status(),
+                          "gemm_backend": _C.gemm_backend()}, indent=2))
         return 0
     from .demo import run
     result = run(args.train_samples, args.epochs, args.batch, args.seed, args.steer_iters)

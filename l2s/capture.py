@@ -4,7 +4,7 @@ Flux, SD3).
 The model's own attention processors keep computing the layer outputs (SDPA, flash, xformers:
 whatever is installed); on the chosen layers a wrapper (the family's ``CaptureProcessor``) also
 recomputes the queries of the image tokens and the keys of the text tokens and hands them to the
-``_l2s`` extraction op, which returns head-averaged softmax maps of the chosen tokens without ever
+``l2s._C`` extraction op, which returns head-averaged softmax maps of the chosen tokens without ever
 storing the full attention matrix. Every step from Q/K to the classifier's input (extraction,
 resize, layer average, normalisation) is a ``torch.autograd.Function`` over the C/CUDA op
 (``ops.py``), so a loss on the maps back-propagates to the latent. Capture records only while
@@ -21,7 +21,7 @@ import torch
 
 from . import core
 from .models import CrossAttentionLayer, adapter_for
-from .ops import AttentionMapsFn, NormalizeMapsFn, ResizeMapsFn, combine_maps  # noqa: F401  (re-exported)
+from .ops import AttnMapsFn, NormalizeMapsFn, ResizeMapsFn, combine_maps  # noqa: F401  (re-exported)
 
 
 class EarlyExit(Exception):

@@ -1,7 +1,7 @@
 """The relation classifier: reads the spatial relation between two objects from their attention maps.
 
 Its forward, cross-entropy, backward (input and weight gradients) and AdamW update all run in the
-``_l2s`` core (C on the CPU, CUDA on the GPU): no torch autograd. Parameters are one flat float32
+``l2s._C`` core (C on the CPU, CUDA on the GPU): no torch autograd. Parameters are one flat float32
 buffer; ``parameters()`` gives named views into it. Saved as safetensors + a JSON config.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 from huggingface_hub import ModelHubMixin
 
-import _l2s
-from .core import Array, _is_torch, _prep, _stream, adamw_step, empty
+from . import _C
+from .core import Array, _is_torch, _prep, _stream, adamw_update, empty
 from .relations import RELATIONS, label_indices
 
 
@@ -43,7 +43,7 @@ class ClassifierConfig:
     meta: dict = field(default_factory=dict)
 
     def core_fields(self) -> dict:
-        """The named fields of the ``_l2s`` classifier config (``_l2s.classifier_config(**fields)``)."""
+        """The named fields of the ``l2s._C`` classifier config (``_C.classifier_config(**fields)``)."""
         if self.kind != "mlp":
             raise ValueError(f"classifier kind {self.kind!r} is not implemented in the core (only 'mlp')")
         return dict(n_maps=self.n_maps, map_pixels=self.map_size * self.map_size, n_steps=self.n_steps,
@@ -67,7 +67,7 @@ class ClassifierConfig:
 
 class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
                          tags=["learn-to-steer", "relation-classifier", "spatial-relations"]):
-    """Relation classifier whose maths runs in ``_l2s``.
+    """Relation classifier whose maths runs in ``l2s._C``.
 
     Saved as a Hub-style folder (``save_pretrained(DIR)``: ``config.json``, ``model.safetensors``,
     ``README.md`` model card; ``from_pretrained(DIR_OR_REPO_ID)`` / ``l2s.load_classifier``;
@@ -86,11 +86,11 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
 
     def __init__(self, config: ClassifierConfig | None = None, params: Array | None = None, seed: int = 0):
         self.config = config or ClassifierConfig()
-        self._cfg = _l2s.classifier_config(**self.config.core_fields())       # validated once, by name
-        table = _l2s.classifier_layout(self._cfg)             # the core's parameter table, in buffer order
+        self._cfg = _C.classifier_config(**self.config.core_fields())       # validated once, by name
+        table = _C.classifier_layout(self._cfg)             # the core's parameter table, in buffer order
         self.layout: dict[str, tuple[int, tuple[int, ...]]] = {n: (off, shape) for n, (off, shape, _, _) in table.items()}
         self._init = {n: (init, fan_in) for n, (_, _, init, fan_in) in table.items()}
-        n_params = _l2s.classifier_sizes(self._cfg, 1)[0]
+        n_params = _C.classifier_sizes(self._cfg, 1)[0]
         if params is None:
             params = self._init_params(n_params, seed)
         if tuple(params.shape) != (n_params,):
@@ -172,7 +172,7 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
     def _workspace(self, batch: int) -> Array:
         ws = self._workspaces.get(batch)
         if ws is None:
-            ws = empty((_l2s.classifier_sizes(self._cfg, batch)[1],), "float32", like=self.params)
+            ws = empty((_C.classifier_sizes(self._cfg, batch)[1],), "float32", like=self.params)
             self._workspaces = {batch: ws}   # keep one: the last batch size
         return ws
 
@@ -208,7 +208,7 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
         labels = self._host_int32(labels, B, "labels")
         probs = empty((B, len(self.config.relations)), "float32", like=x)
         losses = empty((B,), "float32", like=x) if labels is not None else None
-        _l2s.classifier_forward(self._cfg, self.params, x, steps, labels, self._workspace(B), probs, losses,
+        _C.classifier_forward(self._cfg, self.params, x, steps, labels, self._workspace(B), probs, losses,
                                 stream=_stream(x))
         return probs, losses
 
@@ -228,7 +228,7 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
         with self._lock:                          # the backward reads the forward's activations
             probs, losses = self._forward(xf, steps, labels)
             dx = empty(tuple(xf.shape), "float32", like=xf)
-            _l2s.classifier_backward(self._cfg, self.params, self._host_int32(steps, B, "steps"),
+            _C.classifier_backward(self._cfg, self.params, self._host_int32(steps, B, "steps"),
                                      self._host_int32(labels, B, "labels"), self._workspace(B), dx, None,
                                      stream=_stream(xf))
         return losses, dx.reshape(x_shape), probs
@@ -243,12 +243,12 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
         with self._lock:
             _, losses = self._forward(xf, steps_h, labels_h)
             grads = _zeros_like(self.params)
-            _l2s.classifier_backward(self._cfg, self.params, steps_h, labels_h, self._workspace(B), None, grads,
+            _C.classifier_backward(self._cfg, self.params, steps_h, labels_h, self._workspace(B), None, grads,
                                      stream=_stream(xf))
             if self._adam is None:
                 self._adam = (_zeros_like(self.params), _zeros_like(self.params))
             self.adam_step += 1
-            adamw_step(self.params, grads, *self._adam, lr=lr, step=self.adam_step, betas=betas,
+            adamw_update(self.params, grads, *self._adam, lr=lr, step=self.adam_step, betas=betas,
                        weight_decay=weight_decay)
         return float(losses.mean())
 
@@ -288,8 +288,8 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
         does not match its weights (or asks for absurd sizes) is refused without allocating them."""
         from safetensors import safe_open
         config = ClassifierConfig.from_json(Path(config_json).read_text())
-        cfg = _l2s.classifier_config(**config.core_fields())             # validates the sizes; allocates nothing
-        layout = {n: (off, tuple(shape)) for n, (off, shape, _, _) in _l2s.classifier_layout(cfg).items()}
+        cfg = _C.classifier_config(**config.core_fields())             # validates the sizes; allocates nothing
+        layout = {n: (off, tuple(shape)) for n, (off, shape, _, _) in _C.classifier_layout(cfg).items()}
         with safe_open(str(weights), framework="numpy") as f:
             names = set(f.keys())
             for name, (_, shape) in layout.items():
@@ -301,7 +301,7 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
                 if tuple(sl.get_shape()) != shape or sl.get_dtype() != "F32":
                     raise ValueError(f"{name}: {sl.get_dtype()} {tuple(sl.get_shape())} in the file, float32 {shape} "
                                      "in the config")
-            n_params = _l2s.classifier_sizes(cfg, 1)[0]
+            n_params = _C.classifier_sizes(cfg, 1)[0]
             params = np.zeros(n_params, np.float32)
             for name, (off, shape) in layout.items():
                 size = int(np.prod(shape))

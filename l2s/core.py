@@ -1,4 +1,4 @@
-"""Typed wrappers over the ``_l2s`` C/CUDA ops.
+"""Typed wrappers over the ``l2s._C`` C/CUDA ops.
 
 Each function accepts NumPy arrays, torch tensors (CPU or CUDA) or any ``__dlpack__`` object and
 returns outputs of the same kind on the same device, allocated here unless ``out=`` arrays are
@@ -11,20 +11,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-import _l2s
+from . import _C
 
 Array = Any  # numpy.ndarray | torch.Tensor | any object with __dlpack__
 
 __all__ = [
-    "attention_maps", "attention_maps_backward", "resize_maps", "resize_maps_backward",
-    "normalize_maps", "normalize_maps_backward", "update_latent", "adamw_step", "token_table",
+    "attn_maps_forward", "attn_maps_backward", "resize_maps_forward", "resize_maps_backward",
+    "normalize_maps_forward", "normalize_maps_backward", "latent_update", "adamw_update", "token_table",
     "cuda_available", "empty",
 ]
 
 
 def cuda_available() -> bool:
-    """True if ``_l2s`` was built with CUDA and a device is usable (never initialises CUDA at import)."""
-    return bool(_l2s.cuda_available())
+    """True if ``l2s._C`` was built with CUDA and a device is usable (never initialises CUDA at import)."""
+    return bool(_C.cuda_available())
 
 
 def _torch():
@@ -54,13 +54,13 @@ _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "
 
 
 def _dtype_name(x: Array) -> str:
-    """'float32', 'float16', ... for NumPy, torch, CuPy arrays and _l2s.Buffer alike."""
+    """'float32', 'float16', ... for NumPy, torch, CuPy arrays and l2s._C.Buffer alike."""
     return str(x.dtype).replace("torch.", "")
 
 
 def empty(shape: Sequence[int], dtype: str = "float32", like: Array | None = None) -> Array:
     """Uninitialised array of ``shape``: a NumPy array, a torch tensor on ``like``'s device, or an
-    ``_l2s.Buffer`` (DLPack producer) for other array libraries."""
+    ``l2s._C.Buffer`` (DLPack producer) for other array libraries."""
     shape = tuple(int(s) for s in shape)
     if like is None or isinstance(like, np.ndarray):
         return np.empty(shape, dtype=_NP_DTYPES[dtype])
@@ -68,7 +68,7 @@ def empty(shape: Sequence[int], dtype: str = "float32", like: Array | None = Non
         torch = _torch()
         return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
     kind, index = like.__dlpack_device__()
-    return _l2s.empty(shape, dtype, "cuda" if kind == 2 else "cpu", index if kind == 2 else 0)
+    return _C.empty(shape, dtype, "cuda" if kind == 2 else "cpu", index if kind == 2 else 0)
 
 
 def token_table(tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
@@ -89,7 +89,7 @@ def token_table(tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
     return table
 
 
-def attention_maps(q: Array, k: Array, tokens: Sequence, scale: float | None = None,
+def attn_maps_forward(q: Array, k: Array, tokens: Sequence, scale: float | None = None,
                    out: Array | None = None, per_head: bool = False, token_mean: bool = False) -> Array:
     """Head-averaged (or per-head) cross-attention maps of chosen tokens.
 
@@ -111,16 +111,16 @@ def attention_maps(q: Array, k: Array, tokens: Sequence, scale: float | None = N
     scale = float(D) ** -0.5 if scale is None else float(scale)
     if out is None:
         out = empty((B, table.shape[0], H, N) if per_head else (B, table.shape[0], N), "float32", like=q)
-    _l2s.attn_maps_forward(q, k, table, out, scale, stream=_stream(q), per_head=bool(per_head),
+    _C.attn_maps_forward(q, k, table, out, scale, stream=_stream(q), per_head=bool(per_head),
                            token_mean=bool(token_mean))
     return out
 
 
-def attention_maps_backward(q: Array, k: Array, tokens: Sequence, dmaps: Array,
+def attn_maps_backward(q: Array, k: Array, tokens: Sequence, dmaps: Array,
                             scale: float | None = None, dq: Array | None = None,
                             dk: Array | None = None, per_head: bool = False,
                             token_mean: bool = False) -> tuple[Array, Array]:
-    """Gradients (dq, dk) of ``attention_maps`` given dmaps [B, T, N] ([B, T, heads, N] with
+    """Gradients (dq, dk) of ``attn_maps_forward`` given dmaps [B, T, N] ([B, T, heads, N] with
     per_head; recomputes softmax rows)."""
     q, k, dmaps = _prep(q), _prep(k), _prep(dmaps)
     table = token_table(tokens)
@@ -128,12 +128,12 @@ def attention_maps_backward(q: Array, k: Array, tokens: Sequence, dmaps: Array,
     dt = _dtype_name(q)
     dq = empty(tuple(q.shape), dt, like=q) if dq is None else dq
     dk = empty(tuple(k.shape), dt, like=k) if dk is None else dk
-    _l2s.attn_maps_backward(q, k, table, dmaps, dq, dk, scale, stream=_stream(q), per_head=bool(per_head),
+    _C.attn_maps_backward(q, k, table, dmaps, dq, dk, scale, stream=_stream(q), per_head=bool(per_head),
                             token_mean=bool(token_mean))
     return dq, dk
 
 
-def resize_maps(x: Array, size: int | tuple[int, int], mode: str = "bilinear", out: Array | None = None,
+def resize_maps_forward(x: Array, size: int | tuple[int, int], mode: str = "bilinear", out: Array | None = None,
                 weight: float = 1.0, accumulate: bool = False) -> Array:
     """Resize float32 maps [..., h, w] to [..., H, W]; with out= and accumulate=True, add into out
     (weight=1/L over L layers averages them)."""
@@ -141,17 +141,17 @@ def resize_maps(x: Array, size: int | tuple[int, int], mode: str = "bilinear", o
     H, W = (size, size) if isinstance(size, int) else size
     if out is None:
         out = empty(tuple(x.shape[:-2]) + (H, W), "float32", like=x)
-    _l2s.resize_maps_forward(x, out, mode, float(weight), bool(accumulate), stream=_stream(x))
+    _C.resize_maps_forward(x, out, mode, float(weight), bool(accumulate), stream=_stream(x))
     return out
 
 
 def resize_maps_backward(dout: Array, in_size: tuple[int, int], mode: str = "bilinear",
                          din: Array | None = None, weight: float = 1.0, accumulate: bool = False) -> Array:
-    """Gradient of ``resize_maps``: maps dout [..., H, W] back to [..., h, w]."""
+    """Gradient of ``resize_maps_forward``: maps dout [..., H, W] back to [..., h, w]."""
     dout = _prep(dout)
     if din is None:
         din = empty(tuple(dout.shape[:-2]) + tuple(in_size), "float32", like=dout)
-    _l2s.resize_maps_backward(dout, din, mode, float(weight), bool(accumulate), stream=_stream(dout))
+    _C.resize_maps_backward(dout, din, mode, float(weight), bool(accumulate), stream=_stream(dout))
     return din
 
 
@@ -160,28 +160,28 @@ def _flat_maps(x: Array, map_dims: int) -> Array:
     return x.reshape(lead + (-1,))
 
 
-def normalize_maps(x: Array, mode: str = "sum", eps: float = 1e-8, map_dims: int = 2,
+def normalize_maps_forward(x: Array, mode: str = "sum", eps: float = 1e-8, map_dims: int = 2,
                    out: Array | None = None) -> Array:
     """Normalise each map (the last ``map_dims`` dims) to sum 1 (``mode='sum'``) or max 1 (``'max'``)."""
     x = _prep(x)
     if out is None:
         out = empty(tuple(x.shape), "float32", like=x)
-    _l2s.normalize_maps_forward(_flat_maps(x, map_dims), _flat_maps(out, map_dims), mode, float(eps), stream=_stream(x))
+    _C.normalize_maps_forward(_flat_maps(x, map_dims), _flat_maps(out, map_dims), mode, float(eps), stream=_stream(x))
     return out
 
 
 def normalize_maps_backward(x: Array, dy: Array, mode: str = "sum", eps: float = 1e-8, map_dims: int = 2,
                             dx: Array | None = None) -> Array:
-    """Gradient of ``normalize_maps`` at x given dy."""
+    """Gradient of ``normalize_maps_forward`` at x given dy."""
     x, dy = _prep(x), _prep(dy)
     if dx is None:
         dx = empty(tuple(x.shape), "float32", like=x)
-    _l2s.normalize_maps_backward(_flat_maps(x, map_dims), _flat_maps(dy, map_dims), _flat_maps(dx, map_dims),
+    _C.normalize_maps_backward(_flat_maps(x, map_dims), _flat_maps(dy, map_dims), _flat_maps(dx, map_dims),
                                  mode, float(eps), stream=_stream(x))
     return dx
 
 
-def update_latent(z: Array, g: Array, step: float, normalize: bool = True) -> Array:
+def latent_update(z: Array, g: Array, step: float, normalize: bool = True) -> Array:
     """In place, per sample: ``z[b] -= step * g[b] / ||g[b]||`` (or ``step * g[b]``).
 
     Returns the per-sample gradient norms (float32 [B]); a NaN marks a sample whose gradient was
@@ -191,12 +191,12 @@ def update_latent(z: Array, g: Array, step: float, normalize: bool = True) -> Ar
     if _is_torch(z) and z.requires_grad:
         raise ValueError("z: update a latent that does not require grad (use z.detach() or torch.no_grad)")
     norms = empty((z.shape[0],), "float32", like=z)
-    _l2s.latent_update(z, g, norms, float(step), bool(normalize), stream=_stream(z))
+    _C.latent_update(z, g, norms, float(step), bool(normalize), stream=_stream(z))
     return norms
 
 
-def adamw_step(params: Array, grads: Array, m: Array, v: Array, lr: float, step: int,
+def adamw_update(params: Array, grads: Array, m: Array, v: Array, lr: float, step: int,
                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
     """One in-place AdamW update of flat float32 ``params`` (``step`` counts from 1)."""
-    _l2s.adamw_update(params, _prep(grads), m, v, float(lr), float(betas[0]), float(betas[1]), float(eps),
+    _C.adamw_update(params, _prep(grads), m, v, float(lr), float(betas[0]), float(betas[1]), float(eps),
                       float(weight_decay), int(step), stream=_stream(params))

@@ -1,7 +1,7 @@
 """The core on synthetic maps, end to end: extract -> prepare -> train the classifier -> steer.
 
 Stands in for real generation until the diffusers hook and the shapes world land: every op of the
-``_l2s`` core runs here on the CPU (or CUDA with ``--device cuda`` and torch).
+``l2s._C`` core runs here on the CPU (or CUDA with ``--device cuda`` and torch).
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ def extraction_demo(rng: np.random.Generator) -> dict:
     for side in (32, 16):
         q = rng.standard_normal((1, 8, side * side, 40)).astype(np.float32)
         k = rng.standard_normal((1, 8, 77, 40)).astype(np.float32)
-        m = core.attention_maps(q, k, [[2], [5, 6]])                      # "dog", "teddy bear"
-        core.resize_maps(m.reshape(1, 2, side, side), 16, "area", out=maps16, weight=0.5, accumulate=True)
-    maps = core.normalize_maps(maps16, "sum")
+        m = core.attn_maps_forward(q, k, [[2], [5, 6]])                      # "dog", "teddy bear"
+        core.resize_maps_forward(m.reshape(1, 2, side, side), 16, "area", out=maps16, weight=0.5, accumulate=True)
+    maps = core.normalize_maps_forward(maps16, "sum")
     return {"maps_shape": maps.shape, "map_sums": maps.sum(axis=(2, 3)).ravel().round(4).tolist()}
 
 
@@ -54,13 +54,13 @@ def steer(model: RelationClassifier, maps: np.ndarray, target: np.ndarray, steps
     z = maps.copy()
     curve = []
     for _ in range(iters):
-        x = core.normalize_maps(z, "sum")
+        x = core.normalize_maps_forward(z, "sum")
         loss, dx, _ = model.loss_and_input_grad(x, target, steps)
         g = core.normalize_maps_backward(z, dx, "sum")
-        core.update_latent(z.reshape(len(z), -1), g.reshape(len(z), -1), step_size, normalize=True)
+        core.latent_update(z.reshape(len(z), -1), g.reshape(len(z), -1), step_size, normalize=True)
         np.maximum(z, 0, out=z)                                           # maps stay non-negative
         curve.append(loss)
-    return core.normalize_maps(z, "sum"), curve
+    return core.normalize_maps_forward(z, "sum"), curve
 
 
 def run(n_train: int = 4096, epochs: int = 6, batch: int = 64, seed: int = 0, steer_iters: int = 30) -> dict:

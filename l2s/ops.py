@@ -1,7 +1,7 @@
-"""The ``_l2s`` map ops as torch autograd functions: a loss on the maps back-propagates through
+"""The ``l2s._C`` map ops as torch autograd functions: a loss on the maps back-propagates through
 them to the queries and keys, and so to the latent.
 
-Each ``Fn`` wraps one forward/backward pair of ``core.py`` (the typed ``_l2s`` wrappers); the
+Each ``Fn`` wraps one forward/backward pair of ``core.py`` (the typed ``l2s._C`` wrappers); the
 relation loss is one too (``losses.RelationLossFn``).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from . import core
 
 
-class AttentionMapsFn(torch.autograd.Function):
+class AttnMapsFn(torch.autograd.Function):
     """maps [B, T, N] = sum over each object's tokens of head-averaged softmax(q k^T * scale);
     ``stack``: [B, T, H, N], one map per head, the object's tokens averaged (the authors' maps)."""
 
@@ -21,12 +21,12 @@ class AttentionMapsFn(torch.autograd.Function):
     def forward(ctx, q, k, table, scale, stack=False):
         ctx.save_for_backward(q, k)
         ctx.table, ctx.scale, ctx.stack = table, scale, stack
-        return core.attention_maps(q, k, table, scale, per_head=stack, token_mean=stack)
+        return core.attn_maps_forward(q, k, table, scale, per_head=stack, token_mean=stack)
 
     @staticmethod
     def backward(ctx, dmaps):
         q, k = ctx.saved_tensors
-        dq, dk = core.attention_maps_backward(q, k, ctx.table, dmaps.contiguous(), ctx.scale, per_head=ctx.stack,
+        dq, dk = core.attn_maps_backward(q, k, ctx.table, dmaps.contiguous(), ctx.scale, per_head=ctx.stack,
                                               token_mean=ctx.stack)
         return (dq if ctx.needs_input_grad[0] else None, dk if ctx.needs_input_grad[1] else None, None, None, None)
 
@@ -37,7 +37,7 @@ class ResizeMapsFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size):
         ctx.in_size = tuple(x.shape[-2:])
-        return core.resize_maps(x.contiguous(), size)
+        return core.resize_maps_forward(x.contiguous(), size)
 
     @staticmethod
     def backward(ctx, dy):
@@ -51,7 +51,7 @@ class NormalizeMapsFn(torch.autograd.Function):
     def forward(ctx, x):
         x = x.contiguous()
         ctx.save_for_backward(x)
-        return core.normalize_maps(x, "sum")
+        return core.normalize_maps_forward(x, "sum")
 
     @staticmethod
     def backward(ctx, dy):

@@ -11,7 +11,7 @@ conditional half only, with the latent requiring grad and the step's timestep; t
 (``capture.py``) reads the subject's and object's cross-attention maps on the chosen layers
 (stopping the forward after the last of them); the relation loss (any ``losses.RelationLoss``,
 applied as an autograd function) gives per-sample losses; one backward through that single graph
-gives the latent gradient, and ``_l2s``'s latent update moves the latent. ``callbacks.StepHook``
+gives the latent gradient, and ``l2s._C``'s latent update moves the latent. ``callbacks.StepHook``
 carries the loop into the pipeline (step-end callback, ``generate``).
 """
 from __future__ import annotations
@@ -273,7 +273,7 @@ class Steerer(StepHook):
             if cfg.grad_blur > 0:
                 g = gaussian_blur(g.float(), cfg.grad_blur)
             # the op leaves a sample whose gradient is not finite untouched and reports a NaN norm for it
-            norms = core.update_latent(z, g.float().contiguous(), scale, normalize=cfg.normalize)
+            norms = core.latent_update(z, g.float().contiguous(), scale, normalize=cfg.normalize)
             rec.grad_norm = [float(v) for v in _tolist(norms)]
             skipped = [b for b, v in enumerate(rec.grad_norm) if not math.isfinite(v)]
             if skipped:

@@ -1,6 +1,6 @@
-"""Training the relation classifier on map datasets with the ``_l2s`` fused passes (no torch autograd).
+"""Training the relation classifier on map datasets with the ``l2s._C`` fused passes (no torch autograd).
 
-AdamW through ``_l2s``'s optimiser op, mini-batches of a shuffled training split, the learning
+AdamW through ``l2s._C``'s optimiser op, mini-batches of a shuffled training split, the learning
 rate halved when validation accuracy stalls, early stopping (the authors' recipe, with our
 defaults: lr 1e-3 since the fused MLP is small, weight decay 0.05, batch 64, patience 10).
 Validation rows are whole images (both inversions of an image fall on the same side).

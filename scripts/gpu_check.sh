@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (Python 3.12, a CUDA build of torch, nvcc, no network): install the
-# carried wheels (scripts/gpu_wheels.sh, run beforehand where there is network), build _l2s with its
+# carried wheels (scripts/gpu_wheels.sh, run beforehand where there is network), build l2s._C with its
 # CUDA kernels, run the CUDA tests with L2S_REQUIRE_CUDA=1 (a skip is a failure), compute-sanitizer
 # on a short subset if it is there, the kernel benchmark and the steered/vanilla wall time on the
 # SD 1.4 architecture, and write one summary. Each step has its own time limit and its failure is

@@ -1,6 +1,6 @@
 """Shared fixtures: fresh random generators and the CUDA marker policy.
 
-Tests marked ``cuda`` are skipped when ``_l2s`` has no usable CUDA device; with L2S_REQUIRE_CUDA=1
+Tests marked ``cuda`` are skipped when ``l2s._C`` has no usable CUDA device; with L2S_REQUIRE_CUDA=1
 (set it on GPU machines) such a skip becomes a failure, so a GPU run cannot silently test nothing.
 """
 import os
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-import _l2s
+from l2s import _C
 
 
 def _torch_cuda() -> bool:
@@ -20,14 +20,14 @@ def _torch_cuda() -> bool:
 
 
 def pytest_runtest_setup(item):
-    """A ``cuda`` test needs a CUDA build of _l2s with a usable device AND a CUDA build of torch
+    """A ``cuda`` test needs a CUDA build of l2s._C with a usable device AND a CUDA build of torch
     (the tests move data with torch): say which is missing, in the CUDA runtime's words."""
     if "cuda" not in item.keywords:
         return
-    if _l2s.cuda_available() and _torch_cuda():
+    if _C.cuda_available() and _torch_cuda():
         return
-    why = (f"needs a CUDA device, a CUDA build of _l2s and a CUDA build of torch (_l2s: "
-           f"cuda_compiled={_l2s.cuda_compiled()}, {_l2s.cuda_status()}; torch cuda={_torch_cuda()})")
+    why = (f"needs a CUDA device, a CUDA build of l2s._C and a CUDA build of torch (l2s._C: "
+           f"cuda_compiled={_C.cuda_compiled()}, {_C.cuda_status()}; torch cuda={_torch_cuda()})")
     if os.environ.get("L2S_REQUIRE_CUDA") == "1":
         pytest.fail("L2S_REQUIRE_CUDA=1 but the test cannot run: " + why, pytrace=False)
     pytest.skip(why)

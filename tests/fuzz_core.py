@@ -1,4 +1,4 @@
-"""Seeded fuzzing of every ``_l2s`` entry point: random shapes, dtypes, strides, byte orders, index
+"""Seeded fuzzing of every ``l2s._C`` entry point: random shapes, dtypes, strides, byte orders, index
 values, scales and argument kinds, valid and hostile. Each call must either raise a Python
 exception (TypeError/ValueError/RuntimeError/OverflowError) or return results that match a float64
 NumPy reference. A crash (the process dying) is what the test around this script catches: it runs
@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-import _l2s
+from l2s import _C
 
 EXPECTED = (TypeError, ValueError, RuntimeError, OverflowError, MemoryError)
 F32 = np.float32
@@ -71,7 +71,7 @@ def one_call(rng, stats):
             table[:, 0] = np.abs(table[:, 0]) % (L + (1 if hostile else 0))
             scale = float(rng.choice([0.5, 1 / np.sqrt(D)] + ([-1.0, 0.0, np.inf] if hostile else [])))
             out = np.zeros((B, T, N), F32)
-            _l2s.attn_maps_forward(q, k, table, out, scale)
+            _C.attn_maps_forward(q, k, table, out, scale)
             if q.dtype == F32 and np.isfinite(q).all():
                 want = ref_maps(q, k, table, scale)
                 if not np.allclose(out, want, rtol=1e-4, atol=1e-6):
@@ -81,18 +81,18 @@ def one_call(rng, stats):
             H, W = int(rng.integers(1, 12)), int(rng.integers(1, 12))
             x = rand_array(rng, (P, h, w), hostile=hostile)
             out = np.zeros((P, H, W) if not hostile or rng.random() < 0.7 else (P + 1, H, W), F32)
-            _l2s.resize_maps_forward(x, out, "area")
+            _C.resize_maps_forward(x, out, "area")
             if x.dtype == F32 and np.isfinite(x).all() and not np.allclose(out, ref_resize_area(x, H, W), rtol=1e-4, atol=1e-5):
                 stats["mismatches"] += 1
         elif op == 2:                                              # resize, backward
             P, h, w = (int(v) for v in rng.integers(1, 9, 3))
             dout = rand_array(rng, (P, int(rng.integers(1, 9)), int(rng.integers(1, 9))), hostile=hostile)
             din = np.zeros((P, h, w), F32)
-            _l2s.resize_maps_backward(dout, din, str(rng.choice(["bilinear", "area"] + (["nearest"] if hostile else []))))
+            _C.resize_maps_backward(dout, din, str(rng.choice(["bilinear", "area"] + (["nearest"] if hostile else []))))
         elif op == 3:                                              # normalise
             x = np.abs(rand_array(rng, (int(rng.integers(1, 5)), int(rng.integers(1, 20))), hostile=hostile))
             y = np.zeros(x.shape, F32)
-            _l2s.normalize_maps_forward(x, y, "sum", 1e-8)
+            _C.normalize_maps_forward(x, y, "sum", 1e-8)
             if x.dtype == F32 and np.isfinite(x).all():
                 want = x.astype(np.float64) / (x.astype(np.float64).sum(-1, keepdims=True) + 1e-8)
                 if not np.allclose(y, want, rtol=1e-5, atol=1e-7):
@@ -102,7 +102,7 @@ def one_call(rng, stats):
             z, g = rand_array(rng, (B, K)), rand_array(rng, (B, K), hostile=hostile)
             z0, norms = z.copy(), np.zeros(B, F32)
             step = float(rng.choice([0.1, 1.0] + ([np.nan] if hostile else [])))
-            _l2s.latent_update(z, g, norms, step, True)
+            _C.latent_update(z, g, norms, step, True)
             if g.dtype == F32:
                 g64 = g.astype(np.float64)
                 n = np.sqrt((g64 ** 2).sum(1))
@@ -117,23 +117,23 @@ def one_call(rng, stats):
             if hostile:
                 key = str(rng.choice(list(fields)))
                 fields[key] = int(rng.choice([0, -1, 2 ** 30, 2 ** 31 - 1]))
-            cfg = _l2s.classifier_config(**fields)
-            n_params, ws, X = _l2s.classifier_sizes(cfg, 2)
+            cfg = _C.classifier_config(**fields)
+            n_params, ws, X = _C.classifier_sizes(cfg, 2)
             B = 2
             steps = rng.integers(0, fields["n_steps"] + (2 if hostile else 0), B).astype(np.int32)
             labels = rng.integers(0, fields["n_relations"] + (2 if hostile else 0), B).astype(np.int32)
             params = rand_array(rng, (n_params,)) * 0.1
             x, probs, losses = rand_array(rng, (B, X), hostile=hostile), np.zeros((B, fields["n_relations"]), F32), np.zeros(B, F32)
             work = np.zeros(ws, F32)
-            _l2s.classifier_forward(cfg, params, x, steps, labels, work, probs, losses)
+            _C.classifier_forward(cfg, params, x, steps, labels, work, probs, losses)
             if x.dtype == F32 and np.isfinite(x).all() and not np.allclose(probs.sum(1), 1.0, atol=1e-5):
                 stats["mismatches"] += 1
-            _l2s.classifier_backward(cfg, params, steps, labels, work, np.zeros((B, X), F32), np.zeros(n_params, F32))
+            _C.classifier_backward(cfg, params, steps, labels, work, np.zeros((B, X), F32), np.zeros(n_params, F32))
         else:                                                      # AdamW
             n = int(rng.integers(1, 20))
             p, g = rand_array(rng, (n,)), rand_array(rng, (n,), hostile=hostile)
             m, v = np.zeros(n, F32), np.zeros(n, F32)
-            _l2s.adamw_update(p, g, m, v, float(rng.choice([1e-3, 0.1])), step=int(rng.integers(0 if hostile else 1, 5)))
+            _C.adamw_update(p, g, m, v, float(rng.choice([1e-3, 0.1])), step=int(rng.integers(0 if hostile else 1, 5)))
     except EXPECTED:
         stats["exceptions"] += 1
     stats["calls"] += 1

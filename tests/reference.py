@@ -1,4 +1,4 @@
-"""Float64 reference implementations of every _l2s op (NumPy and torch autograd), for the tests."""
+"""Float64 reference implementations of every l2s._C op (NumPy and torch autograd), for the tests."""
 import numpy as np
 import torch
 

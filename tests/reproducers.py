@@ -1,5 +1,5 @@
 """Reproducers of the boundary defects a probe found, each a function that raises AssertionError if
-the defect is back (a crash shows as the process dying). Only NumPy and ``_l2s``: the pytest suite
+the defect is back (a crash shows as the process dying). Only NumPy and ``l2s._C``: the pytest suite
 runs them in child processes (tests/test_reliability.py) and scripts/sanitize.sh runs them all
 under ASan + UBSan (``python tests/reproducers.py``).
 """
@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-import _l2s
+from l2s import _C
 
 
 class Capsule:
@@ -62,9 +62,9 @@ def resize_65536(folder: str) -> None:
     big = np.memmap(os.path.join(folder, "big.f32"), dtype=np.float32, mode="w+", shape=(side, side))
     big[side * 3 // 4, side * 3 // 4] = 4.0
     out = np.zeros((2, 2), np.float32)
-    _l2s.resize_maps_forward(big, out, "bilinear")
+    _C.resize_maps_forward(big, out, "bilinear")
     assert out[1, 1] > 0 and out[0, 0] == 0
-    _l2s.resize_maps_backward(np.ones((2, 2), np.float32), big, "bilinear", 1.0, True)
+    _C.resize_maps_backward(np.ones((2, 2), np.float32), big, "bilinear", 1.0, True)
     assert big[side * 3 // 4 - 1, side * 3 // 4 - 1] > 0
 
 
@@ -74,7 +74,7 @@ def classifier_overflow() -> None:
     for bad in (dict(hidden1=2 ** 21), dict(n_relations=2 ** 21), dict(map_pixels=2 ** 23),
                 dict(n_steps=2 ** 24, step_dim=2 ** 20), dict(hidden1=2 ** 20, hidden2=2 ** 20)):
         try:
-            _l2s.classifier_config(**{**base, **bad})
+            _C.classifier_config(**{**base, **bad})
         except ValueError:
             continue
         raise AssertionError(f"config {bad} was accepted")
@@ -85,8 +85,8 @@ def index_race(iterations: int = 3000) -> None:
     computes on a checked copy (the second read used to go out of bounds)."""
     q, k = np.random.rand(1, 2, 64, 8).astype(np.float32), np.random.rand(1, 2, 5, 8).astype(np.float32)
     table, out = np.array([[1], [2]], np.int32), np.zeros((1, 2, 64), np.float32)
-    cfg = _l2s.classifier_config(n_maps=2, map_pixels=4, n_steps=5, step_dim=3, hidden1=6, hidden2=5, n_relations=4)
-    n, ws, X = _l2s.classifier_sizes(cfg, 64)
+    cfg = _C.classifier_config(n_maps=2, map_pixels=4, n_steps=5, step_dim=3, hidden1=6, hidden2=5, n_relations=4)
+    n, ws, X = _C.classifier_sizes(cfg, 64)
     params, work = np.random.rand(n).astype(np.float32), np.zeros(ws, np.float32)
     x, probs, losses = np.random.rand(64, X).astype(np.float32), np.zeros((64, 4), np.float32), np.zeros(64, np.float32)
     steps, labels = np.zeros(64, np.int32), np.zeros(64, np.int32)
@@ -103,9 +103,9 @@ def index_race(iterations: int = 3000) -> None:
     try:
         for _ in range(iterations):
             try:
-                _l2s.attn_maps_forward(q, k, table, out, 0.3)
-                _l2s.classifier_forward(cfg, params, x, steps, labels, work, probs, losses)
-                _l2s.classifier_backward(cfg, params, steps, labels, work, None, np.zeros(n, np.float32))
+                _C.attn_maps_forward(q, k, table, out, 0.3)
+                _C.classifier_forward(cfg, params, x, steps, labels, work, probs, losses)
+                _C.classifier_backward(cfg, params, steps, labels, work, None, np.zeros(n, np.float32))
             except ValueError:
                 pass
     finally:
@@ -115,7 +115,7 @@ def index_race(iterations: int = 3000) -> None:
 
 def null_data() -> None:
     try:
-        _l2s.normalize_maps_forward(Capsule(None, 4), np.zeros(4, np.float32))
+        _C.normalize_maps_forward(Capsule(None, 4), np.zeros(4, np.float32))
     except ValueError as exc:
         assert "NULL data pointer" in str(exc)
         return
@@ -127,7 +127,7 @@ def immutable_legacy() -> None:
     data = bytes(16)
     ptr = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
     try:
-        _l2s.normalize_maps_forward(np.ones(4, np.float32), Capsule(ptr, 4))
+        _C.normalize_maps_forward(np.ones(4, np.float32), Capsule(ptr, 4))
     except ValueError as exc:
         assert "read-only" in str(exc)
     assert data == bytes(16), "immutable memory was written"
@@ -141,7 +141,7 @@ def env_race(writes: int = 20000) -> None:
 
     def ops():
         while not stop:
-            _l2s.attn_maps_forward(q, k, table, out, 0.25)
+            _C.attn_maps_forward(q, k, table, out, 0.25)
     ts = [threading.Thread(target=ops) for _ in range(2)]
     for t in ts:
         t.start()

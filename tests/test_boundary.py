@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-import _l2s
+from l2s import _C
 import l2s
 
 FIELDS = dict(n_maps=2, map_pixels=4, n_steps=5, step_dim=3, hidden1=6, hidden2=5, n_relations=4, leaky_slope=0.1,
               ln_eps=1e-5)
-CFG = _l2s.classifier_config(**FIELDS)
+CFG = _C.classifier_config(**FIELDS)
 
 
-# ---- DLPack producer: _l2s.Buffer ----------------------------------------------------------
+# ---- DLPack producer: _C.Buffer ----------------------------------------------------------
 def test_buffer_shares_memory_with_numpy_and_torch():
-    buf = _l2s.empty((3, 4), "float32")
+    buf = _C.empty((3, 4), "float32")
     a = np.from_dlpack(buf)
     t = torch.from_dlpack(buf)
     assert a.ctypes.data == t.data_ptr() == buf.data_ptr
@@ -29,15 +29,15 @@ def test_buffer_shares_memory_with_numpy_and_torch():
 
 @pytest.mark.parametrize("dtype,np_dtype", [("float32", np.float32), ("float16", np.float16), ("int32", np.int32), ("int64", np.int64)])
 def test_buffer_dtypes(dtype, np_dtype):
-    assert np.from_dlpack(_l2s.empty((2,), dtype)).dtype == np_dtype
+    assert np.from_dlpack(_C.empty((2,), dtype)).dtype == np_dtype
 
 
 def test_buffer_bfloat16_reaches_torch():
-    assert torch.from_dlpack(_l2s.empty((2, 2), "bfloat16")).dtype == torch.bfloat16
+    assert torch.from_dlpack(_C.empty((2, 2), "bfloat16")).dtype == torch.bfloat16
 
 
 def test_buffer_versioned_and_legacy_capsules():
-    buf = _l2s.empty((2,))
+    buf = _C.empty((2,))
     cap_v = buf.__dlpack__(max_version=(1, 0))
     cap_l = buf.__dlpack__()
     assert "dltensor_versioned" in repr(cap_v) and '"dltensor"' in repr(cap_l)
@@ -46,7 +46,7 @@ def test_buffer_versioned_and_legacy_capsules():
 
 
 def test_buffer_outlives_its_python_object():
-    buf = _l2s.empty((1000,))
+    buf = _C.empty((1000,))
     a = np.from_dlpack(buf)
     a[:] = 5.0
     del buf
@@ -55,7 +55,7 @@ def test_buffer_outlives_its_python_object():
 
 
 def test_buffer_refuses_copy_and_foreign_device():
-    buf = _l2s.empty((2,))
+    buf = _C.empty((2,))
     with pytest.raises(BufferError):
         buf.__dlpack__(max_version=(1, 0), copy=True)
     with pytest.raises(BufferError):
@@ -65,16 +65,16 @@ def test_buffer_refuses_copy_and_foreign_device():
 def test_buffer_as_op_output(rng):
     q = rng.standard_normal((1, 2, 5, 4)).astype(np.float32)
     k = rng.standard_normal((1, 2, 3, 4)).astype(np.float32)
-    out = _l2s.empty((1, 1, 5))
-    _l2s.attn_maps_forward(q, k, l2s.token_table([[1]]), out, 0.5)
-    np.testing.assert_array_equal(np.from_dlpack(out), l2s.attention_maps(q, k, [[1]], 0.5))
+    out = _C.empty((1, 1, 5))
+    _C.attn_maps_forward(q, k, l2s.token_table([[1]]), out, 0.5)
+    np.testing.assert_array_equal(np.from_dlpack(out), l2s.attn_maps_forward(q, k, [[1]], 0.5))
 
 
 def test_empty_on_cuda_without_cuda_is_an_error():
-    if _l2s.cuda_available():
+    if _C.cuda_available():
         pytest.skip("a CUDA device is present")
     with pytest.raises((RuntimeError, MemoryError)):
-        _l2s.empty((2,), device="cuda")
+        _C.empty((2,), device="cuda")
 
 
 # ---- DLPack consumer -----------------------------------------------------------------------
@@ -94,11 +94,11 @@ def test_legacy_producer_is_read_but_never_written(rng):
     z = torch.from_numpy(rng.standard_normal((2, 8)).astype(np.float32))
     g = torch.ones(2, 8)
     want = z - 0.5 * g / np.sqrt(8)
-    _l2s.latent_update(z, LegacyProducer(g), np.zeros(2, np.float32), 0.5)        # read through legacy: fine
+    _C.latent_update(z, LegacyProducer(g), np.zeros(2, np.float32), 0.5)        # read through legacy: fine
     torch.testing.assert_close(z, want)
     before = z.clone()
     with pytest.raises(ValueError, match="z is read-only"):
-        _l2s.latent_update(LegacyProducer(z), g, np.zeros(2, np.float32), 0.5)
+        _C.latent_update(LegacyProducer(z), g, np.zeros(2, np.float32), 0.5)
     torch.testing.assert_close(z, before)
 
 
@@ -106,7 +106,7 @@ def test_torch_output_is_written_in_place_zero_copy(rng):
     q = torch.randn(1, 2, 6, 4); k = torch.randn(1, 2, 3, 4)
     out = torch.full((1, 1, 6), float("nan"))
     ptr = out.data_ptr()
-    res = l2s.attention_maps(q, k, [[0]], out=out)
+    res = l2s.attn_maps_forward(q, k, [[0]], out=out)
     assert res is out and out.data_ptr() == ptr and torch.isfinite(out).all()
 
 
@@ -115,13 +115,13 @@ def test_torch_slices_with_offsets(rng):
     base = torch.randn(4, 2, 6, 4)
     q = base[2:3]
     k = torch.randn(1, 2, 3, 4)
-    np.testing.assert_array_equal(l2s.attention_maps(q, k, [[1]]).numpy(), l2s.attention_maps(q.clone(), k, [[1]]).numpy())
+    np.testing.assert_array_equal(l2s.attn_maps_forward(q, k, [[1]]).numpy(), l2s.attn_maps_forward(q.clone(), k, [[1]]).numpy())
 
 
 def test_requires_grad_tensor_direct_to_core_names_the_argument():
     q = torch.randn(1, 1, 2, 2, requires_grad=True)
     with pytest.raises(ValueError, match=r"^q: .*detached"):
-        _l2s.attn_maps_forward(q, torch.randn(1, 1, 2, 2), l2s.token_table([[0]]), torch.empty(1, 1, 2), 1.0)
+        _C.attn_maps_forward(q, torch.randn(1, 1, 2, 2), l2s.token_table([[0]]), torch.empty(1, 1, 2), 1.0)
 
 
 # ---- validation: every entry point, one bad argument at a time -----------------------------
@@ -132,7 +132,7 @@ def _good():
         maps=np.zeros((1, 2, 4), f), dq=np.zeros((1, 2, 4, 3), f), dk=np.zeros((1, 2, 5, 3), f),
         x=np.zeros((2, 8), f), probs=np.zeros((2, 4), f), losses=np.zeros(2, f),
         steps=np.zeros(2, np.int32), labels=np.zeros(2, np.int32),
-        params=np.zeros(_l2s.classifier_sizes(CFG, 1)[0], f), ws=np.zeros(_l2s.classifier_sizes(CFG, 2)[1], f),
+        params=np.zeros(_C.classifier_sizes(CFG, 1)[0], f), ws=np.zeros(_C.classifier_sizes(CFG, 2)[1], f),
         vec=np.zeros(10, f), z=np.zeros((2, 5), f), norms=np.zeros(2, f),
         m16=np.zeros((2, 3, 16, 16), f), m8=np.zeros((2, 3, 8, 8), f),
     )
@@ -141,16 +141,16 @@ def _good():
 def _call(op, **over):
     a = {**_good(), **over}
     calls = {
-        "attn_fwd": lambda: _l2s.attn_maps_forward(a["q"], a["k"], a["tok"], a["maps"], 0.5),
-        "attn_bwd": lambda: _l2s.attn_maps_backward(a["q"], a["k"], a["tok"], a["maps"], a["dq"], a["dk"], 0.5),
-        "resize_fwd": lambda: _l2s.resize_maps_forward(a["m16"], a["m8"], "area"),
-        "resize_bwd": lambda: _l2s.resize_maps_backward(a["m8"], a["m16"], "area"),
-        "norm_fwd": lambda: _l2s.normalize_maps_forward(a["vec"], a["vec"].copy()),
-        "norm_bwd": lambda: _l2s.normalize_maps_backward(a["vec"], a["vec"].copy(), a["vec"].copy()),
-        "clf_fwd": lambda: _l2s.classifier_forward(a.get("cfg", CFG), a["params"], a["x"], a["steps"], a["labels"], a["ws"], a["probs"], a["losses"]),
-        "clf_bwd": lambda: _l2s.classifier_backward(a.get("cfg", CFG), a["params"], a["steps"], a["labels"], a["ws"], a["x"], a["params"].copy()),
-        "adamw": lambda: _l2s.adamw_update(a["vec"], a["vec"].copy(), a["vec"].copy(), a.get("v", a["vec"].copy()), 1e-3, step=a.get("t", 1)),
-        "latent": lambda: _l2s.latent_update(a["z"], a.get("g", a["z"].copy()), a["norms"], a.get("step", 0.1)),
+        "attn_fwd": lambda: _C.attn_maps_forward(a["q"], a["k"], a["tok"], a["maps"], 0.5),
+        "attn_bwd": lambda: _C.attn_maps_backward(a["q"], a["k"], a["tok"], a["maps"], a["dq"], a["dk"], 0.5),
+        "resize_fwd": lambda: _C.resize_maps_forward(a["m16"], a["m8"], "area"),
+        "resize_bwd": lambda: _C.resize_maps_backward(a["m8"], a["m16"], "area"),
+        "norm_fwd": lambda: _C.normalize_maps_forward(a["vec"], a["vec"].copy()),
+        "norm_bwd": lambda: _C.normalize_maps_backward(a["vec"], a["vec"].copy(), a["vec"].copy()),
+        "clf_fwd": lambda: _C.classifier_forward(a.get("cfg", CFG), a["params"], a["x"], a["steps"], a["labels"], a["ws"], a["probs"], a["losses"]),
+        "clf_bwd": lambda: _C.classifier_backward(a.get("cfg", CFG), a["params"], a["steps"], a["labels"], a["ws"], a["x"], a["params"].copy()),
+        "adamw": lambda: _C.adamw_update(a["vec"], a["vec"].copy(), a["vec"].copy(), a.get("v", a["vec"].copy()), 1e-3, step=a.get("t", 1)),
+        "latent": lambda: _C.latent_update(a["z"], a.get("g", a["z"].copy()), a["norms"], a.get("step", 0.1)),
     }
     return calls[op]()
 
@@ -221,49 +221,49 @@ def test_read_only_output_is_refused():
 
 def test_bad_stream_argument():
     with pytest.raises(TypeError, match="stream"):
-        _l2s.latent_update(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), np.zeros(1, np.float32), 0.1, stream="x")
+        _C.latent_update(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), np.zeros(1, np.float32), 0.1, stream="x")
 
 
 def test_bad_modes():
     with pytest.raises(ValueError, match="'bilinear' or 'area'"):
-        _l2s.resize_maps_forward(np.zeros((4, 4), np.float32), np.zeros((2, 2), np.float32), "nearest")
+        _C.resize_maps_forward(np.zeros((4, 4), np.float32), np.zeros((2, 2), np.float32), "nearest")
     with pytest.raises(ValueError, match="'sum' or 'max'"):
-        _l2s.normalize_maps_forward(np.zeros(4, np.float32), np.zeros(4, np.float32), "l2")
+        _C.normalize_maps_forward(np.zeros(4, np.float32), np.zeros(4, np.float32), "l2")
 
 
 # ---- import and linking -------------------------------------------------------------------
 @pytest.mark.parametrize("order", ["import torch, l2s", "import l2s, torch"])
 def test_import_orders(order):
-    code = f"{order}; import _l2s; print(_l2s.cuda_compiled(), _l2s.cuda_available())"
+    code = f"{order}; from l2s import _C; print(_C.cuda_compiled(), _C.cuda_available())"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 
 
 def test_core_import_needs_neither_torch_nor_cublas():
-    code = ("import sys, _l2s, l2s; assert 'torch' not in sys.modules, 'torch imported'; "
+    code = ("import sys, l2s._C, l2s; assert 'torch' not in sys.modules, 'torch imported'; "
             "maps = open('/proc/self/maps').read(); assert 'cublas' not in maps, 'cublas loaded at import'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("call,exc,msg", [
-    (lambda: _l2s.empty((2, -1)), ValueError, "non-negative"),
-    (lambda: _l2s.empty((2,), "float64"), ValueError, "dtype must be one of"),
-    (lambda: _l2s.empty((2,), device="tpu"), ValueError, "device must be 'cpu' or 'cuda'"),
-    (lambda: _l2s.empty(7), TypeError, "shape must be a sequence"),
-    (lambda: _l2s.empty((1,) * 9), ValueError, "at most 8 dimensions"),
-    (lambda: _l2s.classifier_sizes(CFG, 0), ValueError, "batch must be >= 1"),
-    (lambda: _l2s.classifier_config(**{**FIELDS, "hidden1": 0}), ValueError, "hidden sizes"),
-    (lambda: _l2s.classifier_config(**{**FIELDS, "n_steps": 0}), ValueError, "n_steps must be >= 1"),
-    (lambda: _l2s.classifier_config(**{**FIELDS, "ln_eps": 0.0}), ValueError, "ln_eps"),
-    (lambda: _l2s.classifier_config(**{**FIELDS, "n_relations": 1}), ValueError, "n_relations"),
-    (lambda: _l2s.classifier_config(2, 4, 5, 3, 6, 5, 4, 0.1, 1e-5), TypeError, "positional"),
-    (lambda: _l2s.classifier_config(**{**{k: v for k, v in FIELDS.items() if k != "n_maps"}, "n_mapz": 2}),
+    (lambda: _C.empty((2, -1)), ValueError, "non-negative"),
+    (lambda: _C.empty((2,), "float64"), ValueError, "dtype must be one of"),
+    (lambda: _C.empty((2,), device="tpu"), ValueError, "device must be 'cpu' or 'cuda'"),
+    (lambda: _C.empty(7), TypeError, "shape must be a sequence"),
+    (lambda: _C.empty((1,) * 9), ValueError, "at most 8 dimensions"),
+    (lambda: _C.classifier_sizes(CFG, 0), ValueError, "batch must be >= 1"),
+    (lambda: _C.classifier_config(**{**FIELDS, "hidden1": 0}), ValueError, "hidden sizes"),
+    (lambda: _C.classifier_config(**{**FIELDS, "n_steps": 0}), ValueError, "n_steps must be >= 1"),
+    (lambda: _C.classifier_config(**{**FIELDS, "ln_eps": 0.0}), ValueError, "ln_eps"),
+    (lambda: _C.classifier_config(**{**FIELDS, "n_relations": 1}), ValueError, "n_relations"),
+    (lambda: _C.classifier_config(2, 4, 5, 3, 6, 5, 4, 0.1, 1e-5), TypeError, "positional"),
+    (lambda: _C.classifier_config(**{**{k: v for k, v in FIELDS.items() if k != "n_maps"}, "n_mapz": 2}),
      TypeError, "'n_mapz' is an invalid keyword"),
-    (lambda: _l2s.classifier_layout((2, 4, 5, 3, 6, 5, 4, 0.1, 1e-5)), TypeError, "config must be made by classifier_config"),
-    (lambda: _l2s.classifier_layout("nope"), TypeError, "config must be made by classifier_config"),
-    (lambda: _l2s.empty((2,)).__dlpack__(max_version=[1, 0]), TypeError, "max_version must be a tuple"),
-    (lambda: _l2s.empty((2,)).__dlpack__(dl_device=[1, 0]), TypeError, "dl_device must be a tuple"),
+    (lambda: _C.classifier_layout((2, 4, 5, 3, 6, 5, 4, 0.1, 1e-5)), TypeError, "config must be made by classifier_config"),
+    (lambda: _C.classifier_layout("nope"), TypeError, "config must be made by classifier_config"),
+    (lambda: _C.empty((2,)).__dlpack__(max_version=[1, 0]), TypeError, "max_version must be a tuple"),
+    (lambda: _C.empty((2,)).__dlpack__(dl_device=[1, 0]), TypeError, "dl_device must be a tuple"),
 ])
 def test_bad_arguments_to_sizes_layout_and_empty(call, exc, msg):
     with pytest.raises(exc, match=msg):
@@ -274,10 +274,10 @@ def test_cuda_status_says_why_no_device_is_usable(capsys):
     """The runtime's own reason (an old driver reads as 'driver version is insufficient') reaches
     `l2s info` and the cuda tests' skip reason instead of a silent 0 devices."""
     from l2s.__main__ import main
-    status = _l2s.cuda_status()
+    status = _C.cuda_status()
     assert isinstance(status, str) and status
-    assert (status == "ok") == bool(_l2s.cuda_available())
-    if not _l2s.cuda_compiled():
+    assert (status == "ok") == bool(_C.cuda_available())
+    if not _C.cuda_compiled():
         assert "without CUDA" in status
     assert main(["info"]) == 0
     assert f'"cuda_status": "{status}"' in capsys.readouterr().out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import _l2s
+from l2s import _C
 import l2s
 from l2s.classifier import ClassifierConfig, RelationClassifier, relation_index
 from l2s.synthetic import relation_pairs
@@ -48,7 +48,7 @@ def test_forward_and_gradients_match_float64_torch(rng, cfg, B):
     np.testing.assert_allclose(loss, ref_losses.mean(), rtol=1e-5)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-3, atol=1e-6)
     grads = np.zeros_like(model.params)
-    _l2s.classifier_backward(model._cfg, model.params, steps, labels, model._workspace(len(x)),
+    _C.classifier_backward(model._cfg, model.params, steps, labels, model._workspace(len(x)),
                              None, grads)
     np.testing.assert_allclose(grads, ref_dp, rtol=1e-3, atol=1e-6)
 
@@ -70,9 +70,9 @@ def test_weight_gradients_accumulate(rng):
     model.forward(x, steps, labels)
     g1 = np.zeros_like(model.params)
     cfg = model._cfg
-    _l2s.classifier_backward(cfg, model.params, steps, labels, model._workspace(len(x)), None, g1)
+    _C.classifier_backward(cfg, model.params, steps, labels, model._workspace(len(x)), None, g1)
     g2 = g1.copy()
-    _l2s.classifier_backward(cfg, model.params, steps, labels, model._workspace(len(x)), None, g2)
+    _C.classifier_backward(cfg, model.params, steps, labels, model._workspace(len(x)), None, g2)
     np.testing.assert_allclose(g2, 2 * g1, rtol=1e-4, atol=1e-9)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import _l2s
+from l2s import _C
 import l2s
 from l2s.classifier import ClassifierConfig, RelationClassifier
 
@@ -36,12 +36,12 @@ def test_attention_maps(rng, dtype, shape, per_head, token_mean):
     qv, kv = q.transpose(1, 2), k.transpose(1, 2)                 # the diffusers layout, strided
     tokens = [[0], [L - 1, 0]] if L > 1 else [[0]]
     opt = dict(per_head=per_head, token_mean=token_mean)
-    want = l2s.attention_maps(qv, kv, tokens, **opt)
-    got = l2s.attention_maps(qv.to(DEV), kv.to(DEV), tokens, **opt)
+    want = l2s.attn_maps_forward(qv, kv, tokens, **opt)
+    got = l2s.attn_maps_forward(qv.to(DEV), kv.to(DEV), tokens, **opt)
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)
     dmaps = torch.from_numpy(rng.standard_normal(tuple(want.shape)).astype(np.float32))
-    dq_c, dk_c = l2s.attention_maps_backward(qv, kv, tokens, dmaps, **opt)
-    dq_g, dk_g = l2s.attention_maps_backward(qv.to(DEV), kv.to(DEV), tokens, dmaps.to(DEV), **opt)
+    dq_c, dk_c = l2s.attn_maps_backward(qv, kv, tokens, dmaps, **opt)
+    dq_g, dk_g = l2s.attn_maps_backward(qv.to(DEV), kv.to(DEV), tokens, dmaps.to(DEV), **opt)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(dq_g.cpu().float(), dq_c.float(), rtol=tol, atol=tol * 1e-2)
     torch.testing.assert_close(dk_g.cpu().float(), dk_c.float(), rtol=tol, atol=tol * 1e-2)
@@ -51,7 +51,7 @@ def test_attention_maps(rng, dtype, shape, per_head, token_mean):
 @pytest.mark.parametrize("src,dst", [((64, 64), (16, 16)), ((8, 8), (16, 16)), ((13, 7), (5, 9))])
 def test_resize(rng, mode, src, dst):
     x = rng.random((2, 3) + src).astype(np.float32)
-    torch.testing.assert_close(_host(l2s.resize_maps(_cuda(x), dst, mode)), l2s.resize_maps(x, dst, mode), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_host(l2s.resize_maps_forward(_cuda(x), dst, mode)), l2s.resize_maps_forward(x, dst, mode), rtol=1e-5, atol=1e-6)
     y = rng.standard_normal((2, 3) + dst).astype(np.float32)
     torch.testing.assert_close(_host(l2s.resize_maps_backward(_cuda(y), src, mode)), l2s.resize_maps_backward(y, src, mode),
                                rtol=1e-5, atol=1e-5)
@@ -61,7 +61,7 @@ def test_resize(rng, mode, src, dst):
 def test_normalize(rng, mode):
     x = rng.random((5, 2, 16, 16)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    torch.testing.assert_close(_host(l2s.normalize_maps(_cuda(x), mode)), l2s.normalize_maps(x, mode), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(_host(l2s.normalize_maps_forward(_cuda(x), mode)), l2s.normalize_maps_forward(x, mode), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(_host(l2s.normalize_maps_backward(_cuda(x), _cuda(dy), mode)),
                                l2s.normalize_maps_backward(x, dy, mode), rtol=1e-4, atol=1e-6)
 
@@ -83,9 +83,9 @@ def test_classifier_forward_backward(rng, B):
     _, dx_g, _ = gpu.loss_and_input_grad(_cuda(x), labels, steps)
     torch.testing.assert_close(_host(dx_g), dx_c, rtol=1e-3, atol=1e-6)
     g_c = np.zeros_like(cpu.params)
-    _l2s.classifier_backward(cpu._cfg, cpu.params, steps, labels, cpu._workspace(B), None, g_c)
+    _C.classifier_backward(cpu._cfg, cpu.params, steps, labels, cpu._workspace(B), None, g_c)
     g_g = torch.zeros_like(gpu.params)
-    _l2s.classifier_backward(gpu._cfg, gpu.params, steps, labels, gpu._workspace(B), None, g_g,
+    _C.classifier_backward(gpu._cfg, gpu.params, steps, labels, gpu._workspace(B), None, g_g,
                              stream=torch.cuda.current_stream().cuda_stream)
     torch.testing.assert_close(_host(g_g), g_c, rtol=1e-3, atol=1e-5)
 
@@ -107,16 +107,16 @@ def test_adamw_and_latent(rng):
     pc, mc, vc = p.copy(), np.zeros_like(p), np.zeros_like(p)
     pg, mg, vg = _cuda(p), torch.zeros(1000, device=DEV), torch.zeros(1000, device=DEV)
     for t in (1, 2, 3):
-        l2s.adamw_step(pc, g, mc, vc, lr=1e-2, step=t, weight_decay=0.1)
-        l2s.adamw_step(pg, _cuda(g), mg, vg, lr=1e-2, step=t, weight_decay=0.1)
+        l2s.adamw_update(pc, g, mc, vc, lr=1e-2, step=t, weight_decay=0.1)
+        l2s.adamw_update(pg, _cuda(g), mg, vg, lr=1e-2, step=t, weight_decay=0.1)
     torch.testing.assert_close(_host(pg), pc, rtol=1e-5, atol=1e-6)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         z = torch.from_numpy(rng.standard_normal((3, 4, 32, 32)).astype(np.float32)).to(dtype)
         gz = torch.from_numpy(rng.standard_normal((3, 4, 32, 32)).astype(np.float32)).to(dtype)
         gz[1, 0, 0, 0] = float("nan")
         zc, zg = z.clone(), z.to(DEV)
-        nc = l2s.update_latent(zc, gz, 0.5)
-        ng = l2s.update_latent(zg, gz.to(DEV), 0.5)
+        nc = l2s.latent_update(zc, gz, 0.5)
+        ng = l2s.latent_update(zg, gz.to(DEV), 0.5)
         assert torch.isnan(ng[1]).item() and torch.equal(zg[1].cpu(), z[1])
         torch.testing.assert_close(ng.cpu(), nc, rtol=1e-4, atol=1e-4, equal_nan=True)
         torch.testing.assert_close(zg.cpu().float(), zc.float(), rtol=1e-2 if dtype != torch.float32 else 1e-5, atol=1e-2)
@@ -125,11 +125,11 @@ def test_adamw_and_latent(rng):
 def test_runs_on_a_side_stream_without_device_sync(rng):
     """Work queued on a non-default stream: inputs produced and outputs consumed on that stream."""
     q = torch.randn(2, 8, 1024, 64, device=DEV); k = torch.randn(2, 8, 77, 64, device=DEV)
-    want = l2s.attention_maps(q, k, [[3], [4, 5]])
+    want = l2s.attn_maps_forward(q, k, [[3], [4, 5]])
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):
         q2 = q * 1.0                      # produced on s
-        got = l2s.attention_maps(q2, k, [[3], [4, 5]])
+        got = l2s.attn_maps_forward(q2, k, [[3], [4, 5]])
         total = got.sum()                 # consumed on s
     s.synchronize()
     torch.testing.assert_close(got, want)
@@ -138,11 +138,11 @@ def test_runs_on_a_side_stream_without_device_sync(rng):
 
 def test_device_mismatch_is_an_error():
     with pytest.raises(ValueError, match="share a device"):
-        l2s.attention_maps(torch.randn(1, 1, 4, 2, device=DEV), torch.randn(1, 1, 3, 2), [[0]])
+        l2s.attn_maps_forward(torch.randn(1, 1, 4, 2, device=DEV), torch.randn(1, 1, 3, 2), [[0]])
 
 
 def test_buffer_on_gpu_is_zero_copy():
-    buf = _l2s.empty((4, 4), "float32", "cuda", 0)
+    buf = _C.empty((4, 4), "float32", "cuda", 0)
     t = torch.from_dlpack(buf)
     assert t.is_cuda and t.data_ptr() == buf.data_ptr
     t.fill_(2.0)
@@ -151,9 +151,9 @@ def test_buffer_on_gpu_is_zero_copy():
 
 def test_gemm_paths_agree():
     """cuBLASLt and the fallback kernel give the same classifier (subprocess: the choice is made once)."""
-    code = ("import numpy as np, torch, _l2s; from l2s.classifier import *; m=RelationClassifier(seed=1).to('cuda');"
+    code = ("import numpy as np, torch; from l2s import _C; from l2s.classifier import *; m=RelationClassifier(seed=1).to('cuda');"
             "x=torch.rand(33,2,16,16,device='cuda'); p,_=m.forward(x, np.arange(33)%50);"
-            "np.save('/tmp/l2s_gemm_%s.npy' % _l2s.gemm_backend(), p.cpu().numpy()); print(_l2s.gemm_backend())")
+            "np.save('/tmp/l2s_gemm_%s.npy' % _C.gemm_backend(), p.cpu().numpy()); print(_C.gemm_backend())")
     outs = {}
     for env in ({}, {"L2S_GEMM": "fallback"}):
         r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import _l2s
+from l2s import _C
 import l2s
 from l2s.classifier import ClassifierConfig, RelationClassifier
 
@@ -50,7 +50,7 @@ def test_reproducer_in_a_child(name):
 def test_classifier_sizes_that_would_overflow_name_the_field(field, value, msg):
     fields = dict(n_maps=2, map_pixels=256, n_steps=50, step_dim=16, hidden1=256, hidden2=128, n_relations=4)
     with pytest.raises(ValueError, match=msg):
-        _l2s.classifier_config(**{**fields, field: value})
+        _C.classifier_config(**{**fields, field: value})
 
 
 def test_one_classifier_shared_by_threads_gives_the_single_thread_results(rng):
@@ -79,7 +79,7 @@ def test_one_classifier_shared_by_threads_gives_the_single_thread_results(rng):
 def test_big_endian_arrays_are_refused():
     q = np.ones((1, 1, 4, 2), ">f4")
     with pytest.raises(ValueError, match="q: array is in non-native byte order"):
-        _l2s.attn_maps_forward(q, np.ones((1, 1, 3, 2), np.float32), np.array([[0]], np.int32),
+        _C.attn_maps_forward(q, np.ones((1, 1, 3, 2), np.float32), np.array([[0]], np.int32),
                                np.zeros((1, 1, 4), np.float32), 0.5)
 
 
@@ -88,20 +88,20 @@ def test_non_positive_attention_scale_is_refused(scale):
     """The C path took the row max before scaling: q=1, k=[0, 100], scale=-1 gave [-2e-34, 1.0]."""
     q, k = np.ones((1, 1, 1, 1), np.float32), np.array([0.0, 100.0], np.float32).reshape(1, 1, 2, 1)
     with pytest.raises(ValueError, match="scale must be > 0"):
-        _l2s.attn_maps_forward(q, k, np.array([[0], [1]], np.int32), np.zeros((1, 2, 1), np.float32), scale)
+        _C.attn_maps_forward(q, k, np.array([[0], [1]], np.int32), np.zeros((1, 2, 1), np.float32), scale)
 
 
 def test_nan_in_queries_or_keys_gives_nan_maps_and_gradients(rng):
     q = rng.standard_normal((1, 2, 6, 4)).astype(np.float32)
     k = rng.standard_normal((1, 2, 5, 4)).astype(np.float32)
     q[0, 1, 3, 2] = np.nan
-    maps = l2s.attention_maps(q, k, [[1], [2, 3]])
+    maps = l2s.attn_maps_forward(q, k, [[1], [2, 3]])
     assert np.isnan(maps[0, :, 3]).all() and np.isfinite(np.delete(maps[0], 3, axis=1)).all()
-    dq, dk = l2s.attention_maps_backward(q, k, [[1], [2, 3]], np.ones_like(maps))
+    dq, dk = l2s.attn_maps_backward(q, k, [[1], [2, 3]], np.ones_like(maps))
     assert np.isnan(dq[0, :, 3]).any()
     k2 = k.copy()
     k2[0, 0, 4, 0] = np.nan                         # a NaN key: every query row of that head meets it
-    assert np.isnan(l2s.attention_maps(rng.standard_normal((1, 2, 6, 4)).astype(np.float32), k2, [[1]])).all()
+    assert np.isnan(l2s.attn_maps_forward(rng.standard_normal((1, 2, 6, 4)).astype(np.float32), k2, [[1]])).all()
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
@@ -113,7 +113,7 @@ def test_interrupts_inside_a_producer_pass_through_untouched(exc):
         def __dlpack_device__(self):
             return (1, 0)
     with pytest.raises(exc):
-        _l2s.normalize_maps_forward(Interrupting(), np.zeros(4, np.float32))
+        _C.normalize_maps_forward(Interrupting(), np.zeros(4, np.float32))
 
 
 def test_a_config_that_does_not_match_its_weights_is_refused_before_allocating(tmp_path):
@@ -129,7 +129,7 @@ def test_a_config_that_does_not_match_its_weights_is_refused_before_allocating(t
 
 
 def test_sanitizers_find_nothing(tmp_path):
-    """scripts/sanitize.sh: _l2s built with ASan + UBSan, the seeded fuzz (2 x 1000 calls) and every
+    """scripts/sanitize.sh: l2s._C built with ASan + UBSan, the seeded fuzz (2 x 1000 calls) and every
     reproducer above run against it; any report aborts the child."""
     import shutil
     lib = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip() \
@@ -148,10 +148,10 @@ def test_a_read_only_mapping_behind_torch_is_never_written(tmp_path):
     segfault; the kernel is now asked first (in a child, so a regression kills only the child)."""
     path = tmp_path / "ro.f32"
     np.zeros(16, np.float32).tofile(path)
-    code = (f"import warnings, numpy as np, torch, _l2s\n"
+    code = (f"import warnings, numpy as np, torch\nfrom l2s import _C\n"
             f"warnings.simplefilter('ignore')\n"
             f"out = torch.from_numpy(np.memmap({str(path)!r}, dtype=np.float32, mode='r'))\n"
-            f"try:\n    _l2s.normalize_maps_forward(np.ones(16, np.float32), out)\n"
+            f"try:\n    _C.normalize_maps_forward(np.ones(16, np.float32), out)\n"
             f"except ValueError as exc:\n    print('refused:', exc)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "cannot be written" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..ops import AttentionMapsFn
+from ..ops import AttnMapsFn
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class CrossAttentionLayer:
 
 class CaptureProcessor:
     """Wraps a layer's processor: output unchanged; while its capture is active, also records this
-    layer's maps of the capture's tokens (``queries_keys`` -> ``_l2s`` extraction)."""
+    layer's maps of the capture's tokens (``queries_keys`` -> ``l2s._C`` extraction)."""
 
     def __init__(self, inner: Any, layer: CrossAttentionLayer, capture: Any):
         self.inner, self.layer, self.capture = inner, layer, capture
@@ -43,7 +43,7 @@ class CaptureProcessor:
             q, k, grid = self.queries_keys(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
             # SDPA's default scale unless the module states its own (UNet Attention has .scale)
             scale = float(getattr(attn, "scale", None) or q.shape[-1] ** -0.5)
-            maps = AttentionMapsFn.apply(q, k, cap.table, scale, cap.stack)
+            maps = AttnMapsFn.apply(q, k, cap.table, scale, cap.stack)
             if recording:
                 cap.record(self.layer.name, maps.reshape(*maps.shape[:-1], *grid))
         return out
