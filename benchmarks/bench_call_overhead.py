@@ -2,20 +2,20 @@
 borrowing, validation, dispatch), in microseconds, for the ops the steering loop calls at B=1.
 
     python benchmarks/bench_call_overhead.py               # the installed l2s._C
-    PYTHONPATH=/path/to/other/build python benchmarks/bench_call_overhead.py   # another build
+    PYTHONPATH=/path/to/old/build python benchmarks/bench_call_overhead.py --module _l2s   # an older build
 
-Only ``l2s._C`` and NumPy are imported, so the same script times an older build side by side (a
-build from before the named classifier config takes the positional tuple: the script passes
-whichever the build asks for).
+Only the extension and NumPy are imported, so the same script times an older build side by side
+(builds before the move into the package were the top-level ``_l2s``; builds from before the named
+classifier config take the positional tuple: the script passes whichever the build asks for).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import timeit
 
 import numpy as np
 
-from l2s import _C
 
 FIELDS = dict(n_maps=2, map_pixels=4, n_steps=5, step_dim=3, hidden1=6, hidden2=5, n_relations=4, leaky_slope=0.1,
               ln_eps=1e-5)
@@ -25,7 +25,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--number", type=int, default=20000, help="calls per timing (default 20000)")
     ap.add_argument("--repeats", type=int, default=7, help="timings; the best is kept (default 7)")
+    ap.add_argument("--module", default="l2s._C", help="the extension to time (default l2s._C; _l2s for old builds)")
     args = ap.parse_args()
+    _C = importlib.import_module(args.module)
     f = np.float32
     cfg = _C.classifier_config(**FIELDS) if hasattr(_C, "classifier_config") else tuple(FIELDS.values())
     n_params, ws_floats, _ = _C.classifier_sizes(cfg, 1)

@@ -19,6 +19,16 @@ typedef struct {
     int present;
 } arg_t;
 
+/* Argument parsing for METH_FASTCALL | METH_KEYWORDS entry points (the vectorcall protocol: no
+ * argument tuple or keyword dict is built, as numpy's from_dlpack does). `format` is a subset of
+ * PyArg's: 'O' object, 'f' float, 'i' int, 'p' bool, 's' str, '|' before the optional ones; `names`
+ * (NULL-terminated) names every parameter in order; one output pointer per parameter follows, left
+ * untouched when an optional one is not given. Errors are PyArg's: TypeError for a missing, repeated,
+ * unknown or ill-typed argument. */
+int parse_fast(const char* fn, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, const char* format,
+               const char* const* names, ...);
+#define L2S_FASTCALL(fn) (PyCFunction)(void (*)(void))(fn), METH_FASTCALL | METH_KEYWORDS
+
 /* Borrow every present argument; device-bound ones must share the first one's device. */
 int borrow_args(arg_t* a, int n, PyObject* stream);
 void release_args(arg_t* a, int n);

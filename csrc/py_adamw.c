@@ -6,14 +6,14 @@
 PyDoc_STRVAR(adamw_update_doc,
 "adamw_update(params, grads, m, v, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1, stream=None)\n--\n\n"
 "One AdamW step in place over float32 contiguous arrays of equal size. step counts from 1.");
-static PyObject* py_adamw_update(PyObject* self, PyObject* args, PyObject* kw) {
+static PyObject* py_adamw_update(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
-    static char* kwlist[] = {"params", "grads", "m", "v", "lr", "beta1", "beta2", "eps", "weight_decay", "step", "stream", NULL};
+    static const char* const kwlist[] = {"params", "grads", "m", "v", "lr", "beta1", "beta2", "eps", "weight_decay", "step", "stream", NULL};
     arg_t a[4] = {{"params", NULL, 1}, {"grads"}, {"m", NULL, 1}, {"v", NULL, 1}};
     l2s_adamw_config ac = {0.f, 0.9f, 0.999f, 1e-8f, 0.f, 1};
     PyObject* stream = Py_None; void* st;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOf|ffffiO", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
-                                     &ac.lr, &ac.beta1, &ac.beta2, &ac.eps, &ac.weight_decay, &ac.step_t, &stream))
+    if (parse_fast("adamw_update", args, nargs, kwnames, "OOOOf|ffffiO", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
+                                     &ac.lr, &ac.beta1, &ac.beta2, &ac.eps, &ac.weight_decay, &ac.step_t, &stream) < 0)
         return NULL;
     if (check_finite(ac.lr, "lr") < 0 || check_finite(ac.weight_decay, "weight_decay") < 0) return NULL;
     if (!(ac.beta1 >= 0.f && ac.beta1 < 1.f) || !(ac.beta2 >= 0.f && ac.beta2 < 1.f)) {
@@ -44,6 +44,6 @@ fail:
 }
 
 PyMethodDef adamw_methods[] = {
-    {"adamw_update", (PyCFunction)(void (*)(void))py_adamw_update, METH_VARARGS | METH_KEYWORDS, adamw_update_doc},
+    {"adamw_update", L2S_FASTCALL(py_adamw_update), adamw_update_doc},
     {NULL, NULL, 0, NULL}
 };

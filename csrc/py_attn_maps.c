@@ -71,14 +71,14 @@ PyDoc_STRVAR(attn_maps_forward_doc,
 "q [B,H,N,D] and k [B,H,L,D] (float32/float16/bfloat16, any strides); tokens [T,M] int32 host array\n"
 "of token indices per object, padded with -1; maps [B,T,N] float32 output, overwritten ([B,T,H,N],\n"
 "one map per head, with per_head). token_mean: an object's map is the mean over its tokens, not the sum.");
-static PyObject* py_attn_maps_forward(PyObject* self, PyObject* args, PyObject* kw) {
+static PyObject* py_attn_maps_forward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
-    static char* kwlist[] = {"q", "k", "tokens", "maps", "scale", "stream", "per_head", "token_mean", NULL};
+    static const char* const kwlist[] = {"q", "k", "tokens", "maps", "scale", "stream", "per_head", "token_mean", NULL};
     arg_t a[4] = {{"q"}, {"k"}, {"tokens", NULL, 0, 1}, {"maps", NULL, 1}};
     float scale; PyObject* stream = Py_None; void* st;
     int per_head = 0, token_mean = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOf|Opp", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj, &scale,
-                                     &stream, &per_head, &token_mean))
+    if (parse_fast("attn_maps_forward", args, nargs, kwnames, "OOOOf|Opp", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj, &scale,
+                                     &stream, &per_head, &token_mean) < 0)
         return NULL;
     if (stream_from_py(stream, &st) < 0 || borrow_args(a, 4, stream) < 0) return NULL;
     l2s_attn_shape s;
@@ -98,14 +98,14 @@ PyDoc_STRVAR(attn_maps_backward_doc,
 "attn_maps_backward(q, k, tokens, dmaps, dq, dk, scale, stream=None, per_head=False, token_mean=False)\n--\n\n"
 "Backward of attn_maps_forward: from dmaps [B,T,N] ([B,T,H,N] with per_head) float32 write dq [B,H,N,D]\n"
 "and dk [B,H,L,D] (contiguous, q's dtype, overwritten). Softmax rows are recomputed, not stored.");
-static PyObject* py_attn_maps_backward(PyObject* self, PyObject* args, PyObject* kw) {
+static PyObject* py_attn_maps_backward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
-    static char* kwlist[] = {"q", "k", "tokens", "dmaps", "dq", "dk", "scale", "stream", "per_head", "token_mean", NULL};
+    static const char* const kwlist[] = {"q", "k", "tokens", "dmaps", "dq", "dk", "scale", "stream", "per_head", "token_mean", NULL};
     arg_t a[6] = {{"q"}, {"k"}, {"tokens", NULL, 0, 1}, {"dmaps"}, {"dq", NULL, 1}, {"dk", NULL, 1}};
     float scale; PyObject* stream = Py_None; void* st;
     int per_head = 0, token_mean = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOf|Opp", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
-                                     &a[4].obj, &a[5].obj, &scale, &stream, &per_head, &token_mean))
+    if (parse_fast("attn_maps_backward", args, nargs, kwnames, "OOOOOOf|Opp", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
+                                     &a[4].obj, &a[5].obj, &scale, &stream, &per_head, &token_mean) < 0)
         return NULL;
     if (stream_from_py(stream, &st) < 0 || borrow_args(a, 6, stream) < 0) return NULL;
     l2s_attn_shape s;
@@ -131,7 +131,7 @@ fail:
 }
 
 PyMethodDef attn_maps_methods[] = {
-    {"attn_maps_forward", (PyCFunction)(void (*)(void))py_attn_maps_forward, METH_VARARGS | METH_KEYWORDS, attn_maps_forward_doc},
-    {"attn_maps_backward", (PyCFunction)(void (*)(void))py_attn_maps_backward, METH_VARARGS | METH_KEYWORDS, attn_maps_backward_doc},
+    {"attn_maps_forward", L2S_FASTCALL(py_attn_maps_forward), attn_maps_forward_doc},
+    {"attn_maps_backward", L2S_FASTCALL(py_attn_maps_backward), attn_maps_backward_doc},
     {NULL, NULL, 0, NULL}
 };

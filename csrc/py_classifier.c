@@ -139,14 +139,14 @@ PyDoc_STRVAR(classifier_forward_doc,
 "Relation-classifier forward. x [B, n_maps*map_pixels] (or [B, n_maps, h, w]) float32; steps, labels:\n"
 "int32 host arrays [B] or None; probs [B, R] and losses [B] float32 outputs (losses needs labels).\n"
 "The workspace keeps activations for classifier_backward.");
-static PyObject* py_classifier_forward(PyObject* self, PyObject* args, PyObject* kw) {
+static PyObject* py_classifier_forward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
-    static char* kwlist[] = {"config", "params", "x", "steps", "labels", "workspace", "probs", "losses", "stream", NULL};
+    static const char* const kwlist[] = {"config", "params", "x", "steps", "labels", "workspace", "probs", "losses", "stream", NULL};
     PyObject* cfg; PyObject* stream = Py_None; void* st;
     arg_t a[7] = {{"params"}, {"x"}, {"steps", NULL, 0, 1}, {"labels", NULL, 0, 1}, {"workspace", NULL, 1},
                   {"probs", NULL, 1}, {"losses", NULL, 1}};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOO|OO", kwlist, &cfg, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
-                                     &a[4].obj, &a[5].obj, &a[6].obj, &stream))
+    if (parse_fast("classifier_forward", args, nargs, kwnames, "OOOOOOO|OO", kwlist, &cfg, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
+                                     &a[4].obj, &a[5].obj, &a[6].obj, &stream) < 0)
         return NULL;
     l2s_classifier_config c;
     int32_t* idx = NULL;
@@ -183,15 +183,15 @@ PyDoc_STRVAR(classifier_backward_doc,
 "classifier_backward(config, params, steps, labels, workspace, dx=None, grads=None, stream=None)\n--\n\n"
 "Backward of the mean cross-entropy of the last classifier_forward on this workspace.\n"
 "dx [B, n_maps*map_pixels] is overwritten with d(loss)/d(x); grads [n_params] is ACCUMULATED into.");
-static PyObject* py_classifier_backward(PyObject* self, PyObject* args, PyObject* kw) {
+static PyObject* py_classifier_backward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
-    static char* kwlist[] = {"config", "params", "steps", "labels", "workspace", "dx", "grads", "stream", NULL};
+    static const char* const kwlist[] = {"config", "params", "steps", "labels", "workspace", "dx", "grads", "stream", NULL};
     PyObject* cfg; PyObject* stream = Py_None; void* st;
     arg_t a[6] = {{"params"}, {"steps", NULL, 0, 1}, {"labels", NULL, 0, 1}, {"workspace", NULL, 1},
                   {"dx", NULL, 1}, {"grads", NULL, 1}};
     a[4].obj = Py_None; a[5].obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|OOO", kwlist, &cfg, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
-                                     &a[4].obj, &a[5].obj, &stream))
+    if (parse_fast("classifier_backward", args, nargs, kwnames, "OOOOO|OOO", kwlist, &cfg, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
+                                     &a[4].obj, &a[5].obj, &stream) < 0)
         return NULL;
     l2s_classifier_config c;
     int32_t* idx = NULL;
@@ -221,7 +221,7 @@ PyMethodDef classifier_methods[] = {
     {"classifier_config", (PyCFunction)(void (*)(void))py_classifier_config, METH_VARARGS | METH_KEYWORDS, classifier_config_doc},
     {"classifier_sizes", (PyCFunction)py_classifier_sizes, METH_VARARGS, classifier_sizes_doc},
     {"classifier_layout", (PyCFunction)py_classifier_layout, METH_VARARGS, classifier_layout_doc},
-    {"classifier_forward", (PyCFunction)(void (*)(void))py_classifier_forward, METH_VARARGS | METH_KEYWORDS, classifier_forward_doc},
-    {"classifier_backward", (PyCFunction)(void (*)(void))py_classifier_backward, METH_VARARGS | METH_KEYWORDS, classifier_backward_doc},
+    {"classifier_forward", L2S_FASTCALL(py_classifier_forward), classifier_forward_doc},
+    {"classifier_backward", L2S_FASTCALL(py_classifier_backward), classifier_backward_doc},
     {NULL, NULL, 0, NULL}
 };

@@ -8,12 +8,12 @@ PyDoc_STRVAR(latent_update_doc,
 "Per sample b: z[b] -= step * g[b] / ||g[b]|| (or step * g[b] when normalize is False), in place.\n"
 "z, g: same shape [B, ...] and dtype (float32/float16/bfloat16), contiguous. norms [B] float32 receives\n"
 "||g[b]||, or NaN where g[b] holds NaN/inf: that sample is left untouched.");
-static PyObject* py_latent_update(PyObject* self, PyObject* args, PyObject* kw) {
+static PyObject* py_latent_update(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
-    static char* kwlist[] = {"z", "g", "norms", "step", "normalize", "stream", NULL};
+    static const char* const kwlist[] = {"z", "g", "norms", "step", "normalize", "stream", NULL};
     arg_t a[3] = {{"z", NULL, 1}, {"g"}, {"norms", NULL, 1}};
     float step; int normalize = 1; PyObject* stream = Py_None; void* st;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOf|pO", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &step, &normalize, &stream))
+    if (parse_fast("latent_update", args, nargs, kwnames, "OOOf|pO", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &step, &normalize, &stream) < 0)
         return NULL;
     if (check_finite(step, "step") < 0) return NULL;
     if (stream_from_py(stream, &st) < 0 || borrow_args(a, 3, stream) < 0) return NULL;
@@ -37,6 +37,6 @@ fail:
 }
 
 PyMethodDef latent_methods[] = {
-    {"latent_update", (PyCFunction)(void (*)(void))py_latent_update, METH_VARARGS | METH_KEYWORDS, latent_update_doc},
+    {"latent_update", L2S_FASTCALL(py_latent_update), latent_update_doc},
     {NULL, NULL, 0, NULL}
 };

@@ -32,13 +32,13 @@ static int resize_setup(l2s_resize_shape* s, const l2s_tensor* src, const char* 
     return 0;
 }
 
-static PyObject* resize_common(PyObject* args, PyObject* kw, int backward) {
-    static char* kwlist_f[] = {"x", "out", "mode", "weight", "accumulate", "stream", NULL};
-    static char* kwlist_b[] = {"dout", "din", "mode", "weight", "accumulate", "stream", NULL};
+static PyObject* resize_common(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, int backward) {
+    static const char* const kwlist_f[] = {"x", "out", "mode", "weight", "accumulate", "stream", NULL};
+    static const char* const kwlist_b[] = {"dout", "din", "mode", "weight", "accumulate", "stream", NULL};
     arg_t a[2] = {{backward ? "dout" : "x"}, {backward ? "din" : "out", NULL, 1}};
     const char* mode = "bilinear"; float weight = 1.f; int accumulate = 0; PyObject* stream = Py_None; void* st;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|sfpO", backward ? kwlist_b : kwlist_f, &a[0].obj, &a[1].obj,
-                                     &mode, &weight, &accumulate, &stream))
+    if (parse_fast(backward ? "resize_maps_backward" : "resize_maps_forward", args, nargs, kwnames, "OO|sfpO", backward ? kwlist_b : kwlist_f, &a[0].obj, &a[1].obj,
+                                     &mode, &weight, &accumulate, &stream) < 0)
         return NULL;
     l2s_resize_shape s;
     if (parse_resize_mode(mode, &s.mode) < 0 || check_finite(weight, "weight") < 0) return NULL;
@@ -66,11 +66,15 @@ PyDoc_STRVAR(resize_maps_forward_doc,
 "out[..., :, :] (+)= weight * resize(x[..., :, :]) for float32 maps [..., h, w] -> [..., H, W].\n"
 "mode: 'bilinear' (torch interpolate, align_corners=False) or 'area' (adaptive average).\n"
 "Average L layers into one grid with accumulate=True, weight=1/L.");
-static PyObject* py_resize_maps_forward(PyObject* self, PyObject* args, PyObject* kw) { (void)self; return resize_common(args, kw, 0); }
+static PyObject* py_resize_maps_forward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    (void)self; return resize_common(args, nargs, kwnames, 0);
+}
 PyDoc_STRVAR(resize_maps_backward_doc,
 "resize_maps_backward(dout, din, mode='bilinear', weight=1.0, accumulate=False, stream=None)\n--\n\n"
 "din (+)= weight * resize^T(dout): the gradient of resize_maps_forward.");
-static PyObject* py_resize_maps_backward(PyObject* self, PyObject* args, PyObject* kw) { (void)self; return resize_common(args, kw, 1); }
+static PyObject* py_resize_maps_backward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    (void)self; return resize_common(args, nargs, kwnames, 1);
+}
 
 static int parse_norm_mode(const char* m, l2s_norm_mode* out) {
     if (strcmp(m, "sum") == 0) { *out = L2S_NORM_SUM; return 0; }
@@ -79,16 +83,16 @@ static int parse_norm_mode(const char* m, l2s_norm_mode* out) {
     return -1;
 }
 
-static PyObject* normalize_common(PyObject* args, PyObject* kw, int backward) {
-    static char* kwlist_f[] = {"x", "y", "mode", "eps", "stream", NULL};
-    static char* kwlist_b[] = {"x", "dy", "dx", "mode", "eps", "stream", NULL};
+static PyObject* normalize_common(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, int backward) {
+    static const char* const kwlist_f[] = {"x", "y", "mode", "eps", "stream", NULL};
+    static const char* const kwlist_b[] = {"x", "dy", "dx", "mode", "eps", "stream", NULL};
     arg_t a[3] = {{"x"}, {backward ? "dy" : "y", NULL, !backward}, {"dx", NULL, 1}};
     int n = backward ? 3 : 2;
     const char* mode = "sum"; float eps = 1e-8f; PyObject* stream = Py_None; void* st;
-    int ok = backward
-        ? PyArg_ParseTupleAndKeywords(args, kw, "OOO|sfO", kwlist_b, &a[0].obj, &a[1].obj, &a[2].obj, &mode, &eps, &stream)
-        : PyArg_ParseTupleAndKeywords(args, kw, "OO|sfO", kwlist_f, &a[0].obj, &a[1].obj, &mode, &eps, &stream);
-    if (!ok) return NULL;
+    int rc = backward
+        ? parse_fast("normalize_maps_backward", args, nargs, kwnames, "OOO|sfO", kwlist_b, &a[0].obj, &a[1].obj, &a[2].obj, &mode, &eps, &stream)
+        : parse_fast("normalize_maps_forward", args, nargs, kwnames, "OO|sfO", kwlist_f, &a[0].obj, &a[1].obj, &mode, &eps, &stream);
+    if (rc < 0) return NULL;
     l2s_norm_mode nm;
     if (parse_norm_mode(mode, &nm) < 0) return NULL;
     if (!(eps >= 0.f) || !isfinite(eps)) { PyErr_SetString(PyExc_ValueError, "eps must be finite and >= 0"); return NULL; }
@@ -120,16 +124,20 @@ fail:
 PyDoc_STRVAR(normalize_maps_forward_doc,
 "normalize_maps_forward(x, y, mode='sum', eps=1e-8, stream=None)\n--\n\n"
 "y = x / (sum(x) + eps) or x / (max(x) + eps) over the LAST dimension (float32, contiguous).");
-static PyObject* py_normalize_maps_forward(PyObject* self, PyObject* args, PyObject* kw) { (void)self; return normalize_common(args, kw, 0); }
+static PyObject* py_normalize_maps_forward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    (void)self; return normalize_common(args, nargs, kwnames, 0);
+}
 PyDoc_STRVAR(normalize_maps_backward_doc,
 "normalize_maps_backward(x, dy, dx, mode='sum', eps=1e-8, stream=None)\n--\n\n"
 "dx = the gradient of normalize_maps_forward at x, given dy.");
-static PyObject* py_normalize_maps_backward(PyObject* self, PyObject* args, PyObject* kw) { (void)self; return normalize_common(args, kw, 1); }
+static PyObject* py_normalize_maps_backward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    (void)self; return normalize_common(args, nargs, kwnames, 1);
+}
 
 PyMethodDef map_prep_methods[] = {
-    {"resize_maps_forward", (PyCFunction)(void (*)(void))py_resize_maps_forward, METH_VARARGS | METH_KEYWORDS, resize_maps_forward_doc},
-    {"resize_maps_backward", (PyCFunction)(void (*)(void))py_resize_maps_backward, METH_VARARGS | METH_KEYWORDS, resize_maps_backward_doc},
-    {"normalize_maps_forward", (PyCFunction)(void (*)(void))py_normalize_maps_forward, METH_VARARGS | METH_KEYWORDS, normalize_maps_forward_doc},
-    {"normalize_maps_backward", (PyCFunction)(void (*)(void))py_normalize_maps_backward, METH_VARARGS | METH_KEYWORDS, normalize_maps_backward_doc},
+    {"resize_maps_forward", L2S_FASTCALL(py_resize_maps_forward), resize_maps_forward_doc},
+    {"resize_maps_backward", L2S_FASTCALL(py_resize_maps_backward), resize_maps_backward_doc},
+    {"normalize_maps_forward", L2S_FASTCALL(py_normalize_maps_forward), normalize_maps_forward_doc},
+    {"normalize_maps_backward", L2S_FASTCALL(py_normalize_maps_backward), normalize_maps_backward_doc},
     {NULL, NULL, 0, NULL}
 };

@@ -270,6 +270,41 @@ def test_bad_arguments_to_sizes_layout_and_empty(call, exc, msg):
         call()
 
 
+_Z = np.zeros((2, 3), np.float32)
+_NORMS = np.zeros(2, np.float32)
+
+
+@pytest.mark.parametrize("call, exc, msg", [
+    (lambda: _C.latent_update(_Z, _Z, _NORMS), TypeError, r"latent_update\(\) missing required argument 'step' \(pos 4\)"),
+    (lambda: _C.latent_update(_Z, _Z, _NORMS, 0.5, True, None, 7), TypeError, r"takes at most 6 arguments \(7 given\)"),
+    (lambda: _C.latent_update(_Z, _Z, _NORMS, 0.5, steps=1), TypeError, "unexpected keyword argument 'steps'"),
+    (lambda: _C.latent_update(_Z, _Z, _NORMS, 0.5, z=_Z), TypeError, "multiple values for argument 'z'"),
+    (lambda: _C.latent_update(_Z, _Z, _NORMS, "0.5"), TypeError, "must be real number"),
+    (lambda: _C.normalize_maps_forward(_Z, _Z, 3), TypeError, r"normalize_maps_forward\(\) argument 'mode' must be str"),
+    (lambda: _C.normalize_maps_forward(_Z, _Z, "s\0um"), ValueError, "null character"),
+    (lambda: _C.adamw_update(_Z, _Z, _Z, _Z, 1e-3, step=1.0), TypeError, "argument 'step' must be an integer"),
+    (lambda: _C.adamw_update(_Z, _Z, _Z, _Z, 1e-3, step=2 ** 40), OverflowError, "'step' does not fit"),
+])
+def test_fast_argument_parsing_errors(call, exc, msg):
+    """The ops parse vectorcall arguments themselves (no tuple or dict): the errors PyArg would give."""
+    with pytest.raises(exc, match=msg):
+        call()
+
+
+def test_fast_argument_parsing_keywords_positions_and_defaults():
+    z, g = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
+    by_kw, by_pos = z.copy(), z.copy()
+    _C.latent_update(norms=_NORMS.copy(), step=np.float64(0.5), g=g, z=by_kw, normalize=0)   # any order, numpy scalar, int bool
+    _C.latent_update(by_pos, g, _NORMS.copy(), 0.5, False)
+    np.testing.assert_array_equal(by_kw, by_pos)
+    np.testing.assert_array_equal(by_pos, z - 1.0)
+    x = np.random.default_rng(0).random((3, 4), dtype=np.float32) + 0.1
+    y1, y2 = np.empty_like(x), np.empty_like(x)
+    _C.normalize_maps_forward(x, y1)                                   # defaults: mode 'sum'
+    _C.normalize_maps_forward(x, y2, mode="sum", eps=1e-8, stream=None)
+    np.testing.assert_array_equal(y1, y2)
+
+
 def test_cuda_status_says_why_no_device_is_usable(capsys):
     """The runtime's own reason (an old driver reads as 'driver version is insufficient') reaches
     `l2s info` and the cuda tests' skip reason instead of a silent 0 devices."""
