@@ -1,5 +1,5 @@
 /*
- * buffer.c — _l2s.Buffer: memory that l2s allocates (host or CUDA) and exports through DLPack,
+ * buffer.c — l2s._C.Buffer: memory that l2s allocates (host or CUDA) and exports through DLPack,
  * so numpy.from_dlpack / torch.from_dlpack / cupy.from_dlpack wrap it without a copy.
  * The exported tensor holds a reference to the Buffer; the memory lives until both are gone.
  */
@@ -157,7 +157,7 @@ static PyObject* buffer_get_device(BufferObject* self, void* c) {
 static PyObject* buffer_repr(BufferObject* self) {
     PyObject* shape = buffer_get_shape(self, NULL);
     if (!shape) return NULL;
-    PyObject* r = PyUnicode_FromFormat("_l2s.Buffer(shape=%R, dtype=%s, device=%s:%d)", shape,
+    PyObject* r = PyUnicode_FromFormat("l2s._C.Buffer(shape=%R, dtype=%s, device=%s:%d)", shape,
                                        dtype_name(self->dtype), self->device_type == L2S_DEV_CPU ? "cpu" : "cuda",
                                        self->device_id);
     Py_DECREF(shape);
@@ -181,12 +181,12 @@ static PyGetSetDef buffer_getset[] = {
 
 PyTypeObject BufferType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_l2s.Buffer",
+    .tp_name = "l2s._C.Buffer",
     .tp_basicsize = sizeof(BufferObject),
     .tp_dealloc = (destructor)buffer_dealloc,
     .tp_repr = (reprfunc)buffer_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Uninitialised memory owned by l2s, exported zero-copy through DLPack. Make one with _l2s.empty().",
+    .tp_doc = "Uninitialised memory owned by l2s, exported zero-copy through DLPack. Make one with l2s._C.empty().",
     .tp_methods = buffer_methods,
     .tp_getset = buffer_getset,
 };

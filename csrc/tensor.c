@@ -1,7 +1,7 @@
 /*
  * tensor.c — turn NumPy arrays and DLPack producers into l2s_tensor views, and validate them.
  * NumPy arrays are read through the NumPy C API directly (no capsule round trip); everything
- * else (torch, CuPy, jax, _l2s.Buffer) through __dlpack__, versioned ABI first.
+ * else (torch, CuPy, jax, l2s._C.Buffer) through __dlpack__, versioned ABI first.
  */
 #include <stdint.h>
 #include <unistd.h>
@@ -249,7 +249,7 @@ int tensor_from_py(PyObject* obj, const char* name, PyObject* stream, int writab
         t->owner = capsule;
     } else {
         PyErr_Format(PyExc_TypeError, "%s must be a NumPy array or an object with __dlpack__ "
-                     "(torch, CuPy, _l2s.Buffer), not %.200s", name, Py_TYPE(obj)->tp_name);
+                     "(torch, CuPy, l2s._C.Buffer), not %.200s", name, Py_TYPE(obj)->tp_name);
         return -1;
     }
     if (writable && t->readonly) {
