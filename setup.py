@@ -115,4 +115,17 @@ ext = Extension(
     depends=[str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.h")] + CU_SOURCES,
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtWithCuda})
+DIFFUSERS = ["torch>=2.1", "diffusers>=0.42,<0.43", "transformers>=5.24,<6", "pillow"]
+EXTRAS = {
+    "torch": ["torch>=2.1"],
+    # the shapes world is its own distribution (shapes/), kept beside the library in this repository
+    "shapes": [f"l2s-shapes @ {(ROOT / 'shapes').as_uri()}"],
+    "diffusers": DIFFUSERS,
+    "test": ["pytest>=7", *DIFFUSERS, "matplotlib>=3.7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
+             "ipywidgets>=8", "nbmake>=1.5", "gradio>=6", "playwright>=1.50"],
+    "plots": ["matplotlib>=3.7"],
+    "app": ["gradio>=6", "matplotlib>=3.7", "playwright>=1.50"],
+    "notebook": ["matplotlib>=3.7", "ipykernel>=6", "ipywidgets>=8"],
+}
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtWithCuda}, extras_require=EXTRAS)

@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from l2s.shapes.evaluate import generation_maps, heldout_prompts
-from l2s.shapes.pipeline import load_shipped
-from l2s.shapes.relation_classifier import MAP_SIZE, NUM_INFERENCE_STEPS, STEP_INDICES, inversion_dataset, \
+from l2s_shapes.evaluate import generation_maps, heldout_prompts
+from l2s_shapes.pipeline import load_shipped
+from l2s_shapes.relation_classifier import MAP_SIZE, NUM_INFERENCE_STEPS, STEP_INDICES, inversion_dataset, \
     split_scenes, train_shapes_classifier
 from l2s.train_classifier import accuracy
 

@@ -10,8 +10,8 @@ import argparse
 
 from l2s.classifier import ClassifierConfig
 from l2s.inversion import MapInverter, build_dataset
-from l2s.shapes.pipeline import load_shipped
-from l2s.shapes.scenes import relation_examples
+from l2s_shapes.pipeline import load_shipped
+from l2s_shapes.scenes import relation_examples
 from l2s.train_classifier import split_by_image, train_classifier
 
 CHOICES = {"down+mid": ("down", "mid"), "up": ("up",), "all": ("down", "mid", "up")}

@@ -133,9 +133,9 @@ def main() -> None:
 
 
 def shapes_main(args) -> None:
-    from l2s.shapes.benchmark import benchmark_prompts
-    from l2s.shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
-    from l2s.shapes.relation_classifier import load_shipped_classifier
+    from l2s_shapes.benchmark import benchmark_prompts
+    from l2s_shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
+    from l2s_shapes.relation_classifier import load_shipped_classifier
     from l2s.steer import Steerer, recommended_settings
     pipe, clf = load_shipped(), load_shipped_classifier()
     knobs = recommended_settings(clf)                        # what Steerer runs by itself; printed below

@@ -5,7 +5,7 @@
         --grid benchmarks/grids/tuning.jsonl          # the runs the shipped settings were chosen from
 
 The same as ``python -m l2s eval`` (all options: ``--help``); the logic is in
-``l2s/shapes/benchmark.py``. Prompts use only the held-out (colour, shape) pairs (never in
+``shapes/l2s_shapes/benchmark.py``. Prompts use only the held-out (colour, shape) pairs (never in
 relational training captions nor in the classifier's scenes); one- and two-relation chains; judged
 by the exact evaluator with GenEval's rule. Each arm uses the same seeds, schedule and guidance;
 only the loss differs. ``--prompt-set tuning`` draws other prompts and seeds, so settings tuned

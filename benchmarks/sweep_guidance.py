@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from l2s.shapes.evaluate import evaluate, single_object_prompts
-from l2s.shapes.pipeline import load_shipped
+from l2s_shapes.evaluate import evaluate, single_object_prompts
+from l2s_shapes.pipeline import load_shipped
 
 
 def main() -> None:

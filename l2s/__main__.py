@@ -21,12 +21,29 @@ def torch_device(text: str) -> str:
     return text
 
 
+# commands that load the shapes world's model, classifier or evaluator (the optional l2s-shapes package)
+SHAPES_COMMANDS = frozenset({"generate", "judge", "eval", "train-model", "train-classifier", "app"})
+
+
+def shapes_installed() -> bool:
+    """True if the optional shapes world (package ``l2s_shapes``, distribution ``l2s-shapes``) imports."""
+    try:
+        import l2s_shapes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``l2s`` command. Every argument is checked while it is parsed (``cli_checks``); a bad one
     or an error during the work ends the command with one line on stderr and a non-zero status
     (``L2S_DEBUG=1`` shows the traceback instead)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in SHAPES_COMMANDS and not shapes_installed():
+        print(f"l2s {args.command}: error: this command uses the shapes world, which is not installed: "
+              "pip install --no-build-isolation ./shapes (scripts/install.sh installs it)", file=sys.stderr)
+        return 2
     one_line_warnings()
     try:
         return _run(args, parser)
@@ -61,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="noise seed (default 0)")
     gen.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM denoising steps (default 25)")
     gen.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="classifier-free guidance scale "
-                     "(default: the shipped model's, l2s.shapes.pipeline.DEFAULT_GUIDANCE)")
+                     "(default: the shipped model's, l2s_shapes.pipeline.DEFAULT_GUIDANCE)")
     gen.add_argument("--no-steer", action="store_true", help="plain generation (no steering)")
     gen.add_argument("--compare", action="store_true", help="save vanilla | steered side by side (same seed)")
     gen.add_argument("--classifier", type=classifier_in, default=None, help="relation classifier folder, stem or Hub repo id "
@@ -80,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--upscale", type=int_in(1, 64), default=4, help="nearest-neighbour enlargement of the PNG "
                      "(default 4: 256 px)")
     gen.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the model shipped in "
-                     "l2s/weights)")
+                     "shapes/l2s_shapes/weights)")
     jd = sub.add_parser("judge", help="the relation classifier as a judge: read an image's relation from its maps",
                         description="Noise an image (a PNG, or one generated from the prompt) to the classifier's steps, "
                                     "read the first relation's subject and object maps through the model, and print the "
@@ -161,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "cached (default 30000)")
     tm.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of data and initialisation (default 0)")
     tm.add_argument("--device", type=torch_device, default="cpu", help="torch device (default cpu)")
-    tm.add_argument("--init-from", type=folder_in, default=None, help="pipeline folder to start a new run from (e.g. l2s/weights/"
+    tm.add_argument("--init-from", type=folder_in, default=None, help="pipeline folder to start a new run from (e.g. shapes/l2s_shapes/weights/"
                                                       "shapes-pipeline to train the shipped model further)")
     tm.add_argument("--object-mix", type=object_mix, default="0.3,0.4,0.3", help="share of training scenes with 1,2,3 objects "
                                                               "(default 0.3,0.4,0.3)")
@@ -191,7 +208,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "eval":
         return _eval(args)
     if args.command == "train-model":
-        from .shapes.train import train
+        from l2s_shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
                       device=args.device, init_from=args.init_from, object_count_probs=args.object_mix)
         print(f"pipeline saved to {final}")
@@ -221,8 +238,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _train_classifier(args) -> int:
     from pathlib import Path
 
-    from .shapes.pipeline import load_shipped
-    from .shapes.relation_classifier import inversion_dataset, train_shapes_classifier
+    from l2s_shapes.pipeline import load_shipped
+    from l2s_shapes.relation_classifier import inversion_dataset, train_shapes_classifier
     from .train_classifier import accuracy
     out = Path(args.out)
     pipe = load_shipped(args.model)
@@ -238,7 +255,7 @@ def _train_classifier(args) -> int:
 
 
 def _eval(args) -> int:
-    from .shapes.benchmark import (load_arms, load_rows, markdown_table, paired_comparisons, paired_table, row_line,
+    from l2s_shapes.benchmark import (load_arms, load_rows, markdown_table, paired_comparisons, paired_table, row_line,
                                    run_benchmark, seed_list)
     if args.compare:
         try:
@@ -247,8 +264,8 @@ def _eval(args) -> int:
             raise SystemExit(f"l2s eval: error: --compare: {exc}")
         print(paired_table(paired_comparisons(rows_a, rows_b)))
         return 0
-    from .shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
-    from .shapes.relation_classifier import load_shipped_classifier
+    from l2s_shapes.pipeline import DEFAULT_GUIDANCE, load_shipped
+    from l2s_shapes.relation_classifier import load_shipped_classifier
     from .steer import recommended_settings
     try:
         arms = load_arms(args.arms, args.grid)
@@ -318,8 +335,8 @@ def _generate(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from .shapes.judge import describe_image
-    from .shapes.pipeline import load_shipped
+    from l2s_shapes.judge import describe_image
+    from l2s_shapes.pipeline import load_shipped
     if args.plots:
         try:
             import matplotlib  # noqa: F401
@@ -331,7 +348,7 @@ def _generate(args) -> int:
     _warn_unknown_words(pipe, args.prompt)
     if args.preset == "paper":
         from .presets import model_family
-        from .shapes.relation_classifier import load_shipped_classifier
+        from l2s_shapes.relation_classifier import load_shipped_classifier
         try:
             model_family(pipe.unet, load_shipped_classifier(args.classifier).meta.get("family"))
         except ValueError as exc:
@@ -343,7 +360,7 @@ def _generate(args) -> int:
         image, _, seconds = _render(*common)
         runs["vanilla"] = (image, seconds)
     if not args.no_steer:
-        from .shapes.relation_classifier import load_shipped_classifier
+        from l2s_shapes.relation_classifier import load_shipped_classifier
         image, steer, seconds = _render(*common, classifier=load_shipped_classifier(args.classifier), **knobs)
         runs["steered"] = (image, seconds)
         if not steer.active:
@@ -368,9 +385,9 @@ def _judge(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from .shapes.judge import describe_image, judge_relation
-    from .shapes.pipeline import load_shipped
-    from .shapes.relation_classifier import load_shipped_classifier
+    from l2s_shapes.judge import describe_image, judge_relation
+    from l2s_shapes.pipeline import load_shipped
+    from l2s_shapes.relation_classifier import load_shipped_classifier
     img = None
     if args.image:
         try:
@@ -406,7 +423,7 @@ def _app(args) -> int:
     except ImportError:
         raise SystemExit("l2s app: error: the app needs gradio (pip install l2s[app])")
     from .app import build_app
-    from .shapes.relation_classifier import load_shipped_classifier
+    from l2s_shapes.relation_classifier import load_shipped_classifier
     pipe, describe = load_app_pipeline(args.model)
     app = build_app(pipe, load_shipped_classifier(args.classifier), describe, steps=args.steps)
     app.launch(server_name=args.host, server_port=args.port)
@@ -420,8 +437,8 @@ def load_app_pipeline(folder: str | None):
     from pathlib import Path
     index = Path(folder) / "model_index.json" if folder else None
     if folder is None or _json.loads(index.read_text()).get("_class_name") == "ShapesPipeline":
-        from .shapes.judge import describe_image
-        from .shapes.pipeline import load_shipped
+        from l2s_shapes.judge import describe_image
+        from l2s_shapes.pipeline import load_shipped
         return load_shipped(folder), describe_image
     from diffusers import DiffusionPipeline
     return DiffusionPipeline.from_pretrained(folder, local_files_only=True), None

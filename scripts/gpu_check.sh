@@ -41,6 +41,7 @@ fi
 # sm_90 only: the device is a Hopper; the default list (sm_80, sm_90, compute_90) takes longer to build
 step build 300 env L2S_CUDA=1 L2S_CUDA_ARCHS="${L2S_CUDA_ARCHS:--gencode=arch=compute_90,code=sm_90}" \
     "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+step shapes 60 "$PY" -m pip install -q --no-build-isolation --no-deps -e ./shapes
 step info 60 "$PY" -m l2s info
 step cuda_tests 300 env L2S_REQUIRE_CUDA=1 "$PY" -m pytest -q -x tests/test_cuda.py tests/test_steer.py -k cuda
 if command -v compute-sanitizer > /dev/null; then

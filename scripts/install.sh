@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install l2s with its CPU test environment into it.
+# Create .venv (if missing) and install l2s, the shapes world (shapes/) and the CPU test environment into it.
 # CUDA kernels are built too when nvcc is found (L2S_CUDA=0 to skip, =1 to require).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +17,6 @@ if ! command -v chromium > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-get
         || echo "install.sh: chromium could not be installed: the app's browser test will be skipped" >&2
 fi
 .venv/bin/python -m pip install -q --no-build-isolation -e .
+# the shapes world (its own distribution, optional for the library; the README's main command uses it)
+.venv/bin/python -m pip install -q --no-build-isolation -e ./shapes
 .venv/bin/python -m l2s info

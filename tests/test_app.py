@@ -13,9 +13,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def shapes():
-    from l2s.shapes.judge import describe_image
-    from l2s.shapes.pipeline import load_shipped
-    from l2s.shapes.relation_classifier import load_shipped_classifier
+    pytest.importorskip("l2s_shapes")
+    from l2s_shapes.judge import describe_image
+    from l2s_shapes.pipeline import load_shipped
+    from l2s_shapes.relation_classifier import load_shipped_classifier
     return load_shipped(), load_shipped_classifier(), describe_image
 
 

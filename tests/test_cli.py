@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from l2s.__main__ import main
+from l2s.__main__ import main, shapes_installed
+
+needs_shapes = pytest.mark.skipif(not shapes_installed(), reason="the shapes world is not installed (pip install ./shapes)")
 
 
 def _outcome(argv, capsys):
@@ -129,6 +131,7 @@ def test_bad_arguments_end_with_one_clear_line(argv, message, files, capsys):
     assert "Traceback" not in "\n".join(err)
 
 
+@needs_shapes
 def test_an_error_during_the_work_is_one_line_too(files, capsys):
     """A classifier folder that exists but is broken fails when it is read: one line, status 1."""
     rc, err, _ = _outcome(["generate", "a red circle above a blue square", "--classifier", files["broken"],
@@ -136,6 +139,7 @@ def test_an_error_during_the_work_is_one_line_too(files, capsys):
     assert rc == 1 and len(err) == 1 and err[0].startswith("l2s generate: error:"), err
 
 
+@needs_shapes
 def test_unknown_words_and_unsupported_relations_warn_and_go_on(files, capsys):
     out = os.path.join(files["dir"], "w.png")
     rc, err, stdout = _outcome(["generate", "a red circle next to a blue zebra", "--out", out, "--steps", "4"], capsys)
@@ -145,12 +149,14 @@ def test_unknown_words_and_unsupported_relations_warn_and_go_on(files, capsys):
     assert all(line.startswith("l2s: warning:") or "no spatial relation" in line for line in err), err
 
 
+@needs_shapes
 def test_judge_warns_on_an_image_without_the_objects(files, capsys):
     rc, err, stdout = _outcome(["judge", "a red circle to the left of a blue square", "--image", files["png"]], capsys)
     assert rc == 0 and '"classifier_says"' in stdout
     assert any("finds no object in the image" in line for line in err), err
 
 
+@needs_shapes
 def test_judge_refuses_a_non_square_image_before_judging(files, capsys):
     rc, err, _ = _outcome(["judge", "a red circle to the left of a blue square", "--image", files["wide"]], capsys)
     assert rc != 0 and len(err) == 1 and "expected a square image" in err[0], err

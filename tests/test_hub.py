@@ -61,7 +61,8 @@ def test_a_folder_without_weights_names_what_is_missing(tmp_path):
 
 
 def test_the_shipped_classifier_is_a_folder():
-    from l2s.shapes.relation_classifier import SHIPPED_CLASSIFIER, load_shipped_classifier
+    pytest.importorskip("l2s_shapes")
+    from l2s_shapes.relation_classifier import SHIPPED_CLASSIFIER, load_shipped_classifier
     assert (SHIPPED_CLASSIFIER / "config.json").is_file() and (SHIPPED_CLASSIFIER / "README.md").is_file()
     clf = load_shipped_classifier()
     assert clf.config.meta["val_accuracy"] > 0.8 and clf.relations == ("left of", "right of", "above", "below")

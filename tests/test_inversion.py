@@ -5,12 +5,13 @@ import torch
 
 from l2s.geneval import RELATIONS, relations_between
 from l2s.inversion import MapDataset, MapInverter, RelationExample, build_dataset, relation_prompt, wrong_relation
-from l2s.shapes.scenes import heldout_pairs, relation_examples
+l2s_shapes = pytest.importorskip("l2s_shapes", reason="the shapes world is not installed (pip install ./shapes)")
+from l2s_shapes.scenes import heldout_pairs, relation_examples  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    from l2s.shapes.pipeline import build_pipeline
+    from l2s_shapes.pipeline import build_pipeline
     return build_pipeline(seed=0, block_out_channels=(8, 8, 16, 16), attention_head_dim=4, norm_num_groups=4)
 
 

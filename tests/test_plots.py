@@ -8,8 +8,9 @@ matplotlib = pytest.importorskip("matplotlib")
 
 @pytest.fixture(scope="module")
 def run():
-    from l2s.shapes.pipeline import load_shipped
-    from l2s.shapes.relation_classifier import load_shipped_classifier
+    pytest.importorskip("l2s_shapes")
+    from l2s_shapes.pipeline import load_shipped
+    from l2s_shapes.relation_classifier import load_shipped_classifier
     from l2s.steer import Steerer
     pipe = load_shipped()
     prompt = "a red circle to the left of a blue square"

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from l2s.prompts import PromptParseError, make_triplets, parse_prompt
-from l2s.shapes.model import build_tokenizer
 from l2s.testing import write_clip_tokenizer, write_t5_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -161,6 +160,7 @@ def test_token_indices_in_t5_unigram(t5_tok, prompt):
      ["red", "circle", "blue", "square", "green", "cross", "cyan", "diamond"]),
 ])
 def test_token_indices_in_the_word_level_shapes_tokenizer(prompt, words):
+    build_tokenizer = pytest.importorskip("l2s_shapes.model").build_tokenizer
     tok = build_tokenizer()
     parsed = parse_prompt(prompt, tok)
     ids = tok(prompt).input_ids

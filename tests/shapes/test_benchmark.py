@@ -1,4 +1,4 @@
-"""l2s/shapes/benchmark.py and ``l2s eval``: arms, prompt sets, the table."""
+"""shapes/l2s_shapes/benchmark.py and ``l2s eval``: arms, prompt sets, the table."""
 import json
 
 import pytest
@@ -6,9 +6,9 @@ from test_evaluate import PaintingPipe
 
 from l2s.__main__ import main
 from l2s.baselines import CentroidLoss
-from l2s.shapes.benchmark import (RESERVED, arm_label, arm_steering, benchmark_prompts, load_arms, markdown_table,
+from l2s_shapes.benchmark import (RESERVED, arm_label, arm_steering, benchmark_prompts, load_arms, markdown_table,
                                   paired_comparisons, paired_table, run_benchmark, seed_list)
-from l2s.shapes.evaluate import distinct_prompt_count, heldout_prompts
+from l2s_shapes.evaluate import distinct_prompt_count, heldout_prompts
 
 
 def test_arms_by_name_and_from_a_grid(tmp_path):
@@ -25,10 +25,10 @@ def test_arms_by_name_and_from_a_grid(tmp_path):
 
 
 def test_arm_steering_builds_the_arm_loss_over_the_recommended_settings(monkeypatch):
-    import l2s.shapes.benchmark as bench
+    import l2s_shapes.benchmark as bench
     made = []
     monkeypatch.setattr(bench, "Steerer", lambda pipe, loss, text, **knobs: made.append((loss, knobs)))
-    from l2s.shapes.relation_classifier import load_shipped_classifier
+    from l2s_shapes.relation_classifier import load_shipped_classifier
     clf = load_shipped_classifier()
     assert arm_steering({"arm": "vanilla"}, clf) is None
     arm_steering({"arm": "l2s", "step_size": 0.5}, clf)(None, "p")

@@ -1,10 +1,10 @@
-"""l2s/shapes/detect.py: exact recovery on rendered scenes, and the prompt judge's failure kinds."""
+"""shapes/l2s_shapes/detect.py: exact recovery on rendered scenes, and the prompt judge's failure kinds."""
 import numpy as np
 import pytest
 
 from l2s.geneval import OPPOSITE
-from l2s.shapes.detect import detect, judge_prompt, parse_object_phrase
-from l2s.shapes.scenes import COLOURS, generate_scene, render_shape_mask
+from l2s_shapes.detect import detect, judge_prompt, parse_object_phrase
+from l2s_shapes.scenes import COLOURS, generate_scene, render_shape_mask
 
 
 def test_recovers_every_object_of_rendered_scenes():

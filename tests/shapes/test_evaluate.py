@@ -1,11 +1,11 @@
-"""l2s/shapes/evaluate.py: prompt sets and the judging loop, driven by a stub that paints exact layouts."""
+"""shapes/l2s_shapes/evaluate.py: prompt sets and the judging loop, driven by a stub that paints exact layouts."""
 from types import SimpleNamespace
 
 import numpy as np
 
 from l2s.geneval import OPPOSITE
-from l2s.shapes.evaluate import evaluate, heldout_prompts, single_object_prompts, spec_from_chain
-from l2s.shapes.scenes import COLOURS, heldout_pairs, render_shape_mask
+from l2s_shapes.evaluate import evaluate, heldout_prompts, single_object_prompts, spec_from_chain
+from l2s_shapes.scenes import COLOURS, heldout_pairs, render_shape_mask
 
 STEP = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}
 
@@ -87,7 +87,7 @@ def test_steering_column_goes_through_the_steerer():
 
 def test_generation_maps_label_the_measured_layout(tiny_pipe):
     """Maps come from the hook's capture during generation; labels from the evaluator's measurement."""
-    from l2s.shapes.evaluate import generation_maps
+    from l2s_shapes.evaluate import generation_maps
     specs = heldout_prompts(1, 3, seed=5)
     ds = generation_maps(tiny_pipe, specs, seeds=[0, 1], step_indices=[0, 1], map_size=8, steps=3)
     # a random-weight model draws no recognisable objects: every image is dropped, cleanly
@@ -95,8 +95,8 @@ def test_generation_maps_label_the_measured_layout(tiny_pipe):
 
 
 def test_generation_maps_on_the_shipped_model():
-    from l2s.shapes.evaluate import generation_maps
-    from l2s.shapes.pipeline import load_shipped
+    from l2s_shapes.evaluate import generation_maps
+    from l2s_shapes.pipeline import load_shipped
     pipe = load_shipped()
     specs = heldout_prompts(1, 6, seed=6)
     ds = generation_maps(pipe, specs, seeds=[0, 1, 2, 3], step_indices=[0, 3], map_size=16, steps=8, guidance=2.0)

@@ -1,10 +1,10 @@
-"""l2s/shapes/pipeline.py and model.py: the diffusers stack, its callback contract and persistence."""
+"""shapes/l2s_shapes/pipeline.py and model.py: the diffusers stack, its callback contract and persistence."""
 import numpy as np
 import pytest
 import torch
 
-from l2s.shapes.model import MAX_LENGTH, build_tokenizer
-from l2s.shapes.pipeline import ShapesPipeline, load_shipped
+from l2s_shapes.model import MAX_LENGTH, build_tokenizer
+from l2s_shapes.pipeline import ShapesPipeline, load_shipped
 
 
 def test_tokenizer_words_and_unknowns():

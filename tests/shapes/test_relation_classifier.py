@@ -1,4 +1,4 @@
-"""l2s/shapes/relation_classifier.py and `l2s train-classifier`: data, training, persistence."""
+"""shapes/l2s_shapes/relation_classifier.py and `l2s train-classifier`: data, training, persistence."""
 import json
 
 import numpy as np
@@ -28,8 +28,8 @@ def test_the_shipped_classifier_reads_fresh_scenes_of_the_shipped_model():
     """Guards the shipped weights against drift in the capture code or the model: fresh scenes (seed
     99; training used seed 0), dual inversion at steps 6-12 (it validated at 0.82 over steps 1-12)."""
     from l2s.capture import select_layers
-    from l2s.shapes.pipeline import load_shipped
-    from l2s.shapes.relation_classifier import inversion_dataset, load_shipped_classifier
+    from l2s_shapes.pipeline import load_shipped
+    from l2s_shapes.relation_classifier import inversion_dataset, load_shipped_classifier
     from l2s.train_classifier import accuracy
     pipe, clf = load_shipped(), load_shipped_classifier()
     meta = clf.config.meta

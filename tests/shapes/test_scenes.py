@@ -1,9 +1,9 @@
-"""l2s/shapes/scenes.py: determinism, masks vs boxes, captions and their relational fraction."""
+"""shapes/l2s_shapes/scenes.py: determinism, masks vs boxes, captions and their relational fraction."""
 import numpy as np
 import pytest
 
 from l2s.geneval import relation_holds
-from l2s.shapes.scenes import COLOURS, SHAPES, generate_scene, heldout_pairs, render_shape_mask
+from l2s_shapes.scenes import COLOURS, SHAPES, generate_scene, heldout_pairs, render_shape_mask
 
 
 def test_vocabulary_size():

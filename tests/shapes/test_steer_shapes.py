@@ -8,7 +8,7 @@ from l2s.steer import Steerer
 
 
 def test_steering_the_shipped_shapes_model():
-    from l2s.shapes.pipeline import load_shipped
+    from l2s_shapes.pipeline import load_shipped
     pipe = load_shipped()
     clf = RelationClassifier(ClassifierConfig(map_size=16, hidden1=64, hidden2=32), seed=0)
     train_classifier(clf, 2048, 3, 64, seed=0)

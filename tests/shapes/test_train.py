@@ -1,10 +1,10 @@
-"""l2s/shapes/train.py: a tiny run trains, checkpoints without pickle, and resumes."""
+"""shapes/l2s_shapes/train.py: a tiny run trains, checkpoints without pickle, and resumes."""
 import json
 
 import numpy as np
 
 from conftest import TINY_UNET
-from l2s.shapes.train import EMA, make_dataset, train
+from l2s_shapes.train import EMA, make_dataset, train
 
 
 def test_dataset_is_seeded_and_mostly_plain_captions():
@@ -44,7 +44,7 @@ def test_ema_swap_is_an_involution():
 def test_init_from_a_pipeline_folder(tmp_path):
     """A run started from a folder begins at ITS weights, not at the seed's fresh initialisation."""
     import torch
-    from l2s.shapes.pipeline import build_pipeline, load_shipped
+    from l2s_shapes.pipeline import build_pipeline, load_shipped
     start = build_pipeline(seed=7, **TINY_UNET)           # the run itself initialises with seed 0
     start.save_pretrained(tmp_path / "start")
     fresh = build_pipeline(seed=0, **TINY_UNET)

@@ -117,7 +117,7 @@ def build_pipeline(seed: int = 0, **unet_overrides) -> ShapesPipeline:
                           tokenizer=tok, scheduler=build_scheduler())
 
 
-SHIPPED_MODEL = __import__("pathlib").Path(__file__).resolve().parent.parent / "weights" / "shapes-pipeline"
+SHIPPED_MODEL = __import__("pathlib").Path(__file__).resolve().parent / "weights" / "shapes-pipeline"
 
 
 def load_shipped(path=None, device: str = "cpu") -> ShapesPipeline:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..classifier import ClassifierConfig, RelationClassifier
-from ..inversion import MapDataset, MapInverter, build_dataset
-from ..train_classifier import TrainHistory, split_by_image, train_classifier
+from l2s.classifier import ClassifierConfig, RelationClassifier
+from l2s.inversion import MapDataset, MapInverter, build_dataset
+from l2s.train_classifier import TrainHistory, split_by_image, train_classifier
 from .scenes import relation_examples
 
 # maps are read at steps 1..12 of 25: step 0's maps are pure noise (the old classifier read
@@ -28,7 +28,7 @@ MAP_SIZE = 16
 # skipping step 0 and stopping at loss 0.2 mattered most; pushing the loss to 0.05 fused objects
 SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.07, "loss_target": 0.2}
 
-SHIPPED_CLASSIFIER = Path(__file__).resolve().parent.parent / "weights" / "shapes-classifier"    # a Hub-style folder
+SHIPPED_CLASSIFIER = Path(__file__).resolve().parent / "weights" / "shapes-classifier"    # a Hub-style folder
 
 
 def inversion_dataset(pipe, n_examples: int, seed: int = 0, step_indices: Sequence[int] = STEP_INDICES,
@@ -67,5 +67,5 @@ def train_shapes_classifier(data: MapDataset, dual: bool = True, seed: int = 0, 
 def load_shipped_classifier(path: str | Path | None = None) -> RelationClassifier:
     """The relation classifier shipped for the shapes model, or any saved classifier at ``path``
     (a folder, a STEM of STEM.json + STEM.safetensors, or a Hub repo id: ``l2s.load_classifier``)."""
-    from ..hub import load_classifier
+    from l2s.hub import load_classifier
     return load_classifier(path if path else SHIPPED_CLASSIFIER)

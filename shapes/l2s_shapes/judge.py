@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..judge import judge_relation  # noqa: F401  (the classifier as a judge: pipeline-generic, in the library)
-from ..prompts import parse_prompt
+from l2s.judge import judge_relation  # noqa: F401  (the classifier as a judge: pipeline-generic, in the library)
+from l2s.prompts import parse_prompt
 from .detect import detect, judge_prompt, parse_object_phrase
 
 

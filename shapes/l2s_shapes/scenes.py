@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geneval import relations_between
-from ..relations import RELATIONS
+from l2s.geneval import relations_between
+from l2s.relations import RELATIONS
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLOURS = {   # well separated in RGB, all saturated: backgrounds stay light and grey-ish
@@ -161,7 +161,7 @@ def relation_examples(n: int, seed: int, size: int = 64, exclude: set[tuple[str,
     """n two-object scenes as ``inversion.RelationExample``s: a random ordered pair and one relation
     that holds between them by GenEval's rule (scenes where none holds are skipped). Objects from
     ``exclude`` (default: the held-out pairs) never appear, so evaluation pairs stay unseen."""
-    from ..inversion import RelationExample
+    from l2s.inversion import RelationExample
     exclude = heldout_pairs() if exclude is None else exclude
     rng = np.random.default_rng(seed)
     out, k = [], 0

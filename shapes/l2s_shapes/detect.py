@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geneval import relation_holds
+from l2s.geneval import relation_holds
 from .scenes import COLOURS, SHAPES, render_shape_mask
 
 MIN_AREA_FRACTION = 0.004      # components under 0.4% of the image are noise

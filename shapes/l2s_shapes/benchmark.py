@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from ..baselines import CentroidLoss
-from ..presence import WithPresence
-from ..steer import Steerer, SteeringConfig, recommended_settings
-from ..stats import ci_text, paired_counts, parse_int_list, wilson_interval
+from l2s.baselines import CentroidLoss
+from l2s.presence import WithPresence
+from l2s.steer import Steerer, SteeringConfig, recommended_settings
+from l2s.stats import ci_text, paired_counts, parse_int_list, wilson_interval
 from .evaluate import (PromptSpec, distinct_prompt_count, evaluate, heldout_prompts, single_object_prompts,
                        summarize)
 

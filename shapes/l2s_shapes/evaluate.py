@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..relations import RELATIONS
+from l2s.relations import RELATIONS
 from .detect import detect, judge_prompt
 from .scenes import COLOURS, SHAPES, heldout_pairs
 
@@ -118,14 +118,14 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     subject and object, as an index into ``relations`` (images where not exactly one relation holds
     are dropped). The test set of the single- vs dual-inversion ablation: what the classifier sees
     when steering. ``layers``: the capture's layers (default: the model's default layers)."""
-    from ..callbacks import MapRecorder
-    from ..capture import select_layers
-    from ..classifier import step_index
-    from ..geneval import relations_between
-    from ..inversion import MapDataset
-    from ..models import adapter_for
-    from ..prompts import parse_prompt
-    from ..relations import label_indices
+    from l2s.callbacks import MapRecorder
+    from l2s.capture import select_layers
+    from l2s.classifier import step_index
+    from l2s.geneval import relations_between
+    from l2s.inversion import MapDataset
+    from l2s.models import adapter_for
+    from l2s.prompts import parse_prompt
+    from l2s.relations import label_indices
     chosen = select_layers(pipe.unet, names=layers) if layers else select_layers(pipe.unet)
     tokenizer = adapter_for(pipe.unet).object_tokenizer(pipe)
     maps, labels, step_rows, image = [], [], [], []

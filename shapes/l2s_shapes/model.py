@@ -7,7 +7,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from ..relations import RELATIONS
+from l2s.relations import RELATIONS
 from .scenes import COLOURS, SHAPES
 
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
