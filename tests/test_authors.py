@@ -224,5 +224,6 @@ def test_the_paper_preset_is_the_authors_schedule(sd, tmp_path):
 
 
 def test_paper_preset_on_a_model_that_is_not_theirs_is_a_clear_error():
+    pytest.importorskip("l2s_shapes")                    # the shapes model is the model that is not theirs
     with pytest.raises(SystemExit, match="--preset paper: the paper preset exists for sd14, sd21, flux-dev"):
         main(["generate", "a red circle to the left of a blue square", "--preset", "paper"])
