@@ -3,16 +3,9 @@ every ``l2s`` module imports, the core and a steering loss run, and the commands
 say so in one line. Run in a child process where importing ``l2s_shapes`` fails as if uninstalled."""
 import subprocess
 import sys
+from pathlib import Path
 
-BLOCK = '''
-import importlib.abc, sys
-class NoShapes(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "l2s_shapes" or name.startswith("l2s_shapes."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-sys.meta_path.insert(0, NoShapes())
-'''
+BLOCK = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import no_shapes\n"
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
