@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from .cli_checks import (Parser, classifier_in, file_in, file_out, float_in, folder_in, folder_out, image_out, int_in,
-                         one_line_warnings, prefix_out, prompt_text, unknown_words)
+from .cli_checks import (Parser, classifier_in, data_spec, file_in, file_out, float_in, folder_in, folder_out, image_out,
+                         int_in, int_list, one_line_warnings, prefix_out, prompt_text, unknown_words)
 
 SEED_MAX = 2 ** 63 - 1
 MAX_ITERATIONS = 1000            # as steer.MAX_ITERATIONS (not imported: the parser must not import torch)
@@ -34,13 +34,20 @@ def shapes_installed() -> bool:
     return True
 
 
+def uses_shapes(args: argparse.Namespace) -> bool:
+    """Whether the command loads the shapes world (train-classifier only by default or for its data)."""
+    if args.command == "train-classifier":
+        return args.pipeline is None or args.data == "shapes"
+    return args.command in SHAPES_COMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``l2s`` command. Every argument is checked while it is parsed (``cli_checks``); a bad one
     or an error during the work ends the command with one line on stderr and a non-zero status
     (``L2S_DEBUG=1`` shows the traceback instead)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in SHAPES_COMMANDS and not shapes_installed():
+    if uses_shapes(args) and not shapes_installed():
         print(f"l2s {args.command}: error: this command uses the shapes world, which is not installed: "
               "pip install --no-build-isolation ./shapes (scripts/install.sh installs it)", file=sys.stderr)
         return 2
@@ -182,21 +189,44 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "shapes-pipeline to train the shipped model further)")
     tm.add_argument("--object-mix", type=object_mix, default="0.3,0.4,0.3", help="share of training scenes with 1,2,3 objects "
                                                               "(default 0.3,0.4,0.3)")
-    tc = sub.add_parser("train-classifier", help="train the shapes model's relation classifier (dual inversion)",
-                        description="Invert two-object scenes through the shapes pipeline with the true and a wrong "
-                                    "relation in the prompt, train the C classifier on the maps, save it.")
-    tc.add_argument("--out", type=folder_out, default="runs/classifier", help="output folder (classifier + cached map "
-                    "dataset)")
-    tc.add_argument("--examples", type=int_in(2, 10 ** 7), default=2000, help="scenes to invert (default 2000)")
+    tc = sub.add_parser("train-classifier", help="train a relation classifier for a pipeline (dual inversion, sharded "
+                                                 "map datasets, data-parallel under accelerate/torchrun)",
+                        description="Invert images with known boxes through a diffusers pipeline with the true and a "
+                                    "wrong relation in the prompt, read the subject's and object's attention maps "
+                                    "(sharded safetensors datasets: a rerun resumes), and train the classifier on "
+                                    "them. Default: the shapes world's model and scenes. Under `accelerate launch "
+                                    "-m l2s train-classifier ...` (or torchrun) every process makes its share of "
+                                    "the shards; rank 0 trains.")
+    tc.add_argument("--pipeline", "--model", dest="pipeline", type=folder_in, default=None,
+                    help="pipeline folder (anything DiffusionPipeline.from_pretrained opens offline; default: the "
+                         "shipped shapes model)")
+    tc.add_argument("--data", type=data_spec, default="shapes", help="boxes:FOLDER (FOLDER/boxes.json), "
+                    "gqa:SCENE_GRAPHS.json,IMAGE_DIR or shapes (default)")
+    tc.add_argument("--kind", default="mlp", choices=["mlp"], help="classifier kind: mlp on layer- and head-averaged "
+                    "maps (the authors' transformer on map stacks is not trainable here yet)")
+    tc.add_argument("--out", type=folder_out, default="runs/classifier", help="output folder: maps/ (the sharded "
+                    "dataset) and classifier/ (default runs/classifier)")
+    tc.add_argument("--examples", type=int_in(2, 10 ** 7), default=2000, help="examples to invert at most (shapes: "
+                    "scenes drawn; default 2000)")
+    tc.add_argument("--size", type=int_in(8, 4096), default=None, help="image side fed to the pipeline (default: its "
+                    "native size)")
+    tc.add_argument("--inference-steps", type=int_in(2, 1000), default=25, help="the schedule the maps' steps belong "
+                    "to (default 25)")
+    tc.add_argument("--read-steps", type=int_list, default=None, help="denoising-step indices to read maps at, e.g. "
+                    "1-12 (default: 1 to half the schedule)")
+    tc.add_argument("--mode", default="noise", choices=["noise", "ddim", "fixed-point"], help="inversion: noising "
+                    "(rectified flow: straight-line noising), DDIM inversion, or fixed-point DDIM inversion with DDIM "
+                    "reconstruction and a PSNR filter (the authors' SD recipe)")
+    tc.add_argument("--psnr-floor", type=float_in(0.0, 200.0), default=19.5, help="fixed-point: drop images whose "
+                    "reconstruction is under this PSNR in dB (default 19.5, the authors')")
+    tc.add_argument("--shard-size", type=int_in(1, 10 ** 6), default=64, help="examples per shard (default 64)")
     tc.add_argument("--single", action="store_true", help="single inversion (positive prompt only): the ablation")
-    tc.add_argument("--mode", default="noise", choices=["noise", "ddim"], help="inversion: noising or DDIM inversion")
     tc.add_argument("--epochs", type=int_in(1, 10 ** 5), default=150, help="maximum epochs (early stopping, "
                     "patience 10)")
     tc.add_argument("--lr", type=float_in(0.0, 10.0, above=True), default=3e-4, help="AdamW learning rate (default "
-                    "3e-4; 1e-3 and 1e-4 gave the same validation accuracy within 0.005)")
+                    "3e-4; 1e-3 and 1e-4 gave the same validation accuracy within 0.005 in the shapes world)")
     tc.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of scenes, noise and initialisation "
                     "(default 0)")
-    tc.add_argument("--model", type=folder_in, default=None, help="pipeline folder (default: the shipped model)")
     return parser
 
 
@@ -238,19 +268,42 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _train_classifier(args) -> int:
     from pathlib import Path
 
-    from l2s_shapes.pipeline import load_shipped
-    from l2s_shapes.relation_classifier import inversion_dataset, train_shapes_classifier
-    from .train_classifier import accuracy
-    out = Path(args.out)
-    pipe = load_shipped(args.model)
-    data = inversion_dataset(pipe, args.examples, seed=args.seed, mode=args.mode,
-                             cache=out / f"maps-{args.examples}-{args.seed}-{args.mode}")
-    clf, hist, val = train_shapes_classifier(data, dual=not args.single, seed=args.seed, epochs=args.epochs,
-                                             lr=args.lr)
+    from .classifier_data import distributed_rank, make_map_dataset
+    from .data_spec import parse_data_spec
+    from .train_classifier import accuracy, split_by_image, train_classifier
+    out, spec = Path(args.out), parse_data_spec(args.data)
+    shapes_world = spec.kind == "shapes" and args.pipeline is None
+    pipe, _ = load_pipeline(args.pipeline)
+    pipe.set_progress_bar_config(disable=True)     # the probes' progress bars; the shards have their own
+    steps = args.read_steps or list(range(1, args.inference_steps // 2 + 1))
+    if max(steps) >= args.inference_steps:
+        raise ValueError(f"--read-steps {max(steps)} is past the last step of --inference-steps {args.inference_steps}")
+    rank, world, barrier = distributed_rank()
+    data = make_map_dataset(pipe, out / "maps", spec, steps, num_inference_steps=args.inference_steps, size=args.size,
+                            max_items=args.examples, dual=True, mode=args.mode,
+                            psnr_floor=args.psnr_floor if args.mode == "fixed-point" else None, seed=args.seed,
+                            shard_size=args.shard_size, rank=rank, world=world, barrier=barrier)
+    if data is None:                               # not rank 0: its shards are made; rank 0 trains
+        return 0
+    rows = data.load()
+    if len(rows) == 0:
+        raise ValueError(f"no rows left to train on ({len(data.manifest['dropped_psnr'])} images dropped by the PSNR "
+                         "floor): lower --psnr-floor or check the images")
+    if shapes_world:                               # the shipped model's classifier shape and steering schedule
+        from l2s_shapes.relation_classifier import train_shapes_classifier
+        clf, hist, val = train_shapes_classifier(rows, dual=not args.single, seed=args.seed, epochs=args.epochs,
+                                                 lr=args.lr)
+    else:
+        train, val = split_by_image(rows, 0.15, seed=args.seed)
+        if args.single:
+            train, val = train.positive_only(), val.positive_only()
+        clf, hist = train_classifier(train, val, epochs=args.epochs, lr=args.lr, seed=args.seed)
+        clf.config.meta.update({"dual_inversion": not args.single, "pipeline": str(args.pipeline)})
     path = out / ("classifier-single" if args.single else "classifier")
     clf.save_pretrained(path)                      # a folder: config.json, model.safetensors, README.md
-    print(json.dumps({"saved": str(path), "rows": len(data), "val_accuracy": accuracy(clf, val),
-                      "epochs": len(hist.val_accuracy), "best_epoch": hist.best_epoch}, indent=2))
+    print(json.dumps({"saved": str(path), "rows": len(rows), "shards": data.n_shards,
+                      "dropped_psnr": len(data.manifest["dropped_psnr"]), "val_accuracy": accuracy(clf, val),
+                      "best_epoch": hist.best_epoch, "epochs_run": len(hist.val_accuracy)}, indent=2))
     return 0
 
 
@@ -424,13 +477,13 @@ def _app(args) -> int:
         raise SystemExit("l2s app: error: the app needs gradio (pip install l2s[app])")
     from .app import build_app
     from l2s_shapes.relation_classifier import load_shipped_classifier
-    pipe, describe = load_app_pipeline(args.model)
+    pipe, describe = load_pipeline(args.model)
     app = build_app(pipe, load_shipped_classifier(args.classifier), describe, steps=args.steps)
     app.launch(server_name=args.host, server_port=args.port)
     return 0
 
 
-def load_app_pipeline(folder: str | None):
+def load_pipeline(folder: str | None):
     """(pipeline, evaluator or None): the shapes world's model (with its exact evaluator) by default
     or for a shapes pipeline folder; any other folder through DiffusionPipeline, without one."""
     import json as _json

@@ -101,6 +101,28 @@ def folder_out(text: str) -> str:
     return text
 
 
+def data_spec(text: str) -> str:
+    """An argparse type: a ``train-classifier --data`` value whose paths exist (``data_spec``)."""
+    from .data_spec import parse_data_spec
+    try:
+        parse_data_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: distinct non-negative integers, "1-12", "0,5,9" or both ("0-3,9")."""
+    from .stats import parse_int_list
+    try:
+        values = parse_int_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: values must be >= 0")
+    return values
+
+
 def folder_in(text: str) -> str:
     """An argparse type: an existing folder (a pipeline folder)."""
     if not Path(text).is_dir():

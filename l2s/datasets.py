@@ -8,6 +8,7 @@ words are not used: they mix spatial and semantic relations and depend on the an
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -39,17 +40,106 @@ def pairs_from_boxes(objects: list[tuple[str, tuple[float, float, float, float]]
                 yield na, next(iter(held)), nb
 
 
-def box_folder_examples(folder: str | Path, size: int = 64, max_examples: int | None = None) -> list[RelationExample]:
-    """Examples from ``folder/boxes.json``: ``[{"image": "a.png", "objects": [{"name": "dog",
-    "box": [x0, y0, x1, y1]}, ...]}, ...]`` with boxes in pixels of the original image."""
+@dataclass(frozen=True)
+class ExampleRef:
+    """A relation example whose image is read only when needed (``load``): a dataset of many large
+    images is listed up front and read shard by shard."""
+    path: Path
+    subject: str
+    object: str
+    relation: str
+    size: int
+
+    def load(self) -> RelationExample:
+        image, _ = _load_image(self.path, self.size)
+        return RelationExample(image, self.subject, self.object, self.relation)
+
+
+def _box(value, where: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: box must be four numbers [x0, y0, x1, y1], got {value!r}") from None
+    return x0, y0, x1, y1
+
+
+def _check_inside(box: tuple[float, float, float, float], w: float, h: float, where: str) -> None:
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise ValueError(f"{where}: box {list(box)} is empty or outside the {w:g}x{h:g} image")
+
+
+def box_folder_refs(folder: str | Path, size: int = 64, max_examples: int | None = None) -> list[ExampleRef]:
+    """Examples from ``folder/boxes.json``, images not yet read. The format: a list of
+    ``{"image": "a.png", "objects": [{"name": "dog", "box": [x0, y0, x1, y1]}, ...]}`` with boxes
+    in pixels of the original image (x right, y down); relations come from the boxes (module doc).
+    A missing image, a malformed or outside box names the file and the entry."""
+    from PIL import Image
     folder = Path(folder)
+    index = folder / "boxes.json"
+    if not index.exists():
+        raise FileNotFoundError(f"{index} does not exist (a boxes folder holds boxes.json and its images)")
+    try:
+        entries = json.loads(index.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{index} is not valid JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{index} must hold a list of {{\"image\", \"objects\"}} entries")
     out = []
-    for entry in json.loads((folder / "boxes.json").read_text()):
-        image, (w, h) = _load_image(folder / entry["image"], size)
-        objs = [(o["name"], (o["box"][0] / w, o["box"][1] / h, o["box"][2] / w, o["box"][3] / h)) for o in entry["objects"]]
+    for i, entry in enumerate(entries):
+        where = f"{index} entry {i}"
+        if not isinstance(entry, dict) or "image" not in entry or "objects" not in entry:
+            raise ValueError(f"{where}: needs \"image\" and \"objects\"")
+        path = folder / entry["image"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: image {path} is missing")
+        with Image.open(path) as im:                       # the header only: the size
+            w, h = im.size
+        objs = []
+        for j, o in enumerate(entry["objects"]):
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str) or not o["name"].strip():
+                raise ValueError(f"{where} object {j}: needs a \"name\" (text) and a \"box\"")
+            box = _box(o.get("box"), f"{where} object {j} ({o['name']!r})")
+            _check_inside(box, w, h, f"{where} object {j} ({o['name']!r})")
+            objs.append((o["name"], (box[0] / w, box[1] / h, box[2] / w, box[3] / h)))
+        out.extend(ExampleRef(path, s, o, r, size) for s, r, o in pairs_from_boxes(objs))
+        if max_examples is not None and len(out) >= max_examples:
+            return out[:max_examples]
+    return out
+
+
+def box_folder_examples(folder: str | Path, size: int = 64, max_examples: int | None = None) -> list[RelationExample]:
+    """``box_folder_refs`` with the images read (resized to size x size)."""
+    return [ref.load() for ref in box_folder_refs(folder, size, max_examples)]
+
+
+def gqa_refs(scene_graphs: str | Path, image_dir: str | Path, size: int = 64, max_examples: int | None = None,
+             max_per_image: int = 2, seed: int = 0) -> list[ExampleRef]:
+    """Examples from GQA's scene-graph JSON (``{image_id: {"width", "height", "objects": {id:
+    {"name", "x", "y", "w", "h", ...}}}}``) and its image folder (``{image_id}.jpg``), images not
+    yet read; at most ``max_per_image`` pairs per image, chosen at random."""
+    graphs = json.loads(Path(scene_graphs).read_text())
+    rng = np.random.default_rng(seed)
+    out = []
+    for image_id in sorted(graphs):
+        g = graphs[image_id]
+        W, H = float(g["width"]), float(g["height"])
+        objs = []
+        for oid, o in g["objects"].items():
+            # GQA's boxes may overrun the image by a pixel: clipped; a box with no area inside is dropped
+            box = (max(0.0, o["x"]), max(0.0, o["y"]), min(W, o["x"] + o["w"]), min(H, o["y"] + o["h"]))
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue
+            objs.append((o["name"], (box[0] / W, box[1] / H, box[2] / W, box[3] / H)))
         pairs = list(pairs_from_boxes(objs))
-        if pairs:
-            out.extend(RelationExample(image, s, o, r) for s, r, o in pairs)
+        if not pairs:
+            continue
+        path = Path(image_dir) / f"{image_id}.jpg"
+        if not path.exists():
+            raise FileNotFoundError(f"GQA image {path} listed in the scene graphs is missing")
+        for k in rng.permutation(len(pairs))[:max_per_image]:
+            s, r, o = pairs[k]
+            out.append(ExampleRef(path, s, o, r, size))
         if max_examples is not None and len(out) >= max_examples:
             return out[:max_examples]
     return out
@@ -57,27 +147,5 @@ def box_folder_examples(folder: str | Path, size: int = 64, max_examples: int | 
 
 def gqa_examples(scene_graphs: str | Path, image_dir: str | Path, size: int = 64, max_examples: int | None = None,
                  max_per_image: int = 2, seed: int = 0) -> list[RelationExample]:
-    """Examples from GQA's scene-graph JSON (``{image_id: {"width", "height", "objects": {id:
-    {"name", "x", "y", "w", "h", ...}}}}``) and its image folder (``{image_id}.jpg``); at most
-    ``max_per_image`` pairs per image, chosen at random."""
-    graphs = json.loads(Path(scene_graphs).read_text())
-    rng = np.random.default_rng(seed)
-    out = []
-    for image_id in sorted(graphs):
-        g = graphs[image_id]
-        W, H = float(g["width"]), float(g["height"])
-        objs = [(o["name"], (o["x"] / W, o["y"] / H, (o["x"] + o["w"]) / W, (o["y"] + o["h"]) / H))
-                for o in g["objects"].values()]
-        pairs = list(pairs_from_boxes(objs))
-        if not pairs:
-            continue
-        path = Path(image_dir) / f"{image_id}.jpg"
-        if not path.exists():
-            raise FileNotFoundError(f"GQA image {path} listed in the scene graphs is missing")
-        image, _ = _load_image(path, size)
-        for k in rng.permutation(len(pairs))[:max_per_image]:
-            s, r, o = pairs[k]
-            out.append(RelationExample(image, s, o, r))
-        if max_examples is not None and len(out) >= max_examples:
-            return out[:max_examples]
-    return out
+    """``gqa_refs`` with the images read (resized to size x size)."""
+    return [ref.load() for ref in gqa_refs(scene_graphs, image_dir, size, max_examples, max_per_image, seed)]

@@ -1,10 +1,17 @@
 """Relation-classifier training data: attention maps of known images, inverted through the model.
 
-An image whose (subject, relation, object) is known is brought to a denoising step's latent —
-by noising it (``mode="noise"``: one forward per step) or by DDIM inversion (``mode="ddim"``: the
-model's own deterministic path, one forward per step on the way) — and the denoiser is run on it
-with a prompt naming the two objects; the capture of ``l2s.capture`` (the very layers and map
-preparation the steering hook uses) reads the subject's and object's maps.
+An image whose (subject, relation, object) is known is brought to a denoising step's latent and the
+denoiser is run on it with a prompt naming the two objects; the capture of ``l2s.capture`` (the very
+layers and map preparation the steering hook uses) reads the subject's and object's maps. Modes:
+
+- ``"noise"``: the clean latent noised to the step (DDPM family: ``add_noise``; rectified flow, Flux
+  and SD3: the straight line ``(1 - sigma) x0 + sigma noise``, which the authors' RF-inversion
+  setting reduces to); no denoiser pass but the maps' own.
+- ``"ddim"``: DDIM inversion, maps read on the way up.
+- ``"fixed-point"``: the authors' SD recipe: DDIM inversion whose every step is refined by
+  fixed-point iterations (``fixed_point_iterations``, 5), then DDIM reconstruction conditional only
+  (guidance 1), maps read on the way down; the reconstruction's PSNR against the image is kept in
+  ``last_psnr`` and ``build_dataset`` drops images under ``psnr_floor`` (authors: 19.5 dB).
 
 Dual inversion (Learn-to-Steer): each image is read twice, with the POSITIVE prompt (its true
 relation) and with a NEGATIVE one (a random wrong relation), and both map pairs are labelled with
@@ -88,28 +95,45 @@ class MapDataset:
                           np.concatenate(images), dict(parts[0].meta) if parts else {})
 
 
+INVERSION_MODES = ("noise", "ddim", "fixed-point")
+
+
 class MapInverter:
     """Reads subject/object maps of images through a pipeline's denoiser.
 
     Args:
-        pipe: a diffusers pipeline (shapes pipeline, SD...: anything ``l2s.steer`` steers with a
-            DDPM-family scheduler, i.e. one with ``alphas_cumprod``).
+        pipe: a diffusers pipeline that ``l2s.steer`` steers: a DDPM-family scheduler (one with
+            ``alphas_cumprod``: shapes, SD 1.x/2.x, SDXL) or a rectified-flow one (Flux, SD3).
         map_size: side of the classifier's maps; blocks/sides/layers: the capture's layer choice
             (keep it equal to the steering hook's).
         num_inference_steps: the schedule whose step indices the maps are labelled with;
             ``n_steps``: the classifier's step-embedding range (``classifier.step_index``).
-        mode: "noise" or "ddim".
+        mode: "noise", "ddim" or "fixed-point" (module doc); rectified flow: "noise" only.
+        image_size: the side of the images (the probe asks the pipeline for this size).
+        psnr_floor: with "fixed-point", images whose reconstruction is under it (dB) are dropped.
     """
 
     def __init__(self, pipe: Any, map_size: int = 16, num_inference_steps: int = 25, n_steps: int = 50,
                  mode: str = "noise", blocks: Sequence[str] | None = None, sides: Sequence[int] | None = None,
-                 layers: Sequence[str] | None = None):
-        if mode not in ("noise", "ddim"):
-            raise ValueError(f"mode must be 'noise' or 'ddim', got {mode!r}")
-        if not hasattr(pipe.scheduler, "alphas_cumprod"):
-            raise TypeError(f"{type(pipe.scheduler).__name__} has no alphas_cumprod: inversion needs a DDPM-family scheduler")
+                 layers: Sequence[str] | None = None, image_size: int | None = None,
+                 fixed_point_iterations: int = 5, psnr_floor: float | None = None):
+        if mode not in INVERSION_MODES:
+            raise ValueError(f"mode must be one of {INVERSION_MODES}, got {mode!r}")
+        self.flow = not hasattr(pipe.scheduler, "alphas_cumprod")
+        if self.flow and not hasattr(pipe.scheduler, "sigmas"):
+            raise TypeError(f"{type(pipe.scheduler).__name__} has neither alphas_cumprod nor sigmas: "
+                            "inversion needs a DDPM-family or a rectified-flow scheduler")
+        if self.flow and mode != "noise":
+            raise ValueError(f"{type(pipe.scheduler).__name__} is a rectified-flow scheduler: invert with mode='noise' "
+                             "(the straight line from the image to the noise)")
+        if psnr_floor is not None and mode != "fixed-point":
+            raise ValueError("psnr_floor needs mode='fixed-point' (the only mode that reconstructs the image)")
+        if fixed_point_iterations < 0:
+            raise ValueError(f"fixed_point_iterations must be >= 0, got {fixed_point_iterations}")
         self.pipe, self.map_size, self.mode = pipe, map_size, mode
         self.num_inference_steps, self.n_steps = num_inference_steps, n_steps
+        self.image_size, self.fixed_point_iterations, self.psnr_floor = image_size, fixed_point_iterations, psnr_floor
+        self.last_psnr: float | None = None
         self.replay = DenoiserCall(pipe)
         self.layers = select_layers(self.replay.denoiser, blocks, sides, layers)
         self.tokenizer = self.replay.adapter.object_tokenizer(pipe)   # the steerer's choice (Flux: T5)
@@ -125,9 +149,12 @@ class MapInverter:
 
     def meta(self) -> dict:
         """What the maps come from: travels with datasets and the classifiers trained on them."""
-        return {"model": type(self.replay.denoiser).__name__, "layers": [l.name for l in self.layers],
-                "map_size": self.map_size, "num_inference_steps": self.num_inference_steps, "n_steps": self.n_steps,
-                "inversion_mode": self.mode}
+        meta = {"model": type(self.replay.denoiser).__name__, "family": self.replay.adapter.family,
+                "layers": [l.name for l in self.layers], "map_size": self.map_size,
+                "num_inference_steps": self.num_inference_steps, "n_steps": self.n_steps, "inversion_mode": self.mode}
+        if self.mode == "fixed-point":
+            meta.update(fixed_point_iterations=self.fixed_point_iterations, psnr_floor=self.psnr_floor)
+        return meta
 
     def encode(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images [B, H, W, 3] -> the pipeline's clean latents x0."""
@@ -141,7 +168,25 @@ class MapInverter:
         with torch.no_grad():
             z = vae.encode(x.to(vae.dtype)).latent_dist.mean
         shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((z - shift) * vae.config.scaling_factor).to(den.dtype)
+        z = ((z - shift) * vae.config.scaling_factor).to(den.dtype)
+        return self.replay.adapter.pack_latents(self.pipe, z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Clean latents (UNet layout) -> images in [-1, 1] [B, 3, H, W] (pixel models: as they are)."""
+        vae = getattr(self.pipe, "vae", None)
+        if vae is None:
+            return z.float()
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        with torch.no_grad():
+            return vae.decode((z / vae.config.scaling_factor + shift).to(vae.dtype)).sample.float()
+
+    def _probe_kwargs(self) -> dict:
+        import inspect
+        kwargs = {"num_inference_steps": self.num_inference_steps}
+        params = inspect.signature(self.pipe.__call__).parameters
+        if self.image_size and "height" in params and "width" in params:
+            kwargs.update(height=self.image_size, width=self.image_size)
+        return kwargs
 
     def _call_at(self, z: torch.Tensor, t, recorded_t) -> tuple[dict, tuple[int, int], int]:
         """The recorded (probed) denoiser call, conditional half, replayed on latent z at timestep t."""
@@ -167,7 +212,7 @@ class MapInverter:
         if len(parsed.objects) < 2:
             raise ValueError(f"{prompt!r} names fewer than two objects")
         tokens = [list(parsed.objects[0].tokens), list(parsed.objects[1].tokens)]
-        self.replay.probe(self.pipe, prompt, num_inference_steps=self.num_inference_steps)   # records the call
+        self.replay.probe(self.pipe, prompt, **self._probe_kwargs())          # records the call
         timesteps = self.pipe.scheduler.timesteps
         t0 = timesteps[0]
         out = []
@@ -175,9 +220,15 @@ class MapInverter:
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
             for i in step_indices:
                 t = timesteps[i]
-                z = self.pipe.scheduler.add_noise(x0, noise, t.reshape(1))
+                if self.flow:                              # rectified flow: the straight line
+                    sigma = float(self.pipe.scheduler.sigmas[i])
+                    z = ((1 - sigma) * x0.float() + sigma * noise.float()).to(x0.dtype)
+                else:
+                    z = self.pipe.scheduler.add_noise(x0, noise, t.reshape(1))
                 out.append(self._maps(z, t, t0, tokens))
             return np.concatenate(out)
+        if self.mode == "fixed-point":
+            return self._read_fixed_point(x0, step_indices, tokens, t0)
         # DDIM inversion: walk the model's deterministic path from x0 to ever noisier steps. The
         # first move (from the clean image) evaluates the model on x0 at the first target step, as
         # DDIM inversion usually does; later moves use the prediction at the current step.
@@ -197,6 +248,35 @@ class MapInverter:
                 by_index[i] = self._maps(z, t, t0, tokens)
         return np.concatenate([by_index[int(i)] for i in step_indices])
 
+    def _eps(self, z: torch.Tensor, t, t0) -> torch.Tensor:
+        """The model's noise prediction at (z, t), conditional only."""
+        c, _, _ = self._call_at(z, t, t0)
+        return self._x0_eps(self.replay.run(c)[0].float(), z.float(), self._alpha(t))[1]
+
+    def _read_fixed_point(self, x0: torch.Tensor, step_indices: Sequence[int], tokens, t0) -> np.ndarray:
+        """Fixed-point DDIM inversion up to the noisiest wanted step, DDIM reconstruction down to the
+        image reading the maps; sets ``last_psnr``."""
+        timesteps = self.pipe.scheduler.timesteps
+        wanted, top = {int(i) for i in step_indices}, min(int(i) for i in step_indices)
+        z_prev, a_prev = x0.float(), 1.0                   # the clean image sits at alpha 1
+        for i in range(len(timesteps) - 1, top - 1, -1):   # least noisy step first
+            t, a = timesteps[i], self._alpha(timesteps[i])
+            # plain DDIM inversion (the noise predicted at the previous latent), then z = f(z): the
+            # step's noise predicted at its own latent
+            z = ddim_move(z_prev, a_prev, a, self._eps(z_prev.to(x0.dtype), t, t0))
+            for _ in range(self.fixed_point_iterations):
+                z = ddim_move(z_prev, a_prev, a, self._eps(z.to(x0.dtype), t, t0))
+            z_prev, a_prev = z, a
+        by_index, z = {}, z_prev
+        for i in range(top, len(timesteps)):               # reconstruction, guidance 1
+            t, a = timesteps[i], self._alpha(timesteps[i])
+            if i in wanted:
+                by_index[i] = self._maps(z.to(x0.dtype), t, t0, tokens)
+            a_next = self._alpha(timesteps[i + 1]) if i + 1 < len(timesteps) else 1.0
+            z = ddim_move(z, a, a_next, self._eps(z.to(x0.dtype), t, t0))
+        self.last_psnr = psnr(self.decode(z.to(x0.dtype)), self.decode(x0))
+        return np.concatenate([by_index[int(i)] for i in step_indices])
+
     def _maps(self, z: torch.Tensor, t, t0, tokens) -> np.ndarray:
         c, grid, n_text = self._call_at(z, t, t0)
         with self.replay.capture_maps(c, self.layers, tokens, grid, n_text, self.map_size) as (x, _):
@@ -204,6 +284,18 @@ class MapInverter:
 
     def step_label(self, i: int) -> int:
         return step_index(i, self.num_inference_steps, self.n_steps)
+
+
+def ddim_move(z: torch.Tensor, a_from: float, a_to: float, eps: torch.Tensor) -> torch.Tensor:
+    """The deterministic DDIM move of latent z from cumulative alpha a_from to a_to with noise eps
+    (both ways: a_to < a_from inverts, a_to = 1 lands on the clean estimate)."""
+    return a_to ** 0.5 * (z - (1 - a_from) ** 0.5 * eps) / a_from ** 0.5 + (1 - a_to) ** 0.5 * eps
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of images in [-1, 1] against a reference (peak 1 on [0, 1])."""
+    mse = float((((images.clamp(-1, 1) - reference.clamp(-1, 1)) / 2) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(1 / mse))
 
 
 @dataclass
@@ -217,30 +309,46 @@ class RelationExample:
 
 def build_dataset(inverter: MapInverter, examples: Sequence[RelationExample], step_indices: Sequence[int],
                   dual: bool = True, seed: int = 0, progress: bool = True,
-                  relations: Sequence[str] = RELATIONS) -> MapDataset:
+                  relations: Sequence[str] = RELATIONS, first_index: int = 0) -> MapDataset:
     """Maps of every example at every step index: with the positive prompt, and (``dual``) with a
     negative prompt naming a random wrong relation; all rows labelled with the true relation, as
-    an index into ``relations`` (the class order of the classifier to be trained; kept in meta)."""
+    an index into ``relations`` (the class order of the classifier to be trained; kept in meta).
+
+    ``examples[n]`` is source item ``first_index + n``: its image id, its noise and its wrong
+    relation depend on that index and ``seed`` only, so a dataset made in pieces (``map_shards``)
+    equals the one made at once."""
     from tqdm.auto import tqdm
-    rng = np.random.default_rng(seed)
-    maps, labels, steps, inv, image = [], [], [], [], []
-    for n, ex in enumerate(tqdm(examples, desc="invert", disable=not progress or None, leave=False)):
+    k = len(step_indices)
+    step_rows = np.array([inverter.step_label(i) for i in step_indices], np.int32)
+    maps, labels, steps, inv, image, dropped = [], [], [], [], [], []
+    for n, ex in enumerate(tqdm(examples, desc="invert", disable=not progress or None, leave=False), start=first_index):
         x0 = inverter.encode(ex.image[None])
         label = label_indices([ex.relation], relations)[0]
         prompts = [relation_prompt(ex.subject, ex.relation, ex.object)]
         if dual:
+            rng = np.random.default_rng((seed, n))
             prompts.append(relation_prompt(ex.subject, wrong_relation(ex.relation, rng, relations), ex.object))
-        for kind, prompt in enumerate(prompts):
+        reads = []
+        for prompt in prompts:
             # the same noise for both prompts: the rows of an image differ by the prompt only
             gen = torch.Generator().manual_seed(seed * 1_000_003 + n)
-            m = inverter.read(x0, prompt, step_indices, generator=gen)
+            reads.append(inverter.read(x0, prompt, step_indices, generator=gen))
+            if inverter.psnr_floor is not None and inverter.last_psnr < inverter.psnr_floor:
+                break                                    # a poor reconstruction: the image is dropped
+        if len(reads) < len(prompts):
+            dropped.append(n)
+            continue
+        for kind, m in enumerate(reads):
             maps.append(m)
-            k = len(step_indices)
             labels.append(np.full(k, label, np.int32))
-            steps.append(np.array([inverter.step_label(i) for i in step_indices], np.int32))
+            steps.append(step_rows)
             inv.append(np.full(k, kind, np.int8))
             image.append(np.full(k, n, np.int32))
-    meta = {**inverter.meta(), "relations": list(relations), "dual": dual, "step_indices": [int(i) for i in step_indices], "seed": seed,
-            "n_examples": len(examples)}
+    meta = {**inverter.meta(), "relations": list(relations), "dual": dual, "step_indices": [int(i) for i in step_indices],
+            "seed": seed, "n_examples": len(examples), "dropped_psnr": dropped}
+    if not maps:                                         # every image dropped: an empty dataset, same layout
+        S = inverter.map_size
+        return MapDataset(np.zeros((0, 2, S, S), np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32),
+                          np.zeros(0, np.int8), np.zeros(0, np.int32), meta)
     return MapDataset(np.concatenate(maps), np.concatenate(labels), np.concatenate(steps), np.concatenate(inv),
                       np.concatenate(image), meta)

@@ -73,7 +73,7 @@ def test_inverter_rejects_prompts_without_two_objects(tiny_pipe):
         with pytest.raises(ValueError, match="two objects"):
             inv.read(x0, "a red circle", [1])
     with pytest.raises(ValueError, match="mode"):
-        MapInverter(tiny_pipe, mode="fixed-point")
+        MapInverter(tiny_pipe, mode="bogus")
 
 
 def test_training_on_maps_learns_and_keeps_the_best_epoch():

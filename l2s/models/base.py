@@ -100,6 +100,11 @@ class ModelAdapter:
         """The tokenizer whose token positions index the captured text keys."""
         return pipe.tokenizer
 
+    def pack_latents(self, pipe: Any, z: torch.Tensor) -> torch.Tensor:
+        """Clean VAE latents [B, C, h, w] in the layout the denoiser takes (inversion encodes images
+        to them): as they are, except where a family packs them (Flux)."""
+        return z
+
     def modular_call(self, block_state: Any, t: Any) -> dict:
         """The denoiser's conditional call (keyword arguments) as a Modular Diffusers denoise loop
         would make it at timestep t, read from the loop's ``block_state`` (``l2s.modular``)."""

@@ -87,3 +87,7 @@ class FluxAdapter(ModelAdapter):
 
     def object_tokenizer(self, pipe: Any) -> Any:
         return pipe.tokenizer_2
+
+    def pack_latents(self, pipe: Any, z: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = z.shape                             # 2x2 patches of the latent as tokens
+        return pipe._pack_latents(z, b, c, h, w)

@@ -1,0 +1,122 @@
+"""Relation-classifier training data for any diffusers pipeline: a data spec, the pipeline's own
+inversion and capture, sharded map datasets (``map_shards``), data-parallel across processes.
+
+Data specs (``data_spec.parse_data_spec``): ``boxes:FOLDER`` (``FOLDER/boxes.json``, see
+``datasets.box_folder_refs``), ``gqa:SCENE_GRAPHS.json,IMAGE_DIR`` or ``shapes`` (scenes of the shapes
+world, needs ``l2s-shapes``). Items are listed up front (images unread); each shard reads, encodes
+(the pipeline's VAE for latent models) and inverts its own items.
+
+Processes: ``make_map_dataset(..., rank, world)`` makes the shards of one rank; under ``accelerate
+launch`` (or ``torchrun``) ``distributed_rank()`` reads rank and world from the engine
+(``accelerate.PartialState``), every rank makes its share, and rank 0 writes the manifest after the
+others are done (``PartialState.wait_for_everyone``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .data_spec import DataSpec
+from .inversion import MapDataset, MapInverter, RelationExample, build_dataset
+from .map_shards import ShardedMaps, make_shards, write_manifest
+from .relations import RELATIONS
+
+
+def list_items(spec: DataSpec, size: int, max_items: int | None, seed: int = 0) -> list[Any]:
+    """The spec's examples, images unread where they live on disk (``ExampleRef``); shapes scenes are
+    drawn here (small). ``load_item`` turns one into a ``RelationExample``."""
+    from .datasets import box_folder_refs, gqa_refs
+    if spec.kind == "boxes":
+        items = box_folder_refs(spec.paths[0], size, max_items)
+        where = f"{spec.paths[0]}/boxes.json"
+    elif spec.kind == "gqa":
+        items = gqa_refs(spec.paths[0], spec.paths[1], size, max_items, seed=seed)
+        where = spec.paths[0]
+    else:
+        from l2s_shapes.scenes import relation_examples
+        items, where = relation_examples(max_items or 2000, seed=seed), "the shapes world"
+    if not items:
+        raise ValueError(f"{where} gives no usable example (two differently named objects in exactly one "
+                         f"relation of {list(RELATIONS)})")
+    return list(items)
+
+
+def load_item(item: Any) -> RelationExample:
+    return item if isinstance(item, RelationExample) else item.load()
+
+
+def default_size(pipe: Any) -> int:
+    """The pipeline's native image side: its default sample size (Flux) or its denoiser's, times the
+    VAE's scale (pixel models: the sample size)."""
+    den = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    sample = getattr(pipe, "default_sample_size", None) or getattr(getattr(den, "config", None), "sample_size", None)
+    if isinstance(sample, (tuple, list)):
+        sample = sample[0]
+    if sample is None:
+        raise ValueError(f"{type(pipe).__name__}: no sample_size in its denoiser config; pass --size")
+    return int(sample) * int(getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) is not None else 1)
+
+
+def distributed_rank() -> tuple[int, int, Callable[[], None]]:
+    """(rank, world size, barrier) from Accelerate's process state when launched under ``accelerate
+    launch``/``torchrun`` (Accelerate installed), else (0, 1, no-op)."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, lambda: None
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise RuntimeError("launched with WORLD_SIZE > 1 but accelerate is not installed (pip install accelerate)") from None
+    state = PartialState()
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+SETTINGS = "settings.json"
+
+
+def check_settings(out: str | Path, settings: dict) -> None:
+    """``out/settings.json`` records what the shards are made of; a rerun with other settings into
+    the same folder would mix two datasets, so it is refused (every rank writes the same file)."""
+    path = Path(out) / SETTINGS
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(f"{out} holds a map dataset made with other settings ({', '.join(diff)}): use another "
+                             "folder, or delete it to start over")
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SETTINGS}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def make_map_dataset(pipe: Any, out: str | Path, spec: DataSpec, step_indices: Sequence[int],
+                     num_inference_steps: int = 25, map_size: int = 16, size: int | None = None,
+                     max_items: int | None = None, dual: bool = True, mode: str = "noise",
+                     psnr_floor: float | None = None, fixed_point_iterations: int = 5, seed: int = 0,
+                     shard_size: int = 64, rank: int = 0, world: int = 1, barrier: Callable[[], None] = lambda: None,
+                     relations: Sequence[str] = RELATIONS, progress: bool = True) -> ShardedMaps | None:
+    """Make (or finish) the sharded map dataset of ``spec`` under ``out``: this rank's shards, then,
+    on rank 0 after every rank is done, the manifest. Returns the dataset (rank 0; None elsewhere).
+    Rerun with the same arguments after a crash: finished shards are kept, the rest are made."""
+    size = size or default_size(pipe)
+    items = list_items(spec, size, max_items, seed)
+    with MapInverter(pipe, map_size=map_size, num_inference_steps=num_inference_steps, mode=mode, image_size=size,
+                     psnr_floor=psnr_floor, fixed_point_iterations=fixed_point_iterations) as inverter:
+        meta = {**inverter.meta(), "relations": list(relations), "dual": dual,
+                "step_indices": [int(i) for i in step_indices], "seed": seed, "data": spec.text(), "image_size": size,
+                "map_kind": "averaged", "n_items": len(items), "shard_size": shard_size}
+        check_settings(out, meta)
+
+        def rows(first: int, stop: int) -> MapDataset:
+            return build_dataset(inverter, [load_item(it) for it in items[first:stop]], step_indices, dual=dual,
+                                 seed=seed, progress=False, relations=relations, first_index=first)
+        make_shards(out, len(items), shard_size, rows, rank=rank, world=world, progress=progress)
+    barrier()
+    if rank != 0:
+        return None
+    write_manifest(out, len(items), shard_size, meta)
+    return ShardedMaps(out)
