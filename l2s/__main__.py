@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "3e-4; 1e-3 and 1e-4 gave the same validation accuracy within 0.005 in the shapes world)")
     tc.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of scenes, noise and initialisation "
                     "(default 0)")
+    tc.add_argument("--device", type=torch_device, default="cpu", help="torch device of the pipeline (default cpu; "
+                    "cuda under accelerate/torchrun: each process its own GPU)")
     return parser
 
 
@@ -268,21 +270,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _train_classifier(args) -> int:
     from pathlib import Path
 
-    from .classifier_data import distributed_rank, make_map_dataset
+    from .classifier_data import distributed_rank, list_items, make_map_dataset
     from .data_spec import parse_data_spec
     from .train_classifier import accuracy, split_by_image, train_classifier
     out, spec = Path(args.out), parse_data_spec(args.data)
     shapes_world = spec.kind == "shapes" and args.pipeline is None
+    items = list_items(spec, args.examples, args.seed)   # every entry checked before the model is loaded
+    rank, world, barrier, device = distributed_rank(args.device)
     pipe, _ = load_pipeline(args.pipeline)
+    pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)     # the probes' progress bars; the shards have their own
     steps = args.read_steps or list(range(1, args.inference_steps // 2 + 1))
     if max(steps) >= args.inference_steps:
         raise ValueError(f"--read-steps {max(steps)} is past the last step of --inference-steps {args.inference_steps}")
-    rank, world, barrier = distributed_rank()
     data = make_map_dataset(pipe, out / "maps", spec, steps, num_inference_steps=args.inference_steps, size=args.size,
                             max_items=args.examples, dual=True, mode=args.mode,
                             psnr_floor=args.psnr_floor if args.mode == "fixed-point" else None, seed=args.seed,
-                            shard_size=args.shard_size, rank=rank, world=world, barrier=barrier)
+                            shard_size=args.shard_size, rank=rank, world=world, barrier=barrier, items=items)
     if data is None:                               # not rank 0: its shards are made; rank 0 trains
         return 0
     rows = data.load()
@@ -494,6 +498,11 @@ def load_pipeline(folder: str | None):
         from l2s_shapes.pipeline import load_shipped
         return load_shipped(folder), describe_image
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+    diffusers_logging.disable_progress_bar()       # loading bars and notes would bury a one-line error
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     return DiffusionPipeline.from_pretrained(folder, local_files_only=True), None
 
 

@@ -46,6 +46,9 @@ def select_layers(model: torch.nn.Module, blocks: Sequence[str] | None = None, s
     UNet: up blocks with side <= 32; Flux: double-stream blocks; SD3: every joint block)."""
     adapter = adapter_for(model)
     layers = adapter.find_layers(model)
+    if not layers:
+        raise TypeError(f"{type(model).__name__} has no cross-attention layer: l2s steers by the maps of text "
+                        "tokens, and this model does not attend to text")
     if names is not None:
         known = {l.name: l for l in layers}
         missing = [n for n in names if n not in known]

@@ -24,15 +24,16 @@ from .map_shards import ShardedMaps, make_shards, write_manifest
 from .relations import RELATIONS
 
 
-def list_items(spec: DataSpec, size: int, max_items: int | None, seed: int = 0) -> list[Any]:
-    """The spec's examples, images unread where they live on disk (``ExampleRef``); shapes scenes are
-    drawn here (small). ``load_item`` turns one into a ``RelationExample``."""
+def list_items(spec: DataSpec, max_items: int | None, seed: int = 0) -> list[Any]:
+    """The spec's examples, images unread where they live on disk (``ExampleRef``: reading its list
+    checks every entry, before any model work); shapes scenes are drawn here (small). ``load_item``
+    turns one into a ``RelationExample``."""
     from .datasets import box_folder_refs, gqa_refs
     if spec.kind == "boxes":
-        items = box_folder_refs(spec.paths[0], size, max_items)
+        items = box_folder_refs(spec.paths[0], max_items)
         where = f"{spec.paths[0]}/boxes.json"
     elif spec.kind == "gqa":
-        items = gqa_refs(spec.paths[0], spec.paths[1], size, max_items, seed=seed)
+        items = gqa_refs(spec.paths[0], spec.paths[1], max_items, seed=seed)
         where = spec.paths[0]
     else:
         from l2s_shapes.scenes import relation_examples
@@ -43,8 +44,9 @@ def list_items(spec: DataSpec, size: int, max_items: int | None, seed: int = 0) 
     return list(items)
 
 
-def load_item(item: Any) -> RelationExample:
-    return item if isinstance(item, RelationExample) else item.load()
+def load_item(item: Any, size: int) -> RelationExample:
+    """A listed item as an example with its image at size x size (shapes scenes are drawn at 64)."""
+    return item if isinstance(item, RelationExample) else item.load(size)
 
 
 def default_size(pipe: Any) -> int:
@@ -59,18 +61,18 @@ def default_size(pipe: Any) -> int:
     return int(sample) * int(getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) is not None else 1)
 
 
-def distributed_rank() -> tuple[int, int, Callable[[], None]]:
-    """(rank, world size, barrier) from Accelerate's process state when launched under ``accelerate
-    launch``/``torchrun`` (Accelerate installed), else (0, 1, no-op)."""
-    import os
+def distributed_rank(device: str = "cpu") -> tuple[int, int, Callable[[], None], str]:
+    """(rank, world size, barrier, this rank's device) from Accelerate's process state when launched
+    under ``accelerate launch``/``torchrun`` (WORLD_SIZE > 1; gloo on the CPU, the rank's own GPU
+    with ``device="cuda"``), else (0, 1, no-op, device)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, lambda: None
+        return 0, 1, lambda: None, device
     try:
         from accelerate import PartialState
     except ImportError:
         raise RuntimeError("launched with WORLD_SIZE > 1 but accelerate is not installed (pip install accelerate)") from None
-    state = PartialState()
-    return state.process_index, state.num_processes, state.wait_for_everyone
+    state = PartialState(cpu=device == "cpu")
+    return state.process_index, state.num_processes, state.wait_for_everyone, str(state.device)
 
 
 SETTINGS = "settings.json"
@@ -98,12 +100,14 @@ def make_map_dataset(pipe: Any, out: str | Path, spec: DataSpec, step_indices: S
                      max_items: int | None = None, dual: bool = True, mode: str = "noise",
                      psnr_floor: float | None = None, fixed_point_iterations: int = 5, seed: int = 0,
                      shard_size: int = 64, rank: int = 0, world: int = 1, barrier: Callable[[], None] = lambda: None,
-                     relations: Sequence[str] = RELATIONS, progress: bool = True) -> ShardedMaps | None:
+                     relations: Sequence[str] = RELATIONS, progress: bool = True,
+                     items: Sequence[Any] | None = None) -> ShardedMaps | None:
     """Make (or finish) the sharded map dataset of ``spec`` under ``out``: this rank's shards, then,
     on rank 0 after every rank is done, the manifest. Returns the dataset (rank 0; None elsewhere).
-    Rerun with the same arguments after a crash: finished shards are kept, the rest are made."""
+    Rerun with the same arguments after a crash: finished shards are kept, the rest are made.
+    ``items``: the spec's ``list_items`` when the caller listed them already."""
     size = size or default_size(pipe)
-    items = list_items(spec, size, max_items, seed)
+    items = list(items) if items is not None else list_items(spec, max_items, seed)
     with MapInverter(pipe, map_size=map_size, num_inference_steps=num_inference_steps, mode=mode, image_size=size,
                      psnr_floor=psnr_floor, fixed_point_iterations=fixed_point_iterations) as inverter:
         meta = {**inverter.meta(), "relations": list(relations), "dual": dual,
@@ -112,7 +116,7 @@ def make_map_dataset(pipe: Any, out: str | Path, spec: DataSpec, step_indices: S
         check_settings(out, meta)
 
         def rows(first: int, stop: int) -> MapDataset:
-            return build_dataset(inverter, [load_item(it) for it in items[first:stop]], step_indices, dual=dual,
+            return build_dataset(inverter, [load_item(it, size) for it in items[first:stop]], step_indices, dual=dual,
                                  seed=seed, progress=False, relations=relations, first_index=first)
         make_shards(out, len(items), shard_size, rows, rank=rank, world=world, progress=progress)
     barrier()

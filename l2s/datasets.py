@@ -48,10 +48,10 @@ class ExampleRef:
     subject: str
     object: str
     relation: str
-    size: int
 
-    def load(self) -> RelationExample:
-        image, _ = _load_image(self.path, self.size)
+    def load(self, size: int) -> RelationExample:
+        """The example with its image resized to size x size."""
+        image, _ = _load_image(self.path, size)
         return RelationExample(image, self.subject, self.object, self.relation)
 
 
@@ -69,7 +69,7 @@ def _check_inside(box: tuple[float, float, float, float], w: float, h: float, wh
         raise ValueError(f"{where}: box {list(box)} is empty or outside the {w:g}x{h:g} image")
 
 
-def box_folder_refs(folder: str | Path, size: int = 64, max_examples: int | None = None) -> list[ExampleRef]:
+def box_folder_refs(folder: str | Path, max_examples: int | None = None) -> list[ExampleRef]:
     """Examples from ``folder/boxes.json``, images not yet read. The format: a list of
     ``{"image": "a.png", "objects": [{"name": "dog", "box": [x0, y0, x1, y1]}, ...]}`` with boxes
     in pixels of the original image (x right, y down); relations come from the boxes (module doc).
@@ -102,7 +102,7 @@ def box_folder_refs(folder: str | Path, size: int = 64, max_examples: int | None
             box = _box(o.get("box"), f"{where} object {j} ({o['name']!r})")
             _check_inside(box, w, h, f"{where} object {j} ({o['name']!r})")
             objs.append((o["name"], (box[0] / w, box[1] / h, box[2] / w, box[3] / h)))
-        out.extend(ExampleRef(path, s, o, r, size) for s, r, o in pairs_from_boxes(objs))
+        out.extend(ExampleRef(path, s, o, r) for s, r, o in pairs_from_boxes(objs))
         if max_examples is not None and len(out) >= max_examples:
             return out[:max_examples]
     return out
@@ -110,10 +110,10 @@ def box_folder_refs(folder: str | Path, size: int = 64, max_examples: int | None
 
 def box_folder_examples(folder: str | Path, size: int = 64, max_examples: int | None = None) -> list[RelationExample]:
     """``box_folder_refs`` with the images read (resized to size x size)."""
-    return [ref.load() for ref in box_folder_refs(folder, size, max_examples)]
+    return [ref.load(size) for ref in box_folder_refs(folder, max_examples)]
 
 
-def gqa_refs(scene_graphs: str | Path, image_dir: str | Path, size: int = 64, max_examples: int | None = None,
+def gqa_refs(scene_graphs: str | Path, image_dir: str | Path, max_examples: int | None = None,
              max_per_image: int = 2, seed: int = 0) -> list[ExampleRef]:
     """Examples from GQA's scene-graph JSON (``{image_id: {"width", "height", "objects": {id:
     {"name", "x", "y", "w", "h", ...}}}}``) and its image folder (``{image_id}.jpg``), images not
@@ -139,7 +139,7 @@ def gqa_refs(scene_graphs: str | Path, image_dir: str | Path, size: int = 64, ma
             raise FileNotFoundError(f"GQA image {path} listed in the scene graphs is missing")
         for k in rng.permutation(len(pairs))[:max_per_image]:
             s, r, o = pairs[k]
-            out.append(ExampleRef(path, s, o, r, size))
+            out.append(ExampleRef(path, s, o, r))
         if max_examples is not None and len(out) >= max_examples:
             return out[:max_examples]
     return out
@@ -148,4 +148,4 @@ def gqa_refs(scene_graphs: str | Path, image_dir: str | Path, size: int = 64, ma
 def gqa_examples(scene_graphs: str | Path, image_dir: str | Path, size: int = 64, max_examples: int | None = None,
                  max_per_image: int = 2, seed: int = 0) -> list[RelationExample]:
     """``gqa_refs`` with the images read (resized to size x size)."""
-    return [ref.load() for ref in gqa_refs(scene_graphs, image_dir, size, max_examples, max_per_image, seed)]
+    return [ref.load(size) for ref in gqa_refs(scene_graphs, image_dir, max_examples, max_per_image, seed)]
