@@ -122,7 +122,8 @@ EXTRAS = {
     "shapes": [f"l2s-shapes @ {(ROOT / 'shapes').as_uri()}"],
     "diffusers": DIFFUSERS,
     "test": ["pytest>=7", *DIFFUSERS, "matplotlib>=3.7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
-             "ipywidgets>=8", "nbmake>=1.5", "gradio>=6", "playwright>=1.50"],
+             "ipywidgets>=8", "nbmake>=1.5", "gradio>=6", "playwright>=1.50", "accelerate>=1.0"],
+    "train": [*DIFFUSERS, "accelerate>=1.0"],      # train-classifier for any pipeline, across processes
     "plots": ["matplotlib>=3.7"],
     "app": ["gradio>=6", "matplotlib>=3.7", "playwright>=1.50"],
     "notebook": ["matplotlib>=3.7", "ipykernel>=6", "ipywidgets>=8"],

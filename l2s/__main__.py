@@ -272,7 +272,7 @@ def _train_classifier(args) -> int:
 
     from .classifier_data import distributed_rank, list_items, make_map_dataset
     from .data_spec import parse_data_spec
-    from .train_classifier import accuracy, split_by_image, train_classifier
+    from .train_classifier import accuracy, split_shards, train_classifier
     out, spec = Path(args.out), parse_data_spec(args.data)
     shapes_world = spec.kind == "shapes" and args.pipeline is None
     items = list_items(spec, args.examples, args.seed)   # every entry checked before the model is loaded
@@ -289,23 +289,20 @@ def _train_classifier(args) -> int:
                             shard_size=args.shard_size, rank=rank, world=world, barrier=barrier, items=items)
     if data is None:                               # not rank 0: its shards are made; rank 0 trains
         return 0
-    rows = data.load()
-    if len(rows) == 0:
+    if len(data) == 0:
         raise ValueError(f"no rows left to train on ({len(data.manifest['dropped_psnr'])} images dropped by the PSNR "
                          "floor): lower --psnr-floor or check the images")
     if shapes_world:                               # the shipped model's classifier shape and steering schedule
         from l2s_shapes.relation_classifier import train_shapes_classifier
-        clf, hist, val = train_shapes_classifier(rows, dual=not args.single, seed=args.seed, epochs=args.epochs,
-                                                 lr=args.lr)
-    else:
-        train, val = split_by_image(rows, 0.15, seed=args.seed)
-        if args.single:
-            train, val = train.positive_only(), val.positive_only()
+        clf, hist, val = train_shapes_classifier(data.load(), dual=not args.single, seed=args.seed,
+                                                 epochs=args.epochs, lr=args.lr)
+    else:                                          # streamed shard by shard: the maps need not fit in memory
+        train, val = split_shards(data, 0.15, seed=args.seed, positive_only=args.single)
         clf, hist = train_classifier(train, val, epochs=args.epochs, lr=args.lr, seed=args.seed)
         clf.config.meta.update({"dual_inversion": not args.single, "pipeline": str(args.pipeline)})
     path = out / ("classifier-single" if args.single else "classifier")
     clf.save_pretrained(path)                      # a folder: config.json, model.safetensors, README.md
-    print(json.dumps({"saved": str(path), "rows": len(rows), "shards": data.n_shards,
+    print(json.dumps({"saved": str(path), "rows": len(data), "shards": data.n_shards,
                       "dropped_psnr": len(data.manifest["dropped_psnr"]), "val_accuracy": accuracy(clf, val),
                       "best_epoch": hist.best_epoch, "epochs_run": len(hist.val_accuracy)}, indent=2))
     return 0

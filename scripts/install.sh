@@ -9,7 +9,8 @@ PY=${PYTHON:-python3}
 # torch==2.13.0 is the CPU build on these machines; other versions pull multi-GB CUDA wheels.
 .venv/bin/python -m pip install -q "torch==2.13.0" numpy pytest safetensors tqdm \
     "diffusers==0.42.1" "transformers==5.24.0" pillow "matplotlib==3.11.2" \
-    "nbclient==0.11.0" "nbformat==5.11.1" "ipykernel==7.4.0" "ipywidgets==8.1.9" "nbmake==1.5.5"
+    "nbclient==0.11.0" "nbformat==5.11.1" "ipykernel==7.4.0" "ipywidgets==8.1.9" "nbmake==1.5.5" \
+    "accelerate==1.15.0"
 # the web app and its browser test: gradio, Playwright (driving Debian's chromium, not a downloaded one)
 .venv/bin/python -m pip install -q "gradio==6.31.0" "playwright==1.65.2"
 if ! command -v chromium > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then

@@ -201,7 +201,8 @@ def test_data_spec_parsing(tmp_path):
 @pytest.mark.slow
 def test_two_processes_make_the_single_process_dataset(folders, tmp_path):
     """`torchrun --nproc_per_node 2 -m l2s train-classifier ...` (gloo on the CPU): each rank makes
-    its shards, rank 0 writes the manifest and trains; the merged rows equal a one-process run's."""
+    its shards, rank 0 writes the manifest and trains; the merged rows equal a one-process run's
+    (labels, steps, images exactly; maps to float16 rounding)."""
     pytest.importorskip("accelerate")
     boxes = write_boxes(tmp_path / "boxes")
     args = _train_args(folders / "sd", boxes, tmp_path / "two")[1:] + ["--shard-size", "2"]
@@ -218,5 +219,8 @@ def test_two_processes_make_the_single_process_dataset(folders, tmp_path):
     one = make_map_dataset(_load(folders / "sd"), tmp_path / "one", DataSpec("boxes", (str(boxes),)), [1, 2],
                            num_inference_steps=4, shard_size=2, progress=False)
     a, b = two.load(), one.load()
-    for name in ("maps", "labels", "steps", "inversion", "image"):
+    for name in ("labels", "steps", "inversion", "image"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    # the maps agree to float16 rounding: torch's CPU kernels may sum in another order in another
+    # process (on the shapes model 4% of rows moved by one float16 step, 7.6e-6)
+    np.testing.assert_allclose(a.maps, b.maps, rtol=2e-3, atol=1e-5)

@@ -108,3 +108,23 @@ def test_streaming_reads_one_shard_at_a_time(tmp_path):
     data = ShardedMaps(tmp_path)
     sizes = [len(s) for s in data.iter_shards([3, 0])]
     assert sizes == [4, 6] and len(data) == 22 and data.meta == {"made_by": "rows"}
+
+
+def test_training_streams_a_split_of_the_shards(tmp_path):
+    """split_shards: every row on one side, no image on both, positive-only filter; the classifier
+    trains from the shards (one in memory at a time) and reports the rows it saw."""
+    from l2s.classifier import ClassifierConfig
+    from l2s.train_classifier import accuracy, split_shards, train_classifier
+    _uninterrupted(tmp_path)
+    data = ShardedMaps(tmp_path)
+    data.meta.update(map_size=4, relations=["left of", "right of", "above", "below"])
+    train, val = split_shards(data, 0.3, seed=1)
+    tr, va = (np.concatenate([p.image for p in s.parts()]) for s in (train, val))
+    assert len(tr) + len(va) == len(data) and not set(tr) & set(va) and len(set(va)) == 3
+    pos, _ = split_shards(data, 0.3, seed=1, positive_only=True)
+    assert len(pos) == len(train) // 2
+    clf, hist = train_classifier(train, val, ClassifierConfig(map_size=4, hidden1=8, hidden2=8, n_steps=4, step_dim=2,
+                                                              relations=tuple(data.meta["relations"])),
+                                 epochs=3, batch=4, progress=False)
+    assert clf.config.meta["train_rows"] == len(train) and 0 <= accuracy(clf, val) <= 1
+    assert len(hist.val_accuracy) == 3
