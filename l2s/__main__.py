@@ -270,7 +270,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _train_classifier(args) -> int:
     from pathlib import Path
 
-    from .classifier_data import distributed_rank, list_items, make_map_dataset
+    from .classifier_data import list_items, make_map_dataset
+    from .distributed import distributed_rank
     from .data_spec import parse_data_spec
     from .train_classifier import accuracy, split_shards, train_classifier
     out, spec = Path(args.out), parse_data_spec(args.data)
@@ -333,9 +334,14 @@ def _eval(args) -> int:
             raise ValueError(f"--json {args.json}: its folder does not exist or is not writable")
     except ValueError as exc:
         raise SystemExit(f"l2s eval: error: {exc}")
+    from .distributed import distributed_gather, distributed_rank
+    rank, world, _, _ = distributed_rank()
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
     rows = run_benchmark(pipe, clf, arms, relations, args.prompts, seeds, args.prompt_set, args.steps,
-                         args.guidance, report=lambda row: print(row_line(row), flush=True))
+                         args.guidance, report=lambda row: print(row_line(row), flush=True) if rank == 0 else None,
+                         rank=rank, world=world, gather=distributed_gather)
+    if rank != 0:                                  # under torchrun/accelerate: rank 0 reports
+        return 0
     guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
     print(f"\nprompt set {args.prompt_set}, {args.prompts} prompts x seeds {_seed_text(seeds)}, steps={args.steps} "
           f"guidance={guidance}; classifier settings {json.dumps(recommended_settings(clf))}\n")

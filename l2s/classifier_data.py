@@ -6,10 +6,9 @@ Data specs (``data_spec.parse_data_spec``): ``boxes:FOLDER`` (``FOLDER/boxes.jso
 world, needs ``l2s-shapes``). Items are listed up front (images unread); each shard reads, encodes
 (the pipeline's VAE for latent models) and inverts its own items.
 
-Processes: ``make_map_dataset(..., rank, world)`` makes the shards of one rank; under ``accelerate
-launch`` (or ``torchrun``) ``distributed_rank()`` reads rank and world from the engine
-(``accelerate.PartialState``), every rank makes its share, and rank 0 writes the manifest after the
-others are done (``PartialState.wait_for_everyone``).
+Processes: ``make_map_dataset(..., rank, world, barrier)`` makes the shards of one rank (rank, world
+and barrier from ``l2s.distributed.distributed_rank``); rank 0 writes the manifest after the others
+are done.
 """
 from __future__ import annotations
 
@@ -59,20 +58,6 @@ def default_size(pipe: Any) -> int:
     if sample is None:
         raise ValueError(f"{type(pipe).__name__}: no sample_size in its denoiser config; pass --size")
     return int(sample) * int(getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) is not None else 1)
-
-
-def distributed_rank(device: str = "cpu") -> tuple[int, int, Callable[[], None], str]:
-    """(rank, world size, barrier, this rank's device) from Accelerate's process state when launched
-    under ``accelerate launch``/``torchrun`` (WORLD_SIZE > 1; gloo on the CPU, the rank's own GPU
-    with ``device="cuda"``), else (0, 1, no-op, device)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, lambda: None, device
-    try:
-        from accelerate import PartialState
-    except ImportError:
-        raise RuntimeError("launched with WORLD_SIZE > 1 but accelerate is not installed (pip install accelerate)") from None
-    state = PartialState(cpu=device == "cpu")
-    return state.process_index, state.num_processes, state.wait_for_everyone, str(state.device)
 
 
 SETTINGS = "settings.json"

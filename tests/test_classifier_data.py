@@ -127,6 +127,22 @@ def test_fixed_point_inversion_reconstructs_better_and_the_floor_drops(folders, 
         assert (len(ds) == 2 * 2) == kept and ds.meta["dropped_psnr"] == ([] if kept else [0])
 
 
+def test_gqa_scene_graphs_through_a_pipeline(folders, tmp_path):
+    """gqa:SCENE_GRAPHS.json,IMAGE_DIR: relations from the boxes (a box overrunning the image is
+    clipped), the images read shard by shard."""
+    (tmp_path / "images").mkdir()
+    graphs = {"7": {"width": 60, "height": 40, "objects": {
+        "a": {"name": "dog", "x": 2, "y": 10, "w": 15, "h": 20},
+        "b": {"name": "teddy bear", "x": 40, "y": 12, "w": 22, "h": 20}}}}      # 2 px past the right edge
+    (tmp_path / "g.json").write_text(json.dumps(graphs))
+    Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(tmp_path / "images" / "7.jpg")
+    spec = parse_data_spec(f"gqa:{tmp_path}/g.json,{tmp_path}/images")
+    data = make_map_dataset(_load(folders / "sd"), tmp_path / "maps", spec, [1], num_inference_steps=4,
+                            progress=False).load()
+    rel = [data.meta["relations"][i] for i in data.labels]
+    assert len(data) == 2 * 2 and sorted(set(rel)) == ["left of", "right of"]
+
+
 def test_a_rerun_with_other_settings_is_refused(folders, tmp_path):
     boxes = write_boxes(tmp_path / "boxes", n=2)
     pipe = _load(folders / "sd")

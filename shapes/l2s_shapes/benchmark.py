@@ -112,23 +112,31 @@ def seed_list(seeds: int | str | list[int], prompt_set: str = "heldout") -> list
 def run_benchmark(pipe: Any, classifier: Any, arms: list[dict], relations: list[int] = (1, 2), prompts: int = 25,
                   seeds: int | str | list[int] = 4, prompt_set: str = "heldout", steps: int = 25,
                   guidance: float | None = None, report: Callable[[dict], None] | None = None,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, rank: int = 0, world: int = 1,
+                  gather: Callable[[Any], list] | None = None) -> list[dict]:
     """Every arm on every relation count; one row per (relations, arm) with ``summarize``'s figures,
     the seeds and every image's result (``results``, each tagged with its arm).
 
     Arms run interleaved prompt by prompt (all arms on a prompt's seeds, then the next prompt), so
     drifting machine load hits every arm alike; a prompt's seeds form one batch in every arm.
-    ``report`` is called with each row once its relation count is done."""
+    ``report`` is called with each row once its relation count is done.
+
+    Data-parallel (``world`` > 1): process ``rank`` makes prompts rank, rank + world, ...; ``gather``
+    (every rank's object -> the list of all ranks', e.g. ``accelerate.utils.gather_object``) brings
+    the images' results together in prompt order, so every rank returns the single-process rows."""
     seeds = seed_list(seeds, prompt_set)
     steerings = [arm_steering(spec, classifier) for spec in arms]
     rows = []
     for n_rel in relations:
         specs = benchmark_prompts(n_rel, prompts, prompt_set)
-        per_arm: list[list[dict]] = [[] for _ in arms]
-        for spec in tqdm(specs, desc=f"eval {n_rel} relation(s)", disable=not progress or None, leave=False):
-            for results, steering in zip(per_arm, steerings):
-                results.extend(evaluate(pipe, [spec], seeds, steps, guidance, batch=len(seeds),
-                                        steering=steering)["results"])
+        mine: list[list[list[dict]]] = []                 # [my prompt][arm] -> that prompt's results
+        for spec in tqdm(specs[rank::world], desc=f"eval {n_rel} relation(s)", disable=not progress or None,
+                         leave=False):
+            mine.append([evaluate(pipe, [spec], seeds, steps, guidance, batch=len(seeds), steering=steering)["results"]
+                         for steering in steerings])
+        by_rank = gather(mine) if world > 1 else [mine]
+        by_prompt = [by_rank[i % world][i // world] for i in range(len(specs))]
+        per_arm = [[r for prompt in by_prompt for r in prompt[a]] for a in range(len(arms))]
         for spec, results in zip(arms, per_arm):
             label = arm_label(spec)
             for r in results:

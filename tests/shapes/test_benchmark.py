@@ -126,3 +126,28 @@ def test_eval_cli_on_the_shipped_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--json", str(tmp_path / "missing" / "x.json")])
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_on_two_processes_gives_the_single_process_table(tmp_path):
+    """`torchrun --nproc_per_node 2 -m l2s eval ...`: each process makes every other prompt's
+    images, results are gathered in prompt order: the same per-image verdicts and table."""
+    pytest.importorskip("accelerate")
+    import os
+    import subprocess
+    import sys
+    args = ["eval", "--relations", "1", "--prompts", "3", "--seeds", "2", "--steps", "6", "--arms", "vanilla,l2s"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "l2s", *args, "--json", str(tmp_path / "one.json")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29527", "-m", "l2s", *args, "--json", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("| relations | arm |") == 1               # rank 0 alone prints the table
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["rows"] for n in ("one", "two"))
+    key = lambda rows: [(r["arm"], x["prompt"], x["seed"], x["failure"], x["relations_hold"])
+                        for r in rows for x in r["results"]]
+    assert key(a) == key(b) and len(key(a)) == 2 * 3 * 2
+    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
