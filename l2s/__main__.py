@@ -202,10 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "shipped shapes model)")
     tc.add_argument("--data", type=data_spec, default="shapes", help="boxes:FOLDER (FOLDER/boxes.json), "
                     "gqa:SCENE_GRAPHS.json,IMAGE_DIR or shapes (default)")
-    tc.add_argument("--kind", default="mlp", choices=["mlp"], help="classifier kind: mlp on layer- and head-averaged "
-                    "maps (the authors' transformer on map stacks is not trainable here yet)")
-    tc.add_argument("--out", type=folder_out, default="runs/classifier", help="output folder: maps/ (the sharded "
-                    "dataset) and classifier/ (default runs/classifier)")
+    tc.add_argument("--kind", default="mlp", choices=["mlp", "transformer"], help="classifier kind: mlp (fused C) on "
+                    "layer- and head-averaged maps (default), or the authors' transformer (torch, a narrower width than "
+                    "theirs) on per-(layer, head) map stacks")
+    tc.add_argument("--out", type=folder_out, default="runs/classifier", help="output folder: maps/ or stacks/ (the "
+                    "sharded dataset) and classifier/ or transformer/ (default runs/classifier)")
     tc.add_argument("--examples", type=int_in(2, 10 ** 7), default=2000, help="examples to invert at most (shapes: "
                     "scenes drawn; default 2000)")
     tc.add_argument("--size", type=int_in(8, 4096), default=None, help="image side fed to the pipeline (default: its "
@@ -273,9 +274,10 @@ def _train_classifier(args) -> int:
     from .classifier_data import list_items, make_map_dataset
     from .distributed import distributed_rank
     from .data_spec import parse_data_spec
-    from .train_classifier import accuracy, split_shards, train_classifier
+    from .train_classifier import accuracy, split_shards, train_classifier, train_transformer
     out, spec = Path(args.out), parse_data_spec(args.data)
-    shapes_world = spec.kind == "shapes" and args.pipeline is None
+    stack = args.kind == "transformer"
+    shapes_world = spec.kind == "shapes" and args.pipeline is None and not stack
     items = list_items(spec, args.examples, args.seed)   # every entry checked before the model is loaded
     rank, world, barrier, device = distributed_rank(args.device)
     pipe, _ = load_pipeline(args.pipeline)
@@ -284,10 +286,11 @@ def _train_classifier(args) -> int:
     steps = args.read_steps or list(range(1, args.inference_steps // 2 + 1))
     if max(steps) >= args.inference_steps:
         raise ValueError(f"--read-steps {max(steps)} is past the last step of --inference-steps {args.inference_steps}")
-    data = make_map_dataset(pipe, out / "maps", spec, steps, num_inference_steps=args.inference_steps, size=args.size,
+    data = make_map_dataset(pipe, out / ("stacks" if stack else "maps"), spec, steps, num_inference_steps=args.inference_steps, size=args.size,
                             max_items=args.examples, dual=True, mode=args.mode,
                             psnr_floor=args.psnr_floor if args.mode == "fixed-point" else None, seed=args.seed,
-                            shard_size=args.shard_size, rank=rank, world=world, barrier=barrier, items=items)
+                            shard_size=args.shard_size, rank=rank, world=world, barrier=barrier, items=items,
+                            stack=stack)
     if data is None:                               # not rank 0: its shards are made; rank 0 trains
         return 0
     if len(data) == 0:
@@ -299,9 +302,11 @@ def _train_classifier(args) -> int:
                                                  epochs=args.epochs, lr=args.lr)
     else:                                          # streamed shard by shard: the maps need not fit in memory
         train, val = split_shards(data, 0.15, seed=args.seed, positive_only=args.single)
-        clf, hist = train_classifier(train, val, epochs=args.epochs, lr=args.lr, seed=args.seed)
-        clf.config.meta.update({"dual_inversion": not args.single, "pipeline": str(args.pipeline)})
-    path = out / ("classifier-single" if args.single else "classifier")
+        trainer = train_transformer if stack else train_classifier
+        clf, hist = trainer(train, val, epochs=args.epochs, lr=args.lr, seed=args.seed)
+        (clf.meta if stack else clf.config.meta).update({"dual_inversion": not args.single,
+                                                          "pipeline": str(args.pipeline or "shapes")})
+    path = out / (("transformer" if stack else "classifier") + ("-single" if args.single else ""))
     clf.save_pretrained(path)                      # a folder: config.json, model.safetensors, README.md
     print(json.dumps({"saved": str(path), "rows": len(data), "shards": data.n_shards,
                       "dropped_psnr": len(data.manifest["dropped_psnr"]), "val_accuracy": accuracy(clf, val),

@@ -233,6 +233,13 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
                                      stream=_stream(xf))
         return losses, dx.reshape(x_shape), probs
 
+    def snapshot(self) -> Array:
+        """A copy of the parameters (``restore`` puts it back): the best epoch of a training run."""
+        return self.params.clone() if _is_torch(self.params) else np.array(self.params, copy=True)
+
+    def restore(self, snapshot: Array) -> None:
+        self.params[:] = snapshot
+
     def train_step(self, x: Array, labels: Any, steps: Any = None, lr: float = 1e-4,
                    weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999)) -> float:
         """One AdamW step on a batch; returns the batch's mean loss before the step."""

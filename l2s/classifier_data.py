@@ -86,18 +86,19 @@ def make_map_dataset(pipe: Any, out: str | Path, spec: DataSpec, step_indices: S
                      psnr_floor: float | None = None, fixed_point_iterations: int = 5, seed: int = 0,
                      shard_size: int = 64, rank: int = 0, world: int = 1, barrier: Callable[[], None] = lambda: None,
                      relations: Sequence[str] = RELATIONS, progress: bool = True,
-                     items: Sequence[Any] | None = None) -> ShardedMaps | None:
+                     items: Sequence[Any] | None = None, stack: bool = False) -> ShardedMaps | None:
     """Make (or finish) the sharded map dataset of ``spec`` under ``out``: this rank's shards, then,
     on rank 0 after every rank is done, the manifest. Returns the dataset (rank 0; None elsewhere).
     Rerun with the same arguments after a crash: finished shards are kept, the rest are made.
-    ``items``: the spec's ``list_items`` when the caller listed them already."""
+    ``items``: the spec's ``list_items`` when the caller listed them already; ``stack``: per-(layer,
+    head) map stacks for the authors' transformer instead of averaged maps."""
     size = size or default_size(pipe)
     items = list(items) if items is not None else list_items(spec, max_items, seed)
     with MapInverter(pipe, map_size=map_size, num_inference_steps=num_inference_steps, mode=mode, image_size=size,
-                     psnr_floor=psnr_floor, fixed_point_iterations=fixed_point_iterations) as inverter:
+                     psnr_floor=psnr_floor, fixed_point_iterations=fixed_point_iterations, stack=stack) as inverter:
         meta = {**inverter.meta(), "relations": list(relations), "dual": dual,
                 "step_indices": [int(i) for i in step_indices], "seed": seed, "data": spec.text(), "image_size": size,
-                "map_kind": "averaged", "n_items": len(items), "shard_size": shard_size}
+                "n_items": len(items), "shard_size": shard_size}
         check_settings(out, meta)
 
         def rows(first: int, stop: int) -> MapDataset:

@@ -111,12 +111,16 @@ class MapInverter:
         mode: "noise", "ddim" or "fixed-point" (module doc); rectified flow: "noise" only.
         image_size: the side of the images (the probe asks the pipeline for this size).
         psnr_floor: with "fixed-point", images whose reconstruction is under it (dB) are dropped.
+        stack: read per-(layer, head) map stacks [2, C, S, S] of every cross-attention layer in the
+            family's stack order (the authors' transformer's input, as ``Steerer`` captures it for
+            such a classifier) instead of layer- and head-averaged maps; rows are then labelled
+            with the denoising-step index itself (the transformer's embedding row).
     """
 
     def __init__(self, pipe: Any, map_size: int = 16, num_inference_steps: int = 25, n_steps: int = 50,
                  mode: str = "noise", blocks: Sequence[str] | None = None, sides: Sequence[int] | None = None,
                  layers: Sequence[str] | None = None, image_size: int | None = None,
-                 fixed_point_iterations: int = 5, psnr_floor: float | None = None):
+                 fixed_point_iterations: int = 5, psnr_floor: float | None = None, stack: bool = False):
         if mode not in INVERSION_MODES:
             raise ValueError(f"mode must be one of {INVERSION_MODES}, got {mode!r}")
         self.flow = not hasattr(pipe.scheduler, "alphas_cumprod")
@@ -135,7 +139,14 @@ class MapInverter:
         self.image_size, self.fixed_point_iterations, self.psnr_floor = image_size, fixed_point_iterations, psnr_floor
         self.last_psnr: float | None = None
         self.replay = DenoiserCall(pipe)
-        self.layers = select_layers(self.replay.denoiser, blocks, sides, layers)
+        self.stack = stack
+        if stack:                                          # every layer, in the stack's channel order
+            adapter = self.replay.adapter
+            found = select_layers(self.replay.denoiser, names=layers) if layers is not None else \
+                adapter.find_layers(self.replay.denoiser)
+            self.layers = adapter.stack_order(found)
+        else:
+            self.layers = select_layers(self.replay.denoiser, blocks, sides, layers)
         self.tokenizer = self.replay.adapter.object_tokenizer(pipe)   # the steerer's choice (Flux: T5)
 
     def close(self) -> None:
@@ -154,6 +165,9 @@ class MapInverter:
                 "num_inference_steps": self.num_inference_steps, "n_steps": self.n_steps, "inversion_mode": self.mode}
         if self.mode == "fixed-point":
             meta.update(fixed_point_iterations=self.fixed_point_iterations, psnr_floor=self.psnr_floor)
+        meta["map_kind"] = "stack" if self.stack else "averaged"
+        if self.stack:
+            meta["input_channels"] = sum(int(getattr(l.module, "heads", 0)) for l in self.layers)
         return meta
 
     def encode(self, images: np.ndarray) -> torch.Tensor:
@@ -279,11 +293,13 @@ class MapInverter:
 
     def _maps(self, z: torch.Tensor, t, t0, tokens) -> np.ndarray:
         c, grid, n_text = self._call_at(z, t, t0)
-        with self.replay.capture_maps(c, self.layers, tokens, grid, n_text, self.map_size) as (x, _):
+        with self.replay.capture_maps(c, self.layers, tokens, grid, n_text, self.map_size, stack=self.stack) as (x, _):
             return x.float().cpu().numpy()
 
     def step_label(self, i: int) -> int:
-        return step_index(i, self.num_inference_steps, self.n_steps)
+        """The classifier's step row of denoising step i: the MLP's embedding range, or (stacks, the
+        authors' network) the step index itself."""
+        return int(i) if self.stack else step_index(i, self.num_inference_steps, self.n_steps)
 
 
 def ddim_move(z: torch.Tensor, a_from: float, a_to: float, eps: torch.Tensor) -> torch.Tensor:
@@ -348,7 +364,8 @@ def build_dataset(inverter: MapInverter, examples: Sequence[RelationExample], st
             "seed": seed, "n_examples": len(examples), "dropped_psnr": dropped}
     if not maps:                                         # every image dropped: an empty dataset, same layout
         S = inverter.map_size
-        return MapDataset(np.zeros((0, 2, S, S), np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32),
+        shape = (0, 2, meta["input_channels"], S, S) if inverter.stack else (0, 2, S, S)
+        return MapDataset(np.zeros(shape, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32),
                           np.zeros(0, np.int8), np.zeros(0, np.int32), meta)
     return MapDataset(np.concatenate(maps), np.concatenate(labels), np.concatenate(steps), np.concatenate(inv),
                       np.concatenate(image), meta)

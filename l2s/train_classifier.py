@@ -11,7 +11,7 @@ in memory at a time, shards in a new random order every epoch, rows shuffled wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 
@@ -85,13 +85,14 @@ def split_by_image(ds: MapDataset, val_fraction: float = 0.15, seed: int = 0) ->
     return ds.subset(np.flatnonzero(~is_val)), ds.subset(np.flatnonzero(is_val))
 
 
-def accuracy(clf: RelationClassifier, ds: Rows, batch: int = 512) -> float:
-    """Share of rows whose most probable relation is the label."""
+def accuracy(clf: Any, ds: Rows, batch: int = 512) -> float:
+    """Share of rows whose most probable relation is the label (any classifier kind)."""
     hits = total = 0
     for b in _batches(ds, batch):
         if len(b):
-            probs, _ = clf.forward(np.ascontiguousarray(b.maps), b.steps)
-            hits += int((np.asarray(probs).argmax(1) == b.labels).sum())
+            out = clf.forward(np.ascontiguousarray(b.maps), b.steps)
+            probs = out[0] if isinstance(out, tuple) else out          # the MLP returns (probs, losses)
+            hits += int((np.asarray(probs.cpu() if hasattr(probs, "cpu") else probs).argmax(1) == b.labels).sum())
             total += len(b)
     return hits / total if total else float("nan")
 
@@ -104,14 +105,60 @@ class TrainHistory:
     best_epoch: int = -1
 
 
+def _relations_of(train: Rows) -> tuple[str, ...]:
+    return tuple(train.meta.get("relations", RELATIONS))          # the order the dataset's labels index
+
+
+def fit(model: Any, train: Rows, val: Rows, epochs: int = 150, batch: int = 64, lr: float = 1e-3,
+        weight_decay: float = 0.05, patience: int = 10, plateau: int = 4, seed: int = 0, progress: bool = True,
+        desc: str = "train classifier") -> tuple[TrainHistory, int]:
+    """The training loop any classifier kind shares: ``model.train_step`` on shuffled mini-batches,
+    validation accuracy each epoch, the best epoch's weights kept (``snapshot``/``restore``), the
+    learning rate halved after ``plateau`` epochs without improvement, a stop after ``patience``.
+    Returns the history and the number of training rows."""
+    from tqdm.auto import tqdm
+    rng = np.random.default_rng(seed)
+    hist = TrainHistory()
+    best, best_state, since_best, n_rows = -1.0, None, 0, 0
+    bar = tqdm(range(epochs), desc=desc, disable=not progress or None)
+    for epoch in bar:
+        losses, n_rows = [], 0
+        for b in _batches(train, batch, rng):
+            if len(b):
+                losses.append(model.train_step(np.ascontiguousarray(b.maps), b.labels, b.steps, lr=lr,
+                                               weight_decay=weight_decay))
+                n_rows += len(b)
+        if not losses:
+            raise ValueError("the training split has no rows")
+        acc = accuracy(model, val)
+        hist.train_loss.append(float(np.mean(losses)))
+        hist.val_accuracy.append(acc)
+        hist.lr.append(lr)
+        bar.set_postfix(loss=f"{hist.train_loss[-1]:.3f}", val_acc=f"{acc:.3f}")
+        if acc > best:
+            best, best_state, since_best, hist.best_epoch = acc, model.snapshot(), 0, epoch
+        else:
+            since_best += 1
+            if since_best % plateau == 0:
+                lr /= 2
+            if since_best >= patience:
+                break
+    if best_state is not None:                     # None: validation never scored (no rows): the last weights
+        model.restore(best_state)
+    return hist, n_rows
+
+
+def _fit_meta(train: Rows, hist: TrainHistory, n_rows: int) -> dict:
+    return {**train.meta, "val_accuracy": max(hist.val_accuracy), "epochs_run": len(hist.val_accuracy),
+            "best_epoch": hist.best_epoch, "train_rows": n_rows}
+
+
 def train_classifier(train: Rows, val: Rows, config: ClassifierConfig | None = None, epochs: int = 150,
                      batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, patience: int = 10,
                      plateau: int = 4, seed: int = 0, progress: bool = True) -> tuple[RelationClassifier, TrainHistory]:
-    """Train on ``train``; keep the weights of the best validation epoch; stop after ``patience``
-    epochs without improvement; halve the learning rate after ``plateau`` such epochs."""
-    from tqdm.auto import tqdm
+    """Train the MLP classifier (fused C passes) on layer-averaged maps with ``fit``."""
     S = int(train.meta.get("map_size", 0)) if isinstance(train, ShardSplit) else train.maps.shape[-1]
-    labelled_by = tuple(train.meta.get("relations", RELATIONS))      # the order the dataset's labels index
+    labelled_by = _relations_of(train)
     config = config or ClassifierConfig(map_size=S, relations=labelled_by)
     if tuple(config.relations) != labelled_by:
         raise ValueError(f"the dataset's labels index relations {list(labelled_by)} but the classifier's class order "
@@ -119,33 +166,24 @@ def train_classifier(train: Rows, val: Rows, config: ClassifierConfig | None = N
     if config.map_size != S:
         raise ValueError(f"maps are {S}x{S} but the classifier expects {config.map_size}x{config.map_size}")
     clf = RelationClassifier(config, seed=seed)
-    rng = np.random.default_rng(seed)
-    hist = TrainHistory()
-    best, best_params, since_best = -1.0, None, 0
-    bar = tqdm(range(epochs), desc="train classifier", disable=not progress or None)
-    for epoch in bar:
-        losses, n_rows = [], 0
-        for b in _batches(train, batch, rng):
-            if len(b):
-                losses.append(clf.train_step(np.ascontiguousarray(b.maps), b.labels, b.steps, lr=lr,
-                                             weight_decay=weight_decay))
-                n_rows += len(b)
-        if not losses:
-            raise ValueError("the training split has no rows")
-        acc = accuracy(clf, val)
-        hist.train_loss.append(float(np.mean(losses)))
-        hist.val_accuracy.append(acc)
-        hist.lr.append(lr)
-        bar.set_postfix(loss=f"{hist.train_loss[-1]:.3f}", val_acc=f"{acc:.3f}")
-        if acc > best:
-            best, best_params, since_best, hist.best_epoch = acc, np.array(clf.params, copy=True), 0, epoch
-        else:
-            since_best += 1
-            if since_best % plateau == 0:
-                lr /= 2
-            if since_best >= patience:
-                break
-    clf.params[:] = best_params
-    clf.config.meta = {**train.meta, "val_accuracy": best, "epochs_run": len(hist.val_accuracy),
-                       "best_epoch": hist.best_epoch, "train_rows": n_rows}
+    hist, n_rows = fit(clf, train, val, epochs, batch, lr, weight_decay, patience, plateau, seed, progress)
+    clf.config.meta = _fit_meta(train, hist, n_rows)
+    return clf, hist
+
+
+def train_transformer(train: Rows, val: Rows, epochs: int = 60, batch: int = 64, lr: float = 3e-4,
+                      weight_decay: float = 0.05, patience: int = 10, plateau: int = 4, seed: int = 0,
+                      config: dict | None = None, progress: bool = True) -> tuple[Any, TrainHistory]:
+    """Train the authors' transformer (``authors.AuthorsClassifier``, torch) on map stacks
+    [N, 2, C, S, S] whose steps are denoising-step indices (the embedding rows) with ``fit``."""
+    from .authors import AuthorsClassifier
+    meta = train.meta
+    if meta.get("map_kind") != "stack":
+        raise ValueError("the transformer reads per-(layer, head) map stacks: make the dataset with the stack capture "
+                         "(train-classifier --kind transformer)")
+    clf = AuthorsClassifier.new(_relations_of(train), int(meta["input_channels"]), int(meta["num_inference_steps"]),
+                                list(meta["step_indices"]), config=config, meta=dict(meta), seed=seed)
+    hist, n_rows = fit(clf, train, val, epochs, batch, lr, weight_decay, patience, plateau, seed, progress,
+                       desc="train transformer")
+    clf.meta.update(_fit_meta(train, hist, n_rows))
     return clf, hist

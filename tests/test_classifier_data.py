@@ -240,3 +240,57 @@ def test_two_processes_make_the_single_process_dataset(folders, tmp_path):
     # the maps agree to float16 rounding: torch's CPU kernels may sum in another order in another
     # process (on the shapes model 4% of rows moved by one float16 step, 7.6e-6)
     np.testing.assert_allclose(a.maps, b.maps, rtol=2e-3, atol=1e-5)
+
+
+def _blob_stacks(n: int, channels: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks [n, 2, C, 16, 16]: each object a Gaussian blob (noisy per channel), the subject placed
+    left of / right of / above / below the object as the label says."""
+    yy, xx = np.mgrid[0:16, 0:16]
+    offsets = {0: (0, -5), 1: (0, 5), 2: (-5, 0), 3: (5, 0)}       # (dy, dx) of the subject: RELATIONS' order
+    labels = rng.integers(0, 4, n)
+    maps = np.zeros((n, 2, channels, 16, 16), np.float32)
+    for i, r in enumerate(labels):
+        cy, cx = rng.uniform(6, 10, 2)
+        for obj, (dy, dx) in enumerate((offsets[int(r)], (0, 0))):
+            blob = np.exp(-((yy - cy - dy) ** 2 + (xx - cx - dx) ** 2) / 6.0)
+            noisy = blob[None] + 0.05 * rng.random((channels, 16, 16))
+            maps[i, obj] = noisy / noisy.sum((-1, -2), keepdims=True)
+    return maps, labels.astype(np.int32)
+
+
+def test_the_transformer_kind_learns_relations_from_stacks():
+    from l2s.inversion import MapDataset
+    from l2s.train_classifier import accuracy, train_transformer
+    rng = np.random.default_rng(0)
+    meta = {"map_kind": "stack", "input_channels": 6, "num_inference_steps": 10, "step_indices": [2, 3],
+            "relations": ["left of", "right of", "above", "below"], "map_size": 16}
+
+    def rows(n):
+        maps, labels = _blob_stacks(n, 6, rng)
+        return MapDataset(maps, labels, rng.integers(2, 4, n).astype(np.int32), np.zeros(n, np.int8),
+                          np.arange(n, dtype=np.int32), dict(meta))
+    train, val = rows(384), rows(128)
+    clf, hist = train_transformer(train, val, epochs=8, lr=1e-3, progress=False)
+    assert accuracy(clf, val) >= 0.9, hist.val_accuracy           # chance is 0.25
+    assert clf.meta["val_accuracy"] == max(hist.val_accuracy) and clf.meta["step_mapping"] == [2, 3]
+
+
+def test_train_the_transformer_kind_on_a_pipeline_then_steer_with_it(folders, tmp_path, capsys):
+    from l2s import load_classifier
+    from l2s.authors import AuthorsClassifier, authors_logits
+    from l2s.steer import Steerer
+    boxes = write_boxes(tmp_path / "boxes", n=2)
+    assert main(_train_args(folders / "sd", boxes, tmp_path / "run", "--kind", "transformer")) == 0
+    report = json.loads(capsys.readouterr().out)
+    clf = load_classifier(report["saved"])
+    assert isinstance(clf, AuthorsClassifier) and report["saved"].endswith("transformer")
+    stacks = ShardedMaps(tmp_path / "run" / "stacks").load()
+    C = clf.meta["input_channels"]
+    assert stacks.maps.shape == (report["rows"], 2, C, 16, 16) and C == 7 * 8   # 7 cross-attention layers x 8 heads
+    x = torch.from_numpy(stacks.maps[:3])
+    want = torch.softmax(authors_logits(clf.params, clf.config, x, torch.as_tensor(stacks.steps[:3]).long()), -1)
+    torch.testing.assert_close(clf.forward(x, stacks.steps[:3]), want.detach())
+    pipe = _load(folders / "sd")
+    with Steerer(pipe, clf, "a cat to the left of a dog", steps=[0, 1], iterations=1) as steer:
+        image = steer.generate(pipe, "a cat to the left of a dog", num_inference_steps=4, output_type="np").images[0]
+    assert np.isfinite(image).all() and len(steer.records) >= 2
