@@ -304,8 +304,11 @@ def _train_classifier(args) -> int:
         train, val = split_shards(data, 0.15, seed=args.seed, positive_only=args.single)
         trainer = train_transformer if stack else train_classifier
         clf, hist = trainer(train, val, epochs=args.epochs, lr=args.lr, seed=args.seed)
-        (clf.meta if stack else clf.config.meta).update({"dual_inversion": not args.single,
-                                                          "pipeline": str(args.pipeline or "shapes")})
+        meta = clf.meta if stack else clf.config.meta
+        meta.update({"dual_inversion": not args.single, "pipeline": str(args.pipeline or "shapes")})
+        if spec.kind == "shapes" and args.pipeline is None:     # the shipped model: its tuned schedule
+            from l2s_shapes.relation_classifier import SHAPES_STEERING
+            meta["steering"] = dict(SHAPES_STEERING)
     path = out / (("transformer" if stack else "classifier") + ("-single" if args.single else ""))
     clf.save_pretrained(path)                      # a folder: config.json, model.safetensors, README.md
     print(json.dumps({"saved": str(path), "rows": len(data), "shards": data.n_shards,

@@ -123,15 +123,16 @@ class MapRecorder(StepHook):
     """Records the classifier-input maps of each triplet's subject and object while generating, at
     ``steps`` (no gradient, latents untouched: the images are the vanilla ones).
 
-    ``maps[step]`` holds float32 [B, n_triplets, 2, S, S] (NumPy). Uses the same replay and capture
+    ``maps[step]`` holds float32 [B, n_triplets, 2, S, S] (NumPy; ``stack``: [B, n_triplets, 2, C,
+    S, S], per-(layer, head) stacks of ``layers`` in their order). Uses the same replay and capture
     as steering, so the maps are what a classifier would read at those steps.
     """
 
     def __init__(self, pipe: Any, parsed: ParsedPrompt, steps: Sequence[int], layers: Sequence[CrossAttentionLayer],
-                 map_size: int = 16, early_exit: bool = True):
+                 map_size: int = 16, early_exit: bool = True, stack: bool = False):
         super().__init__(pipe, parsed)
         self.steps, self.layers = sorted(int(s) for s in steps), list(layers)
-        self.map_size, self.early_exit = int(map_size), early_exit
+        self.map_size, self.early_exit, self.stack = int(map_size), early_exit, stack
         self.maps: dict[int, np.ndarray] = {}
 
     def hooked_steps(self, num_steps: int) -> list[int]:
@@ -147,7 +148,7 @@ class MapRecorder(StepHook):
         for trip in self.parsed.triplets:
             tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
             with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.map_size,
-                                          self.early_exit) as (x, _):
+                                          self.early_exit, self.stack) as (x, _):
                 per_triplet.append(x.float().cpu().numpy())
         self.maps[step] = np.stack(per_triplet, 1)
         return latents

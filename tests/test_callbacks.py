@@ -59,3 +59,16 @@ def test_map_recorder_reads_the_steering_maps_and_changes_nothing(sd, classifier
         steer.generate(sd, PROMPT, **_args())
     for r in steer.records:
         np.testing.assert_allclose(rec.maps[r.step][:, 0], r.maps, rtol=1e-5, atol=1e-7)
+
+
+def test_map_recorder_records_stacks(sd):
+    """stack=True: per-(layer, head) maps of the given layers, in their order: [B, triplets, 2, C, S, S]."""
+    from l2s.models import adapter_for
+    adapter = adapter_for(sd.unet)
+    layers = adapter.stack_order(adapter.find_layers(sd.unet))
+    parsed = parse_prompt(PROMPT, sd.tokenizer)
+    with MapRecorder(sd, parsed, steps=[1], layers=layers, map_size=8, stack=True) as rec:
+        rec.generate(sd, PROMPT, **_args())
+    channels = sum(int(l.module.heads) for l in layers)
+    assert rec.maps[1].shape == (1, 1, 2, channels, 8, 8)
+    np.testing.assert_allclose(rec.maps[1].sum((-2, -1)), 1.0, rtol=1e-4)

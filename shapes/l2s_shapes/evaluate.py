@@ -112,12 +112,14 @@ def summarize(results: list[dict]) -> dict:
 
 def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indices: list[int], map_size: int = 16,
                     steps: int = 25, guidance: float | None = None, n_steps: int = 50,
-                    relations: tuple[str, ...] = RELATIONS, layers=None):
+                    relations: tuple[str, ...] = RELATIONS, layers=None, stack: bool = False):
     """Maps captured WHILE generating (``callbacks.MapRecorder`` at ``step_indices``: the images are
     the vanilla ones), labelled with the relation the evaluator then MEASURES between the generated
     subject and object, as an index into ``relations`` (images where not exactly one relation holds
     are dropped). The test set of the single- vs dual-inversion ablation: what the classifier sees
-    when steering. ``layers``: the capture's layers (default: the model's default layers)."""
+    when steering. ``layers``: the capture's layers (default: the model's default layers);
+    ``stack``: per-(layer, head) stacks of every layer (the authors' transformer's input), rows
+    labelled with the step index itself."""
     from l2s.callbacks import MapRecorder
     from l2s.capture import select_layers
     from l2s.classifier import step_index
@@ -126,13 +128,17 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     from l2s.models import adapter_for
     from l2s.prompts import parse_prompt
     from l2s.relations import label_indices
-    chosen = select_layers(pipe.unet, names=layers) if layers else select_layers(pipe.unet)
-    tokenizer = adapter_for(pipe.unet).object_tokenizer(pipe)
+    adapter = adapter_for(pipe.unet)
+    if stack:
+        chosen = adapter.stack_order(adapter.find_layers(pipe.unet))
+    else:
+        chosen = select_layers(pipe.unet, names=layers) if layers else select_layers(pipe.unet)
+    tokenizer = adapter.object_tokenizer(pipe)
     maps, labels, step_rows, image = [], [], [], []
     n_img = 0
     for p in tqdm(prompts, desc="generation maps", disable=None, leave=False):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
-        with MapRecorder(pipe, parse_prompt(p.text, tokenizer), step_indices, chosen, map_size) as rec:
+        with MapRecorder(pipe, parse_prompt(p.text, tokenizer), step_indices, chosen, map_size, stack=stack) as rec:
             images = rec.generate(pipe, [p.text] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,
                                   generator=gens).images
         subj, obj = p.relations[0][0], p.relations[0][2]
@@ -147,11 +153,12 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
             for step in sorted(rec.maps):
                 maps.append(rec.maps[step][b, 0])
                 labels.append(label)
-                step_rows.append(step_index(step, steps, n_steps))
+                step_rows.append(step if stack else step_index(step, steps, n_steps))
                 image.append(n_img)
             n_img += 1
     S = map_size
-    return MapDataset(np.array(maps, np.float32).reshape(-1, 2, S, S), np.array(labels, np.int32),
+    shape = (-1, 2, sum(int(l.module.heads) for l in chosen), S, S) if stack else (-1, 2, S, S)
+    return MapDataset(np.array(maps, np.float32).reshape(shape), np.array(labels, np.int32),
                       np.array(step_rows, np.int32), np.full(len(labels), 2, np.int8), np.array(image, np.int32),
                       {"source": "generation", "step_indices": list(step_indices), "images": n_img,
                        "relations": list(relations)})
