@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "reconstruction is under this PSNR in dB (default 19.5, the authors')")
     tc.add_argument("--shard-size", type=int_in(1, 10 ** 6), default=64, help="examples per shard (default 64)")
     tc.add_argument("--single", action="store_true", help="single inversion (positive prompt only): the ablation")
+    tc.add_argument("--attributes", action="store_true", help="add the authors' attribute class \"is\": objects' "
+                    "\"attributes\" (boxes.json, GQA) give \"a {attribute} {object}\" rows")
     tc.add_argument("--epochs", type=int_in(1, 10 ** 5), default=150, help="maximum epochs (early stopping, "
                     "patience 10)")
     tc.add_argument("--lr", type=float_in(0.0, 10.0, above=True), default=3e-4, help="AdamW learning rate (default "
@@ -272,13 +274,17 @@ def _train_classifier(args) -> int:
     from pathlib import Path
 
     from .classifier_data import list_items, make_map_dataset
+    from .inversion import ATTRIBUTE
+    from .relations import RELATIONS
     from .distributed import distributed_rank
     from .data_spec import parse_data_spec
     from .train_classifier import accuracy, split_shards, train_classifier, train_transformer
     out, spec = Path(args.out), parse_data_spec(args.data)
     stack = args.kind == "transformer"
     shapes_world = spec.kind == "shapes" and args.pipeline is None and not stack
-    items = list_items(spec, args.examples, args.seed)   # every entry checked before the model is loaded
+    if args.attributes and spec.kind == "shapes":
+        raise ValueError("--attributes needs boxes: or gqa: data (shapes scenes carry no attribute words)")
+    items = list_items(spec, args.examples, args.seed, attributes=args.attributes)   # checked before the model loads
     rank, world, barrier, device = distributed_rank(args.device)
     pipe, _ = load_pipeline(args.pipeline)
     pipe = pipe.to(device)
@@ -290,7 +296,7 @@ def _train_classifier(args) -> int:
                             max_items=args.examples, dual=True, mode=args.mode,
                             psnr_floor=args.psnr_floor if args.mode == "fixed-point" else None, seed=args.seed,
                             shard_size=args.shard_size, rank=rank, world=world, barrier=barrier, items=items,
-                            stack=stack)
+                            stack=stack, relations=tuple(RELATIONS) + ((ATTRIBUTE,) if args.attributes else ()))
     if data is None:                               # not rank 0: its shards are made; rank 0 trains
         return 0
     if len(data) == 0:

@@ -23,16 +23,17 @@ from .map_shards import ShardedMaps, make_shards, write_manifest
 from .relations import RELATIONS
 
 
-def list_items(spec: DataSpec, max_items: int | None, seed: int = 0) -> list[Any]:
+def list_items(spec: DataSpec, max_items: int | None, seed: int = 0, attributes: bool = False) -> list[Any]:
     """The spec's examples, images unread where they live on disk (``ExampleRef``: reading its list
     checks every entry, before any model work); shapes scenes are drawn here (small). ``load_item``
-    turns one into a ``RelationExample``."""
+    turns one into a ``RelationExample``. ``attributes``: the objects' attributes give ("is")
+    examples too (boxes and GQA)."""
     from .datasets import box_folder_refs, gqa_refs
     if spec.kind == "boxes":
-        items = box_folder_refs(spec.paths[0], max_items)
+        items = box_folder_refs(spec.paths[0], max_items, attributes=attributes)
         where = f"{spec.paths[0]}/boxes.json"
     elif spec.kind == "gqa":
-        items = gqa_refs(spec.paths[0], spec.paths[1], max_items, seed=seed)
+        items = gqa_refs(spec.paths[0], spec.paths[1], max_items, seed=seed, attributes=attributes)
         where = spec.paths[0]
     else:
         from l2s_shapes.scenes import relation_examples

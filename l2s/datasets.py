@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from .geneval import relations_between
-from .inversion import RelationExample
+from .inversion import ATTRIBUTE, RelationExample
 
 
 def _load_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -69,11 +69,22 @@ def _check_inside(box: tuple[float, float, float, float], w: float, h: float, wh
         raise ValueError(f"{where}: box {list(box)} is empty or outside the {w:g}x{h:g} image")
 
 
-def box_folder_refs(folder: str | Path, max_examples: int | None = None) -> list[ExampleRef]:
+def _attribute_refs(path: Path, name: str, attributes: Any, where: str) -> list[ExampleRef]:
+    """(attribute, "is", object) examples of one object's ``attributes`` (a list of words)."""
+    if attributes is None:
+        return []
+    if not isinstance(attributes, list) or not all(isinstance(a, str) and a.strip() for a in attributes):
+        raise ValueError(f"{where}: attributes must be a list of words, got {attributes!r}")
+    return [ExampleRef(path, a.strip(), name, ATTRIBUTE) for a in attributes]
+
+
+def box_folder_refs(folder: str | Path, max_examples: int | None = None, attributes: bool = False) -> list[ExampleRef]:
     """Examples from ``folder/boxes.json``, images not yet read. The format: a list of
     ``{"image": "a.png", "objects": [{"name": "dog", "box": [x0, y0, x1, y1]}, ...]}`` with boxes
     in pixels of the original image (x right, y down); relations come from the boxes (module doc).
-    A missing image, a malformed or outside box names the file and the entry."""
+    An object may list ``"attributes": ["white", ...]``: with ``attributes`` each gives an
+    (attribute, "is", object) example too. A missing image, a malformed or outside box names the
+    file and the entry."""
     from PIL import Image
     folder = Path(folder)
     index = folder / "boxes.json"
@@ -102,6 +113,8 @@ def box_folder_refs(folder: str | Path, max_examples: int | None = None) -> list
             box = _box(o.get("box"), f"{where} object {j} ({o['name']!r})")
             _check_inside(box, w, h, f"{where} object {j} ({o['name']!r})")
             objs.append((o["name"], (box[0] / w, box[1] / h, box[2] / w, box[3] / h)))
+            if attributes:
+                out.extend(_attribute_refs(path, o["name"], o.get("attributes"), f"{where} object {j}"))
         out.extend(ExampleRef(path, s, o, r) for s, r, o in pairs_from_boxes(objs))
         if max_examples is not None and len(out) >= max_examples:
             return out[:max_examples]
@@ -114,10 +127,11 @@ def box_folder_examples(folder: str | Path, size: int = 64, max_examples: int | 
 
 
 def gqa_refs(scene_graphs: str | Path, image_dir: str | Path, max_examples: int | None = None,
-             max_per_image: int = 2, seed: int = 0) -> list[ExampleRef]:
+             max_per_image: int = 2, seed: int = 0, attributes: bool = False) -> list[ExampleRef]:
     """Examples from GQA's scene-graph JSON (``{image_id: {"width", "height", "objects": {id:
     {"name", "x", "y", "w", "h", ...}}}}``) and its image folder (``{image_id}.jpg``), images not
-    yet read; at most ``max_per_image`` pairs per image, chosen at random."""
+    yet read; at most ``max_per_image`` pairs per image, chosen at random (and with ``attributes``
+    at most as many (attribute, "is", object) examples from the objects' ``attributes``)."""
     graphs = json.loads(Path(scene_graphs).read_text())
     rng = np.random.default_rng(seed)
     out = []
@@ -140,6 +154,10 @@ def gqa_refs(scene_graphs: str | Path, image_dir: str | Path, max_examples: int 
         for k in rng.permutation(len(pairs))[:max_per_image]:
             s, r, o = pairs[k]
             out.append(ExampleRef(path, s, o, r))
+        if attributes:
+            attrs = [ref for oid, o in g["objects"].items() for ref in
+                     _attribute_refs(path, o["name"], o.get("attributes"), f"{scene_graphs} image {image_id} object {oid}")]
+            out.extend(attrs[k] for k in rng.permutation(len(attrs))[:max_per_image])
         if max_examples is not None and len(out) >= max_examples:
             return out[:max_examples]
     return out

@@ -34,9 +34,27 @@ from .prompts import parse_prompt
 from .replay import DenoiserCall
 
 
+# the attribute class (the authors' "is"): "a white dog" read as (white, is, dog), the attribute's
+# and the object's tokens as the two maps; optional, beside the spatial relations
+ATTRIBUTE = "is"
+
+
 def relation_prompt(subject: str, relation: str, obj: str) -> str:
-    """The prompt template both inversions use: "a {subject} {relation} a {object}"."""
+    """The prompt template both inversions use: "a {subject} {relation} a {object}"; for the
+    attribute class "a {attribute} {object}"."""
+    if relation == ATTRIBUTE:
+        return f"a {subject} {obj}"
     return f"a {subject} {relation} a {obj}"
+
+
+def attribute_tokens(tokenizer: Any, attribute: str, obj: str) -> list[list[int]]:
+    """Token indices of the attribute and of the object in ``relation_prompt(attribute, "is", obj)``."""
+    from .prompts import token_indices
+    prompt = relation_prompt(attribute, ATTRIBUTE, obj)
+    a0 = 2
+    o0 = a0 + len(attribute) + 1
+    return [list(token_indices(tokenizer, prompt, (a0, a0 + len(attribute)))),
+            list(token_indices(tokenizer, prompt, (o0, o0 + len(obj))))]
 
 
 def wrong_relation(relation: str, rng: np.random.Generator, relations: Sequence[str] = RELATIONS) -> str:
@@ -219,13 +237,15 @@ class MapInverter:
 
     @torch.no_grad()
     def read(self, x0: torch.Tensor, prompt: str, step_indices: Sequence[int],
-             generator: torch.Generator | None = None) -> np.ndarray:
+             generator: torch.Generator | None = None, tokens: list[list[int]] | None = None) -> np.ndarray:
         """Maps [len(step_indices), 2, S, S] of one image (x0 [1, C, H, W]) under ``prompt``,
-        whose first two objects are the subject and the object."""
-        parsed = parse_prompt(prompt, self.tokenizer)
-        if len(parsed.objects) < 2:
-            raise ValueError(f"{prompt!r} names fewer than two objects")
-        tokens = [list(parsed.objects[0].tokens), list(parsed.objects[1].tokens)]
+        whose first two objects are the subject and the object (``tokens``: the two token groups
+        given instead, e.g. an attribute and its object)."""
+        if tokens is None:
+            parsed = parse_prompt(prompt, self.tokenizer)
+            if len(parsed.objects) < 2:
+                raise ValueError(f"{prompt!r} names fewer than two objects")
+            tokens = [list(parsed.objects[0].tokens), list(parsed.objects[1].tokens)]
         self.replay.probe(self.pipe, prompt, **self._probe_kwargs())          # records the call
         timesteps = self.pipe.scheduler.timesteps
         t0 = timesteps[0]
@@ -341,14 +361,16 @@ def build_dataset(inverter: MapInverter, examples: Sequence[RelationExample], st
         x0 = inverter.encode(ex.image[None])
         label = label_indices([ex.relation], relations)[0]
         prompts = [relation_prompt(ex.subject, ex.relation, ex.object)]
-        if dual:
+        tokens = attribute_tokens(inverter.tokenizer, ex.subject, ex.object) if ex.relation == ATTRIBUTE else None
+        if dual and tokens is None:                      # an attribute row has no wrong-relation twin
             rng = np.random.default_rng((seed, n))
-            prompts.append(relation_prompt(ex.subject, wrong_relation(ex.relation, rng, relations), ex.object))
+            spatial = [r for r in relations if r != ATTRIBUTE]
+            prompts.append(relation_prompt(ex.subject, wrong_relation(ex.relation, rng, spatial), ex.object))
         reads = []
         for prompt in prompts:
             # the same noise for both prompts: the rows of an image differ by the prompt only
             gen = torch.Generator().manual_seed(seed * 1_000_003 + n)
-            reads.append(inverter.read(x0, prompt, step_indices, generator=gen))
+            reads.append(inverter.read(x0, prompt, step_indices, generator=gen, tokens=tokens))
             if inverter.psnr_floor is not None and inverter.last_psnr < inverter.psnr_floor:
                 break                                    # a poor reconstruction: the image is dropped
         if len(reads) < len(prompts):

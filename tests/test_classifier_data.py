@@ -294,3 +294,33 @@ def test_train_the_transformer_kind_on_a_pipeline_then_steer_with_it(folders, tm
     with Steerer(pipe, clf, "a cat to the left of a dog", steps=[0, 1], iterations=1) as steer:
         image = steer.generate(pipe, "a cat to the left of a dog", num_inference_steps=4, output_type="np").images[0]
     assert np.isfinite(image).all() and len(steer.records) >= 2
+
+
+def test_the_attribute_class(folders, tmp_path, capsys):
+    """--attributes: an object's "attributes" give "a {attribute} {object}" rows labelled "is",
+    read with the attribute's and the object's own tokens, positive prompt only; a malformed list
+    is named."""
+    from l2s.inversion import attribute_tokens
+    boxes = write_boxes(tmp_path / "boxes", n=2)
+    entries = json.loads((boxes / "boxes.json").read_text())
+    entries[0]["objects"][0]["attributes"] = ["red", "small"]
+    (boxes / "boxes.json").write_text(json.dumps(entries))
+    refs = box_folder_refs(boxes, attributes=True)
+    assert [(r.subject, r.relation, r.object) for r in refs if r.relation == "is"] == [("red", "is", "cat"),
+                                                                                         ("small", "is", "cat")]
+    tok = _load(folders / "sd").tokenizer
+    ids = tok("a red cat")["input_ids"]
+    groups = attribute_tokens(tok, "red", "cat")
+    assert [tok.decode([ids[i] for i in g]).strip() for g in groups] == ["red", "cat"]
+    assert main(_train_args(folders / "sd", boxes, tmp_path / "run", "--attributes")) == 0
+    report = json.loads(capsys.readouterr().out)
+    data = ShardedMaps(tmp_path / "run" / "maps").load()
+    names = [data.meta["relations"][i] for i in data.labels]
+    assert data.meta["relations"][-1] == "is" and names.count("is") == 2 * 2       # 2 attributes x 2 steps, no twin
+    assert report["rows"] == 4 * 2 * 2 + 4
+    from l2s import load_classifier
+    assert load_classifier(report["saved"]).config.relations[-1] == "is"
+    entries[1]["objects"][1]["attributes"] = "blue"
+    (boxes / "boxes.json").write_text(json.dumps(entries))
+    line = _one_line_error(_train_args(folders / "sd", boxes, tmp_path / "o", "--attributes"), capsys)
+    assert "entry 1 object 1" in line and "attributes must be a list of words" in line
