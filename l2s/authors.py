@@ -361,9 +361,11 @@ class AuthorsClassifier:
         return float(loss.detach())
 
     def snapshot(self) -> dict:
+        """A copy of the weights (``restore`` puts it back): the best epoch of a training run."""
         return {k: v.detach().clone() for k, v in self.params.items()}
 
     def restore(self, snapshot: dict) -> None:
+        """Put back weights taken by ``snapshot`` (in place: the optimiser keeps its tensors)."""
         with torch.no_grad():
             for k, v in snapshot.items():
                 self.params[k].copy_(v)

@@ -238,6 +238,7 @@ class RelationClassifier(ModelHubMixin, library_name="l2s", license="other",
         return self.params.clone() if _is_torch(self.params) else np.array(self.params, copy=True)
 
     def restore(self, snapshot: Array) -> None:
+        """Put back parameters taken by ``snapshot``."""
         self.params[:] = snapshot
 
     def train_step(self, x: Array, labels: Any, steps: Any = None, lr: float = 1e-4,

@@ -13,6 +13,7 @@ class DataSpec:
     paths: tuple[str, ...] = ()
 
     def text(self) -> str:
+        """The spec as written on the command line."""
         return self.kind + (":" + ",".join(self.paths) if self.paths else "")
 
 

@@ -34,6 +34,7 @@ def shard_stem(folder: str | Path, k: int) -> Path:
 
 
 def shard_count(n_items: int, shard_size: int) -> int:
+    """How many shards ``n_items`` source items make at ``shard_size`` items per shard."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     return -(-n_items // shard_size)
@@ -136,9 +137,11 @@ class ShardedMaps:
 
     @property
     def n_shards(self) -> int:
+        """The number of shards (the manifest's)."""
         return int(self.manifest["n_shards"])
 
     def shard(self, k: int) -> MapDataset:
+        """Shard k in memory."""
         return load_shard(self.folder, k)
 
     def iter_shards(self, order: Sequence[int] | None = None) -> Iterator[MapDataset]:

@@ -32,6 +32,7 @@ class ShardSplit:
 
     @property
     def meta(self) -> dict:
+        """The dataset's metadata (relations, map size, kind...)."""
         return self.data.meta
 
     def _rows(self, part: MapDataset) -> MapDataset:
@@ -41,6 +42,7 @@ class ShardSplit:
         return part.subset(np.flatnonzero(mask))
 
     def parts(self, rng: np.random.Generator | None = None) -> Iterator[MapDataset]:
+        """This split's rows shard by shard (shards in a random order when ``rng`` is given)."""
         order = None if rng is None else rng.permutation(self.data.n_shards)
         for part in self.data.iter_shards(order):
             yield self._rows(part)
