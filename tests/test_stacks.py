@@ -94,3 +94,81 @@ def test_a_stack_wider_than_the_checkpoint_is_refused(sd, tmp_path):
     clf.meta["input_channels"] = 4
     with pytest.raises(ValueError, match="reads at most 4"):
         Steerer(sd, clf, PROMPT)
+
+
+class _RecordFluxProbs:
+    """Wraps a Flux processor and keeps the full image-query x text-key probabilities per head,
+    recomputed the way FluxAttnProcessor orders the sequence ([text, image], rotary on the whole)."""
+
+    def __init__(self, inner, store, name, n_text):
+        self.inner, self.store, self.name, self.n_text = inner, store, name, n_text
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        from diffusers.models.embeddings import apply_rotary_emb
+        q = attn.norm_q(attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1)))
+        k = attn.norm_k(attn.to_k(hidden_states).unflatten(-1, (attn.heads, -1)))
+        if encoder_hidden_states is not None:
+            eq = attn.norm_added_q(attn.add_q_proj(encoder_hidden_states).unflatten(-1, (attn.heads, -1)))
+            ek = attn.norm_added_k(attn.add_k_proj(encoder_hidden_states).unflatten(-1, (attn.heads, -1)))
+            q, k = torch.cat([eq, q], 1), torch.cat([ek, k], 1)
+        q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1).transpose(1, 2).double()
+        k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1).transpose(1, 2).double()
+        L = self.n_text                                               # softmax over the text keys only
+        self.store[self.name] = torch.softmax(q[:, :, L:] @ k[:, :, :L].transpose(-1, -2) * attn.head_dim ** -0.5, -1)
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+
+def test_flux_stack_matches_a_plain_recording():
+    """Flux stacks: double-stream blocks then single-stream ones, every head, tokens averaged, the
+    6x4 grid resized to 16x16 and renormalised — against full probabilities recorded per head."""
+    from l2s.capture import MapCapture
+    from l2s.ops import combine_stacks
+    from l2s.testing import flux_inputs, tiny_flux
+    model = tiny_flux()
+    inputs = flux_inputs(model, batch=1, seed=5)
+    adapter = adapter_for(model)
+    layers = adapter.stack_order(find_cross_attention_layers(model))
+    assert [l.block for l in layers] == ["double", "double", "single", "single"]
+    tokens = [[1], [2, 4]]
+    store, originals = {}, {l.name: l.module.processor for l in layers}
+    for l in layers:
+        l.module.set_processor(_RecordFluxProbs(originals[l.name], store, l.name, 7))
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for l in layers:
+            l.module.set_processor(originals[l.name])
+    want = []
+    for l in layers:
+        p = store[l.name]                                             # [1, H, 24, 7]
+        m = torch.stack([p[..., tk].mean(-1) for tk in tokens], 1).reshape(1, 2, p.shape[1], 6, 4)
+        m = F.interpolate(m.reshape(-1, 1, 6, 4), size=(16, 16), mode="bilinear", align_corners=False)
+        want.append(m.reshape(1, 2, p.shape[1], 16, 16))
+    want = torch.cat(want, 2)
+    want = want / (want.sum((-2, -1), keepdim=True) + 1e-8)
+    with torch.no_grad(), MapCapture(model, layers, early_exit=False, stack=True) as cap:
+        cap.begin(tokens, (6, 4), n_text=7)
+        model(**inputs)
+        maps = cap.end()
+    got = combine_stacks([maps[l.name] for l in layers], 16)
+    assert got.shape == (1, 2, sum(l.module.heads for l in layers), 16, 16) == want.shape
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_steering_a_tiny_flux_pipeline_with_a_converted_checkpoint(tmp_path):
+    from test_authors import _checkpoint
+    from l2s import load_classifier
+    from l2s.authors import convert_checkpoint
+    from l2s.testing import tiny_flux_pipeline
+    pipe = tiny_flux_pipeline(tmp_path)
+    path, _, order = _checkpoint(tmp_path, "flux_dev")
+    clf = load_classifier(convert_checkpoint(path, tmp_path / "clf"))
+    with Steerer(pipe, clf, PROMPT, steps=[1], iterations=3, step_size=0.3, loss_target=-1.0) as steer:
+        assert steer.stack and [l.block for l in steer.layers] == ["double", "double", "single", "single"]
+        steer.generate(pipe, PROMPT, num_inference_steps=4, height=32, width=32, output_type="np",
+                       generator=torch.Generator().manual_seed(0))
+    losses = [r.loss for r in steer.records]
+    assert len(losses) == 3 and losses[-1] < losses[0]                  # the updates lower the loss
+    assert steer.records[0].label == order.index("to the left of")
+    assert steer.records[0].maps.shape[2] == sum(l.module.heads for l in steer.layers)
