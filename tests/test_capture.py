@@ -162,18 +162,11 @@ class _ReferenceFluxProbs:
         self.inner, self.store, self.name, self.n_text, self.tokens = inner, store, name, n_text, tokens
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        from diffusers.models.embeddings import apply_rotary_emb
-        q = attn.norm_q(attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1)))
-        k = attn.norm_k(attn.to_k(hidden_states).unflatten(-1, (attn.heads, -1)))
-        if encoder_hidden_states is not None:
-            eq = attn.norm_added_q(attn.add_q_proj(encoder_hidden_states).unflatten(-1, (attn.heads, -1)))
-            ek = attn.norm_added_k(attn.add_k_proj(encoder_hidden_states).unflatten(-1, (attn.heads, -1)))
-            q, k = torch.cat([eq, q], 1), torch.cat([ek, k], 1)
-        q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1)
-        k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
+        from helpers import flux_joint_qk
+        q, k = flux_joint_qk(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         L = self.n_text
-        self.store[self.name] = attn_maps_torch(q[:, L:].transpose(1, 2).double(), k[:, :L].transpose(1, 2).double(),
-                                                self.tokens, attn.head_dim ** -0.5)
+        self.store[self.name] = attn_maps_torch(q[:, :, L:].double(), k[:, :, :L].double(), self.tokens,
+                                                attn.head_dim ** -0.5)
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
 

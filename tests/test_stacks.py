@@ -104,15 +104,8 @@ class _RecordFluxProbs:
         self.inner, self.store, self.name, self.n_text = inner, store, name, n_text
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        from diffusers.models.embeddings import apply_rotary_emb
-        q = attn.norm_q(attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1)))
-        k = attn.norm_k(attn.to_k(hidden_states).unflatten(-1, (attn.heads, -1)))
-        if encoder_hidden_states is not None:
-            eq = attn.norm_added_q(attn.add_q_proj(encoder_hidden_states).unflatten(-1, (attn.heads, -1)))
-            ek = attn.norm_added_k(attn.add_k_proj(encoder_hidden_states).unflatten(-1, (attn.heads, -1)))
-            q, k = torch.cat([eq, q], 1), torch.cat([ek, k], 1)
-        q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1).transpose(1, 2).double()
-        k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1).transpose(1, 2).double()
+        from helpers import flux_joint_qk
+        q, k = (t.double() for t in flux_joint_qk(attn, hidden_states, encoder_hidden_states, image_rotary_emb))
         L = self.n_text                                               # softmax over the text keys only
         self.store[self.name] = torch.softmax(q[:, :, L:] @ k[:, :, :L].transpose(-1, -2) * attn.head_dim ** -0.5, -1)
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
