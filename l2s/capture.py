@@ -66,6 +66,14 @@ def select_layers(model: torch.nn.Module, blocks: Sequence[str] | None = None, s
     return chosen
 
 
+def stack_layers(model: torch.nn.Module, names: Sequence[str] | None = None) -> list[CrossAttentionLayer]:
+    """The layers of a map stack (the authors' classifier input) in the family's channel order:
+    every cross-attention layer, or those ``names``."""
+    adapter = adapter_for(model)
+    found = select_layers(model, names=names) if names is not None else adapter.find_layers(model)
+    return adapter.stack_order(found)
+
+
 # ---------------------------------------------------------------------------------------------
 # the capture context
 

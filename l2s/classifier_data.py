@@ -13,13 +13,12 @@ are done.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .data_spec import DataSpec
 from .inversion import MapDataset, MapInverter, RelationExample, build_dataset
-from .map_shards import ShardedMaps, make_shards, write_manifest
+from .map_shards import ShardedMaps, make_shards, write_atomic, write_manifest
 from .relations import RELATIONS
 
 
@@ -76,9 +75,7 @@ def check_settings(out: str | Path, settings: dict) -> None:
                              "folder, or delete it to start over")
         return
     Path(out).mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{SETTINGS}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, lambda p: p.write_text(json.dumps(settings, indent=1, sort_keys=True)))
 
 
 def make_map_dataset(pipe: Any, out: str | Path, spec: DataSpec, step_indices: Sequence[int],

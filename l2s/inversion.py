@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .capture import select_layers
+from .capture import select_layers, stack_layers
 from .classifier import step_index
 from .relations import RELATIONS, label_indices
 from .prompts import parse_prompt
@@ -83,14 +83,23 @@ class MapDataset:
         """Single inversion: the rows made with the true relation in the prompt."""
         return self.subset(np.flatnonzero(self.inversion == 0))
 
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The stored form (safetensors): maps as float16, the rest as int32 / int8."""
+        return {"maps": self.maps.astype(np.float16), "labels": self.labels.astype(np.int32),
+                "steps": self.steps.astype(np.int32), "inversion": self.inversion.astype(np.int8),
+                "image": self.image.astype(np.int32)}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, np.ndarray], meta: dict) -> "MapDataset":
+        """The inverse of ``tensors`` (maps back to float32)."""
+        return cls(t["maps"].astype(np.float32), t["labels"], t["steps"], t["inversion"], t["image"], meta)
+
     def save(self, path: str | Path) -> Path:
         """``path``.safetensors (maps as float16) + ``path``.json (metadata)."""
         from safetensors.numpy import save_file
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"maps": self.maps.astype(np.float16), "labels": self.labels.astype(np.int32),
-                   "steps": self.steps.astype(np.int32), "inversion": self.inversion.astype(np.int8),
-                   "image": self.image.astype(np.int32)}, str(path.with_suffix(".safetensors")))
+        save_file(self.tensors(), str(path.with_suffix(".safetensors")))
         path.with_suffix(".json").write_text(json.dumps(self.meta, indent=1, sort_keys=True))
         return path.with_suffix(".safetensors")
 
@@ -98,16 +107,18 @@ class MapDataset:
     def load(cls, path: str | Path) -> "MapDataset":
         from safetensors.numpy import load_file
         path = Path(path)
-        t = load_file(str(path.with_suffix(".safetensors")))
         meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
-        return cls(t["maps"].astype(np.float32), t["labels"], t["steps"], t["inversion"], t["image"], meta)
+        return cls.from_tensors(load_file(str(path.with_suffix(".safetensors"))), meta)
 
     @staticmethod
-    def concat(parts: Sequence["MapDataset"]) -> "MapDataset":
+    def concat(parts: Sequence["MapDataset"], renumber_images: bool = True) -> "MapDataset":
+        """The parts' rows in order; image ids renumbered so that the parts' images stay apart
+        (``renumber_images=False``: kept as they are, e.g. global ids of shards)."""
         offset, images = 0, []
         for p in parts:
             images.append(p.image + offset)
-            offset += int(p.image.max()) + 1 if len(p) else 0
+            if renumber_images:
+                offset += int(p.image.max()) + 1 if len(p) else 0
         return MapDataset(np.concatenate([p.maps for p in parts]), np.concatenate([p.labels for p in parts]),
                           np.concatenate([p.steps for p in parts]), np.concatenate([p.inversion for p in parts]),
                           np.concatenate(images), dict(parts[0].meta) if parts else {})
@@ -158,13 +169,8 @@ class MapInverter:
         self.last_psnr: float | None = None
         self.replay = DenoiserCall(pipe)
         self.stack = stack
-        if stack:                                          # every layer, in the stack's channel order
-            adapter = self.replay.adapter
-            found = select_layers(self.replay.denoiser, names=layers) if layers is not None else \
-                adapter.find_layers(self.replay.denoiser)
-            self.layers = adapter.stack_order(found)
-        else:
-            self.layers = select_layers(self.replay.denoiser, blocks, sides, layers)
+        self.layers = stack_layers(self.replay.denoiser, layers) if stack else \
+            select_layers(self.replay.denoiser, blocks, sides, layers)
         self.tokenizer = self.replay.adapter.object_tokenizer(pipe)   # the steerer's choice (Flux: T5)
 
     def close(self) -> None:
@@ -267,17 +273,11 @@ class MapInverter:
         # first move (from the clean image) evaluates the model on x0 at the first target step, as
         # DDIM inversion usually does; later moves use the prediction at the current step.
         wanted = {int(i) for i in step_indices}
-        by_index, z, t_cur = {}, x0, None
+        by_index, z, a_cur, t_cur = {}, x0, 1.0, None     # the clean image sits at alpha 1
         for i in range(len(timesteps) - 1, min(wanted) - 1, -1):       # least noisy step first
-            t = timesteps[i]
-            a = self._alpha(t)
-            t_eval = t if t_cur is None else t_cur
-            c, _, _ = self._call_at(z, t_eval, t0)
-            pred = self.replay.run(c)[0]
-            x0_pred, eps = self._x0_eps(pred.float(), z.float(), self._alpha(t_eval))
-            if t_cur is None:
-                x0_pred = x0.float()
-            z, t_cur = (a ** 0.5 * x0_pred + (1 - a) ** 0.5 * eps).to(x0.dtype), t
+            t, a = timesteps[i], self._alpha(timesteps[i])
+            eps = self._eps(z, t if t_cur is None else t_cur, t0)
+            z, a_cur, t_cur = ddim_move(z.float(), a_cur, a, eps).to(x0.dtype), a, t
             if i in wanted:
                 by_index[i] = self._maps(z, t, t0, tokens)
         return np.concatenate([by_index[int(i)] for i in step_indices])

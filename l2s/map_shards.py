@@ -20,8 +20,6 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
-
 from .inversion import MapDataset
 
 MANIFEST = "manifest.json"
@@ -53,7 +51,9 @@ def shard_done(folder: str | Path, k: int) -> bool:
     return stem.with_suffix(".json").exists() and stem.with_suffix(".safetensors").exists()
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename it into place: a reader (or a
+    rerun after a kill) sees the whole file or none of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -65,12 +65,10 @@ def save_shard(folder: str | Path, k: int, ds: MapDataset, items: tuple[int, int
     from safetensors.numpy import save_file
     stem = shard_stem(folder, k)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"maps": ds.maps.astype(np.float16), "labels": ds.labels.astype(np.int32),
-               "steps": ds.steps.astype(np.int32), "inversion": ds.inversion.astype(np.int8),
-               "image": ds.image.astype(np.int32)}
-    _write_atomic(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
+    tensors = ds.tensors()
+    write_atomic(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
     info = {"shard": k, "items": list(items), "rows": len(ds), "meta": ds.meta}
-    _write_atomic(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=1, sort_keys=True)))
+    write_atomic(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=1, sort_keys=True)))
     return stem.with_suffix(".safetensors")
 
 
@@ -81,8 +79,7 @@ def load_shard(folder: str | Path, k: int) -> MapDataset:
     if not shard_done(folder, k):
         raise FileNotFoundError(f"shard {k} of {folder} is missing or unfinished ({stem}.json / .safetensors)")
     info = json.loads(stem.with_suffix(".json").read_text())
-    t = load_file(str(stem.with_suffix(".safetensors")))
-    return MapDataset(t["maps"].astype(np.float32), t["labels"], t["steps"], t["inversion"], t["image"], info["meta"])
+    return MapDataset.from_tensors(load_file(str(stem.with_suffix(".safetensors"))), info["meta"])
 
 
 def make_shards(folder: str | Path, n_items: int, shard_size: int,
@@ -117,7 +114,7 @@ def write_manifest(folder: str | Path, n_items: int, shard_size: int, meta: dict
     dropped = [n for info in infos for n in info["meta"].get("dropped_psnr", [])]
     manifest = {"format": 1, "n_items": n_items, "shard_size": shard_size, "n_shards": n_shards,
                 "rows": rows, "total_rows": int(sum(rows)), "dropped_psnr": dropped, "meta": meta}
-    _write_atomic(folder / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1, sort_keys=True)))
+    write_atomic(folder / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1, sort_keys=True)))
     return manifest
 
 
@@ -151,7 +148,6 @@ class ShardedMaps:
 
     def load(self) -> MapDataset:
         """Every row in memory, in shard order (image ids are global source-item indices)."""
-        parts = list(self.iter_shards())
-        return MapDataset(np.concatenate([p.maps for p in parts]), np.concatenate([p.labels for p in parts]),
-                          np.concatenate([p.steps for p in parts]), np.concatenate([p.inversion for p in parts]),
-                          np.concatenate([p.image for p in parts]), dict(self.meta))
+        data = MapDataset.concat(list(self.iter_shards()), renumber_images=False)
+        data.meta = dict(self.meta)
+        return data

@@ -27,7 +27,7 @@ import torch
 
 from . import core
 from .callbacks import StepHook
-from .capture import select_layers
+from .capture import select_layers, stack_layers
 from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
 from .prompts import ParsedPrompt, parse_prompt
@@ -200,9 +200,7 @@ class Steerer(StepHook):
         in the stack's channel order (``ModelAdapter.stack_order``)."""
         c = self.config
         if self.stack:
-            chosen = select_layers(self.denoiser, names=c.layers) if c.layers is not None \
-                else self.adapter.find_layers(self.denoiser)
-            chosen = self.adapter.stack_order(chosen)
+            chosen = stack_layers(self.denoiser, c.layers)
             limit = int(loss.meta.get("input_channels", 10 ** 9))
             channels = sum(int(getattr(l.module, "heads", 0)) for l in chosen)
             if channels > limit:

@@ -5,7 +5,7 @@ import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from l2s.callbacks import L2SCallback, MapRecorder
-from l2s.capture import select_layers
+from l2s.capture import select_layers, stack_layers
 from l2s.prompts import parse_prompt
 from l2s.steer import Steerer
 
@@ -63,9 +63,7 @@ def test_map_recorder_reads_the_steering_maps_and_changes_nothing(sd, classifier
 
 def test_map_recorder_records_stacks(sd):
     """stack=True: per-(layer, head) maps of the given layers, in their order: [B, triplets, 2, C, S, S]."""
-    from l2s.models import adapter_for
-    adapter = adapter_for(sd.unet)
-    layers = adapter.stack_order(adapter.find_layers(sd.unet))
+    layers = stack_layers(sd.unet)
     parsed = parse_prompt(PROMPT, sd.tokenizer)
     with MapRecorder(sd, parsed, steps=[1], layers=layers, map_size=8, stack=True) as rec:
         rec.generate(sd, PROMPT, **_args())

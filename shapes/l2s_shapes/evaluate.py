@@ -121,19 +121,18 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     ``stack``: per-(layer, head) stacks of every layer (the authors' transformer's input), rows
     labelled with the step index itself."""
     from l2s.callbacks import MapRecorder
-    from l2s.capture import select_layers
+    from l2s.capture import select_layers, stack_layers
     from l2s.classifier import step_index
     from l2s.geneval import relations_between
     from l2s.inversion import MapDataset
     from l2s.models import adapter_for
     from l2s.prompts import parse_prompt
     from l2s.relations import label_indices
-    adapter = adapter_for(pipe.unet)
     if stack:
-        chosen = adapter.stack_order(adapter.find_layers(pipe.unet))
+        chosen = stack_layers(pipe.unet)
     else:
         chosen = select_layers(pipe.unet, names=layers) if layers else select_layers(pipe.unet)
-    tokenizer = adapter.object_tokenizer(pipe)
+    tokenizer = adapter_for(pipe.unet).object_tokenizer(pipe)
     maps, labels, step_rows, image = [], [], [], []
     n_img = 0
     for p in tqdm(prompts, desc="generation maps", disable=None, leave=False):
