@@ -82,6 +82,7 @@ int copy_index_vector(const arg_t* a, int64_t B, int32_t limit, const char* what
 extern PyMethodDef attn_maps_methods[];
 extern PyMethodDef map_prep_methods[];
 extern PyMethodDef classifier_methods[];
+extern PyMethodDef authors_net_methods[];
 extern PyMethodDef adamw_methods[];
 extern PyMethodDef latent_methods[];
 extern PyMethodDef runtime_methods[];

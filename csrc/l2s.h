@@ -150,6 +150,62 @@ void classifier_backward_cpu(const l2s_classifier_config* c, const float* params
                              float* workspace, float* dx, float* grads);
 
 /* ---------------------------------------------------------------------------------------
+ * The authors' relation classifier (Learn-to-Steer's transformer; shared/authors-format.md §3):
+ * maps [B, 2, C, map_pixels] (C <= max_channels, any) and embedding rows steps [B] ->
+ *   per object: X = maps W_in^T + b + PE[c]; for each extractor layer X = layer(X + emb[steps]);
+ *   attention pooling with a learned query; A = output projection (map_pixels values)
+ *   head: h = [A_0, A_1] W_p^T + b_p + PE_cls[0]; classifier layers; z = [h, emb_cls[steps]];
+ *   two Linear-LayerNorm-LeakyReLU(-dropout) layers; logits; softmax; cross-entropy.
+ * Encoder layers are pre-norm (attention, then ReLU feed-forward), dropout on the attention output,
+ * the hidden activation and the feed-forward output. Parameters: one flat float32 buffer, tensors
+ * in the authors' state-dict order with the two positional tables moved to the end (AdamW updates
+ * the first n_trained values only); names and places from authors_param_table.
+ * ------------------------------------------------------------------------------------- */
+#define L2S_AUTHORS_MAX_LAYERS 16
+
+typedef struct {
+    int d, map_pixels, max_channels, n_steps;     /* d_model, S*S, the PE table's rows, embedding rows */
+    int ex_layers, ex_heads, ex_ff, pool_heads;   /* extractor */
+    int cl_layers, cl_heads, cl_ff, step_dim;     /* relation head (step_dim: its embedding width) */
+    int n_relations;
+    float ln_eps, leaky_slope;                    /* 1e-5, 0.1 */
+} l2s_authors_config;
+
+typedef struct { int64_t in_w, in_b, out_w, out_b, l1_w, l1_b, l2_w, l2_b, n1_g, n1_b, n2_g, n2_b; } l2s_encoder_offsets;
+
+typedef struct {
+    int64_t query, in_w, in_b, ex_emb;
+    l2s_encoder_offsets ex[L2S_AUTHORS_MAX_LAYERS];
+    int64_t pool_in_w, pool_in_b, pool_out_w, pool_out_b, out_w, out_b;
+    int64_t cl_emb, proj_w, proj_b;
+    l2s_encoder_offsets cl[L2S_AUTHORS_MAX_LAYERS];
+    int64_t fc0_w, fc0_b, fc1_g, fc1_b, fc4_w, fc4_b, fc5_g, fc5_b, fc8_w, fc8_b;
+    int64_t n_trained;                            /* everything above; the fixed tables follow */
+    int64_t ex_pe, cl_pe, total;
+} l2s_authors_offsets;
+
+const char* authors_config_error(const l2s_authors_config* c);
+l2s_authors_offsets authors_param_offsets(const l2s_authors_config* c);
+/* Tensor i's state-dict name (written into name, cap bytes), offset and element count; returns the
+ * number of tensors (i out of range: nothing written). */
+int authors_param_entry(const l2s_authors_config* c, int i, char* name, int cap, int64_t* offset, int64_t* numel);
+/* Workspace floats for batch B and C channels; -1 if that overflows int64 or a row count overflows int. */
+int64_t authors_workspace_size(const l2s_authors_config* c, int B, int C);
+
+typedef struct { float p; uint64_t seed; } l2s_dropout_config;   /* p = 0: eval mode */
+
+/* probs [B, K] out; losses [B] out when labels is not NULL. Returns 0, or -1 when a scratch
+ * allocation failed. */
+int authors_forward_cpu(const l2s_authors_config* c, const float* params, int B, int C, const float* maps,
+                        const int32_t* steps, const int32_t* labels, l2s_dropout_config drop, float* workspace,
+                        float* probs, float* losses);
+/* Gradients of the batch-MEAN loss of the last forward on this workspace (which it consumes: call
+ * it once per forward). dmaps [B, 2, C, map_pixels] overwritten, grads [total] accumulated into
+ * (the fixed tables get none); either may be NULL. Returns 0 or -1 (allocation). */
+int authors_backward_cpu(const l2s_authors_config* c, const float* params, int B, int C, const int32_t* steps,
+                         const int32_t* labels, l2s_dropout_config drop, float* workspace, float* dmaps, float* grads);
+
+/* ---------------------------------------------------------------------------------------
  * AdamW (decoupled weight decay, bias-corrected), in place over n float32 values.
  * step_t counts from 1.
  * ------------------------------------------------------------------------------------- */

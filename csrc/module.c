@@ -23,7 +23,7 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (PyType_Ready(&BufferType) < 0) return NULL;
     PyObject* m = PyModule_Create(&moduledef);
     if (!m) return NULL;
-    PyMethodDef* tables[] = {attn_maps_methods, map_prep_methods, classifier_methods, adamw_methods, latent_methods,
+    PyMethodDef* tables[] = {attn_maps_methods, map_prep_methods, classifier_methods, authors_net_methods, adamw_methods, latent_methods,
                              runtime_methods};
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
         if (PyModule_AddFunctions(m, tables[i]) < 0) { Py_DECREF(m); return NULL; }
