@@ -7,6 +7,7 @@
 #include <string.h>
 #include <math.h>
 #include "layers.h"
+#include "gemm.h"
 #include "numeric.h"
 #include "parallel.h"
 #include "tiles.h"
@@ -17,7 +18,7 @@
  * W (OUT_SLICE rows, COL_SLICE columns) outermost so a slice stays in cache while every row block
  * passes it (one row block at a time streamed all of W from L3 and ran at 0.4x torch), and the
  * slices go to threads only for products large enough to repay a thread start (~50 us). */
-enum { ROWS = L2S_ROWS, TILED_MIN_ROWS = 2 * L2S_ROWS, OUT_SLICE = 16, COL_SLICE = 8 * L2S_LANES };
+enum { ROWS = L2S_ROWS, TILED_MIN_ROWS = 2 * L2S_ROWS, OUT_SLICE = 16, COL_SLICE = 8 * L2S_LANES, ROW_CHUNK = 256 };
 #define PARALLEL_MIN_MACS (16 << 20)   /* B = 64 on the authors' widths ran slower on two threads */
 
 typedef struct {
@@ -28,26 +29,42 @@ typedef struct {
     l2s_block_ops ops;
 } linear_job;
 
+/* Large products (training batches, the transformer's token rows) take the packed l2s_gemm. */
+static int big_product(int B, int I, int O) {
+    return B >= 16 && (int64_t)B * I * O >= L2S_GEMM_MIN_MACS;
+}
+
 static int64_t slices_per_thread(const linear_job* j, int64_t slices) {
     return (int64_t)j->B * j->I * j->O >= PARALLEL_MIN_MACS ? 1 : slices;
 }
 
 static void linear_forward_slices(void* ctx, int64_t begin, int64_t end) {
     const linear_job* j = ctx;
-    for (int64_t sl = begin; sl < end; sl++) {
-        int o0 = (int)sl * OUT_SLICE, nw = j->O - o0 < OUT_SLICE ? j->O - o0 : OUT_SLICE;
-        const int I = j->I, O = j->O;          /* locals: stores through out may not alias them */
-        const float* b = j->b + o0;
-        for (int r0 = 0; r0 < j->tiled_rows; r0 += ROWS) {
-            float* out = j->out + (int64_t)r0 * O + o0;
-            j->ops.dots(j->in + (int64_t)r0 * I, I, j->W + (int64_t)o0 * I, I, I, nw, out, O);
-            for (int r = 0; r < ROWS; r++)
-                for (int o = 0; o < nw; o++) out[(int64_t)r * O + o] += b[o];
+    const int I = j->I, O = j->O;              /* locals: stores through out may not alias them */
+    for (int c0 = 0; c0 < j->tiled_rows; c0 += ROW_CHUNK) {   /* a chunk of rows stays in L2 ... */
+        int c1 = c0 + ROW_CHUNK < j->tiled_rows ? c0 + ROW_CHUNK : j->tiled_rows;
+        for (int64_t sl = begin; sl < end; sl++) {            /* ... while each W slice passes it */
+            int o0 = (int)sl * OUT_SLICE, nw = O - o0 < OUT_SLICE ? O - o0 : OUT_SLICE;
+            const float* b = j->b + o0;
+            for (int r0 = c0; r0 < c1; r0 += ROWS) {
+                float* out = j->out + (int64_t)r0 * O + o0;
+                j->ops.dots(j->in + (int64_t)r0 * I, I, j->W + (int64_t)o0 * I, I, I, nw, out, O);
+                for (int r = 0; r < ROWS; r++)
+                    for (int o = 0; o < nw; o++) out[(int64_t)r * O + o] += b[o];
+            }
         }
     }
 }
 L2S_HOT void l2s_linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
                                    float* out) {
+    if (big_product(B, I, O)) {                /* out = in W^T: B[k, n] = W[n, k] */
+        l2s_gemm_args g = {in, I, 1, W, 1, I, out, O, B, O, I, 0};
+        if (l2s_gemm(&g) == 0) {
+            for (int r = 0; r < B; r++)
+                for (int o = 0; o < O; o++) out[(int64_t)r * O + o] += b[o];
+            return;
+        }                                      /* no memory for its panels: the tiles below need none */
+    }
     linear_job j = {.in = in, .W = W, .b = b, .out = out, .B = B, .I = I, .O = O,
                     .tiled_rows = B >= TILED_MIN_ROWS ? B / ROWS * ROWS : 0};
     if (j.tiled_rows) {
@@ -97,15 +114,25 @@ L2S_HOT static void linear_dw_plain(const linear_job* j, int o0, int o1, int c0)
         }
     }
 }
-/* dW rows [o0, o0 + ROWS) += dout^T in, reading dout transposed in place (a_col = O). */
+/* dW rows [o0, o0 + ROWS) += dout^T in, reading dout transposed in place (a_col = O), a chunk of
+ * rows of `in` at a time so it is read from L2 by every block (whole, it streamed from memory). */
 static void linear_dw_blocks(void* ctx, int64_t begin, int64_t end) {
     const linear_job* j = ctx;
-    for (int64_t blk = begin; blk < end; blk++) {
-        int o0 = (int)blk * ROWS;
-        if (j->tiled_cols)
-            j->ops.gemm(j->dout + o0, 1, j->O, j->B, j->in, j->I, j->tiled_cols, j->dW + (int64_t)o0 * j->I, j->I, 1);
-        linear_dw_plain(j, o0, o0 + ROWS, j->tiled_cols);              /* columns past the last tile */
+    for (int r0 = 0; r0 < j->B && j->tiled_cols; r0 += ROW_CHUNK) {
+        int rows = j->B - r0 < ROW_CHUNK ? j->B - r0 : ROW_CHUNK;
+        for (int64_t blk = begin; blk < end; blk++) {
+            int o0 = (int)blk * ROWS;
+            j->ops.gemm(j->dout + (int64_t)r0 * j->O + o0, 1, j->O, rows, j->in + (int64_t)r0 * j->I, j->I,
+                        j->tiled_cols, j->dW + (int64_t)o0 * j->I, j->I, 1);
+        }
     }
+    for (int64_t blk = begin; blk < end; blk++)
+        linear_dw_plain(j, (int)blk * ROWS, (int)blk * ROWS + ROWS, j->tiled_cols);   /* columns past the last tile */
+}
+/* db[O] += sum_r dout[r], row by row: dout is read in memory order. */
+L2S_HOT static void bias_grad(const float* dout, int B, int O, float* db) {
+    for (int r = 0; r < B; r++)
+        for (int o = 0; o < O; o++) db[o] += dout[(int64_t)r * O + o];
 }
 /* din[B, din_from:I] = (dout W)[:, din_from:] (overwritten; columns before din_from are left as they
  * are: the first layer's map columns when no map gradient is asked for); dW[O,I] += dout^T in;
@@ -115,22 +142,26 @@ L2S_HOT void l2s_linear_backward(const float* in, const float* W, const float* d
     linear_job j = {.in = in, .W = W, .dout = dout, .din = din, .dW = dW, .B = B, .I = I, .O = O,
                     .tiled_rows = B >= TILED_MIN_ROWS ? B / ROWS * ROWS : 0, .tiled_cols = I / L2S_LANES * L2S_LANES,
                     .din_tiles_from = din_from / L2S_LANES * L2S_LANES, .ops = l2s_pick_block_ops()};
-    if (din_from >= I) {
-        /* no input gradient asked for */
-    } else if (j.tiled_rows && j.din_tiles_from < j.tiled_cols) {
+    l2s_gemm_args gd = {dout, O, 1, W + din_from, I, 1, din + din_from, I, B, I - din_from, O, 0};
+    const int din_done = din_from >= I || (big_product(B, I - din_from, O) && l2s_gemm(&gd) == 0);
+    if (!din_done && j.tiled_rows && j.din_tiles_from < j.tiled_cols) {
         int64_t slices = (j.tiled_cols - j.din_tiles_from + COL_SLICE - 1) / COL_SLICE;
         l2s_parallel_for(slices, slices_per_thread(&j, slices), linear_din_slices, &j);
         linear_din_plain(&j, 0, j.tiled_rows, j.tiled_cols);         /* columns past the last tile */
-    } else {
+    } else if (!din_done) {
         linear_din_plain(&j, 0, j.tiled_rows, din_from);
     }
-    if (din_from < I) linear_din_plain(&j, j.tiled_rows, B, din_from);   /* rows past the last block */
+    if (!din_done) linear_din_plain(&j, j.tiled_rows, B, din_from);  /* rows past the last block */
     if (!dW) return;
+    l2s_gemm_args gw = {dout, 1, O, in, I, 1, dW, I, O, I, B, 1};     /* dW += dout^T in */
+    if (big_product(B, I, O) && l2s_gemm(&gw) == 0) {
+        bias_grad(dout, B, O, db);
+        return;
+    }
     int tiled_outs = j.tiled_rows ? O / ROWS * ROWS : 0;
     if (tiled_outs) l2s_parallel_for(tiled_outs / ROWS, slices_per_thread(&j, tiled_outs / ROWS), linear_dw_blocks, &j);
     linear_dw_plain(&j, tiled_outs, O, 0);                            /* outputs past the last block */
-    for (int o = 0; o < O; o++)
-        for (int r = 0; r < B; r++) db[o] += dout[(int64_t)r * O + o];
+    bias_grad(dout, B, O, db);
 }
 
 /* ---- layernorm over the last dim C: out = (a - mean) * rstd * g + be ----
