@@ -230,18 +230,29 @@ void l2s_softmax_ce_backward(const float* probs, const int32_t* labels, int B, i
 }
 
 
-/* ---- dropout: a mask from a hash of (seed, site, element), the same in forward and backward ---- */
-static inline uint32_t dropout_hash(uint64_t seed, uint32_t site, uint64_t i) {
-    uint64_t z = seed ^ ((uint64_t)site << 40) ^ (i * 0x9E3779B97F4A7C15ull);   /* splitmix64 finaliser */
+/* ---- dropout: a mask from a hash of (seed, site, element), the same in forward and backward ----
+ * A 64-bit key per (seed, site, 2^32-element block) and a 32-bit mix per element (vectorises). */
+static uint64_t splitmix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (uint32_t)((z ^ (z >> 31)) >> 40);                                 /* 24 bits */
+    return z ^ (z >> 31);
 }
 L2S_HOT void l2s_dropout(float* x, int64_t n, float p, uint64_t seed, uint32_t site) {
     if (!(p > 0.f)) return;
     const uint32_t cut = (uint32_t)((double)p * (double)(1u << 24));
     const float keep = 1.f / (1.f - p);
-    for (int64_t i = 0; i < n; i++) x[i] = dropout_hash(seed, site, (uint64_t)i) >= cut ? x[i] * keep : 0.f;
+    for (int64_t block = 0; block * 4294967296ll < n; block++) {
+        const uint64_t key = splitmix64(seed ^ ((uint64_t)site << 40) ^ splitmix64((uint64_t)block));
+        const uint32_t add = (uint32_t)key, mix = (uint32_t)(key >> 32);
+        float* xb = x + block * 4294967296ll;
+        const int64_t m = n - block * 4294967296ll < 4294967296ll ? n - block * 4294967296ll : 4294967296ll;
+        for (int64_t i = 0; i < m; i++) {
+            uint32_t h = ((uint32_t)i * 0x9E3779B1u + add) ^ mix;        /* murmur3's finaliser */
+            h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; h ^= h >> 16;
+            xb[i] = (h >> 8) >= cut ? xb[i] * keep : 0.f;
+        }
+    }
 }
 
 /* ---- small products: ROWS-row register tiles for the bulk, plain loops for the edges ---- */

@@ -7,8 +7,9 @@ conversion to a classifier folder and their network, written from the equations 
     probs = clf.forward(maps, steps)                     # maps [B, 2, C, 16, 16], steps: embedding rows
 
 The checkpoint is opened ONLY with ``torch.load(weights_only=True, map_location="cpu")``: a pickle
-that needs anything but tensors and plain containers is refused and never executed. The network
-runs here in torch (eval mode: dropout off); it is the reference the fused C/CUDA version must match.
+that needs anything but tensors and plain containers is refused and never executed. The network's
+equations are written here in torch (``authors_logits``): the reference the fused C pass
+(``authors_net``, what a CPU runs) is tested against, and what runs on a GPU.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -210,48 +211,67 @@ def _mha(x: torch.Tensor, kv: torch.Tensor, w: torch.Tensor, b: torch.Tensor, wo
     return F.linear((att @ v).transpose(1, 2).reshape(B, Lq, d), wo, bo)
 
 
-def _encoder_layer(x: torch.Tensor, P: dict, p: str, heads: int, dropout: float = 0.0) -> torch.Tensor:
+Drop = Callable[[torch.Tensor, int], torch.Tensor]      # (activation, site) -> dropped activation
+
+
+def _encoder_layer(x: torch.Tensor, P: dict, p: str, heads: int, drop: Drop, site: int) -> torch.Tensor:
     """Pre-norm: y = x + MHA(LN1(x)); out = y + linear2(relu(linear1(LN2(y)))); in training,
-    dropout on the attention output, the hidden activation and the FF output (torch's layer)."""
-    d, train = x.shape[-1], dropout > 0
+    dropout on the attention output, the hidden activation and the FF output (torch's layer),
+    at sites site + 0, 1, 2."""
+    d = x.shape[-1]
     h = F.layer_norm(x, (d,), P[f"{p}.norm1.weight"], P[f"{p}.norm1.bias"], 1e-5)
-    y = x + F.dropout(_mha(h, h, P[f"{p}.self_attn.in_proj_weight"], P[f"{p}.self_attn.in_proj_bias"],
-                           P[f"{p}.self_attn.out_proj.weight"], P[f"{p}.self_attn.out_proj.bias"], heads), dropout, train)
+    y = x + drop(_mha(h, h, P[f"{p}.self_attn.in_proj_weight"], P[f"{p}.self_attn.in_proj_bias"],
+                      P[f"{p}.self_attn.out_proj.weight"], P[f"{p}.self_attn.out_proj.bias"], heads), site)
     h = F.layer_norm(y, (d,), P[f"{p}.norm2.weight"], P[f"{p}.norm2.bias"], 1e-5)
-    h = F.dropout(F.relu(F.linear(h, P[f"{p}.linear1.weight"], P[f"{p}.linear1.bias"])), dropout, train)
-    return y + F.dropout(F.linear(h, P[f"{p}.linear2.weight"], P[f"{p}.linear2.bias"]), dropout, train)
+    h = drop(F.relu(F.linear(h, P[f"{p}.linear1.weight"], P[f"{p}.linear1.bias"])), site + 1)
+    return y + drop(F.linear(h, P[f"{p}.linear2.weight"], P[f"{p}.linear2.bias"]), site + 2)
 
 
-def authors_logits(P: dict, config: dict, maps: torch.Tensor, rows: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+def authors_logits(P: dict, config: dict, maps: torch.Tensor, rows: torch.Tensor, dropout: float = 0.0,
+                   masks: Callable[[int, tuple[int, ...]], torch.Tensor] | None = None) -> torch.Tensor:
     """Logits [B, K] of maps [B, 2, C, S, S] and embedding rows [B] (authors-format.md §3);
-    ``dropout`` > 0: training mode (eval mode, the default, is deterministic)."""
+    ``dropout`` > 0: training mode (eval mode, the default, is deterministic). ``masks(site, shape)``
+    gives the dropout factors instead of torch's generator, laid out as the fused C pass drops:
+    extractor activations [B, 2, C, width] (both objects), head ones [B, width]."""
+    from .authors_net import SITE_EXTRACTOR, SITE_FC0, SITE_FC4, SITE_HEAD
     ex, cl = config["extractor"], config["classifier"]
     B, _, C = maps.shape[:3]
     e = P["object_extractor.timestep_embedding.weight"][rows][:, None]                  # [B, 1, d]
 
-    def extract(M: torch.Tensor) -> torch.Tensor:
+    def dropper(slot: int | None) -> Drop:
+        def drop(t: torch.Tensor, site: int) -> torch.Tensor:
+            if masks is None:
+                return F.dropout(t, dropout, dropout > 0)
+            if slot is None:
+                return t * masks(site, (B, t.shape[-1])).to(t).view_as(t)
+            return t * masks(site, (B, 2, C, t.shape[-1]))[:, slot].to(t)
+        return drop
+
+    def extract(M: torch.Tensor, slot: int) -> torch.Tensor:
         X = F.linear(M.reshape(B, C, -1), P["object_extractor.input_projection.weight"],
                      P["object_extractor.input_projection.bias"])
         X = X + P["object_extractor.positional_encoding.pe"][:, :C]
         for i in range(int(ex["num_layers"])):
-            X = _encoder_layer(X + e, P, f"object_extractor.transformer.layers.{i}", int(ex["nhead"]), dropout)
+            X = _encoder_layer(X + e, P, f"object_extractor.transformer.layers.{i}", int(ex["nhead"]), dropper(slot),
+                               SITE_EXTRACTOR + 4 * i)
         q = P["object_extractor.query_vector"].expand(B, 1, -1)
         a = _mha(q, X, P["object_extractor.layer_attention.in_proj_weight"],
                  P["object_extractor.layer_attention.in_proj_bias"], P["object_extractor.layer_attention.out_proj.weight"],
                  P["object_extractor.layer_attention.out_proj.bias"], int(ex["layer_attn_nheads"]))[:, 0]
         return F.linear(a, P["object_extractor.output_projection.weight"], P["object_extractor.output_projection.bias"])
 
-    s = torch.cat([extract(maps[:, 0]), extract(maps[:, 1])], 1)                             # [B, 2 S^2]
+    s = torch.cat([extract(maps[:, 0], 0), extract(maps[:, 1], 1)], 1)                       # [B, 2 S^2]
     h = (F.linear(s, P["relation_classifier.projection.weight"], P["relation_classifier.projection.bias"])
          + P["relation_classifier.positional_encoding.pe"][0, 0])[:, None]
     for i in range(int(cl["num_layers"])):
-        h = _encoder_layer(h, P, f"relation_classifier.transformer.layers.{i}", int(cl["nhead"]), dropout)
+        h = _encoder_layer(h, P, f"relation_classifier.transformer.layers.{i}", int(cl["nhead"]), dropper(None),
+                           SITE_HEAD + 4 * i)
     z = torch.cat([h[:, 0], P["relation_classifier.timestep_embedding.weight"][rows]], 1)
-    for lin, ln in ((0, 1), (4, 5)):
+    for lin, ln, site in ((0, 1, SITE_FC0), (4, 5, SITE_FC4)):
         z = F.linear(z, P[f"relation_classifier.fc.{lin}.weight"], P[f"relation_classifier.fc.{lin}.bias"])
         z = F.leaky_relu(F.layer_norm(z, (z.shape[-1],), P[f"relation_classifier.fc.{ln}.weight"],
                                       P[f"relation_classifier.fc.{ln}.bias"], 1e-5), 0.1)
-        z = F.dropout(z, dropout, dropout > 0)
+        z = dropper(None)(z, site)
     return F.linear(z, P["relation_classifier.fc.8.weight"], P["relation_classifier.fc.8.bias"])
 
 
@@ -299,7 +319,8 @@ def init_network(config: dict, input_channels: int, n_classes: int, seed: int = 
 class AuthorsClassifier:
     """The authors' relation classifier (a ``losses.RelationLoss`` whose input is a map STACK per
     object, [B, 2, C, 16, 16]): converted from their checkpoint, or trained here (``new``,
-    ``train_step``, ``save_pretrained``). Runs in torch; the fused C/CUDA network is to come."""
+    ``train_step``, ``save_pretrained``). On the CPU it runs fused in ``l2s._C`` (``authors_net``);
+    on a GPU in torch (the C network's CUDA twin is still to come)."""
 
     n_maps = 2
     map_kind = "stack"                   # Steerer captures per-(layer, head) stacks for it
@@ -324,6 +345,14 @@ class AuthorsClassifier:
         bad = sorted(k for k in want if k not in self.params or tuple(self.params[k].shape) != want[k])
         if bad:
             raise ValueError(f"{where} does not match its config: {bad[:5]}")
+        self._shapes = want
+        self._fuse()
+
+    def _fuse(self) -> None:
+        """Run in l2s._C when the weights are on the CPU: the state dict becomes views of its buffer."""
+        from .authors_net import FusedAuthorsNet
+        self._net = FusedAuthorsNet(self.config, int(self.meta["input_channels"]), len(self.relations), self.params)
+        self.params = self._net.views(self._shapes)
 
     @classmethod
     def new(cls, relations: Any, input_channels: int, num_timesteps: int, step_mapping: list[int],
@@ -342,7 +371,11 @@ class AuthorsClassifier:
 
     def train_step(self, maps: Any, labels: Any, steps: Any, lr: float = 1e-4, weight_decay: float = 0.05,
                    dropout: float = 0.1) -> float:
-        """One AdamW step (torch autograd, dropout on) on a batch; the batch's mean loss before it."""
+        """One AdamW step (dropout on) on a batch; the batch's mean loss before it. On the CPU the
+        fused C pass runs it, elsewhere torch autograd."""
+        if self._net is not None:
+            x = torch.as_tensor(np.asarray(maps), dtype=torch.float32)
+            return self._net.train_step(x, labels, self._check(x, steps).numpy(), lr, weight_decay, dropout)
         trained = [k for k in self.params if k not in FIXED]
         if self._opt is None:
             for k in trained:
@@ -374,8 +407,11 @@ class AuthorsClassifier:
         return int(step_rows([step], self.meta.get("step_mapping", []))[0])
 
     def to(self, device: Any) -> "AuthorsClassifier":
-        self.params = {k: v.detach().to(device) for k, v in self.params.items()}
-        self._opt = None
+        """Move the weights (CUDA: the torch network; CPU: the fused C one). Resets the optimiser."""
+        self.params = {k: v.detach().clone().to(device) for k, v in self.params.items()}
+        self._opt, self._net = None, None
+        if torch.device(device).type == "cpu":
+            self._fuse()
         return self
 
     def forward(self, maps: Any, steps: Any) -> torch.Tensor:
@@ -383,21 +419,33 @@ class AuthorsClassifier:
         torch) and embedding rows [B] (already mapped: ``step_row``)."""
         with torch.no_grad():
             x = torch.as_tensor(maps, dtype=torch.float32, device=next(iter(self.params.values())).device)
+            if self._net is not None:
+                return torch.from_numpy(self._net.forward(x, self._check(x, steps).numpy()))
             return torch.softmax(self._logits(x, steps), -1)
 
-    def _logits(self, x: torch.Tensor, steps: Any) -> torch.Tensor:
-        C = x.shape[2]
-        if x.dim() != 5 or x.shape[1] != 2 or C > int(self.meta["input_channels"]):
-            raise ValueError(f"maps must be [B, 2, C <= {self.meta['input_channels']}, S, S], got {list(x.shape)}")
+    def _check(self, x: torch.Tensor, steps: Any) -> torch.Tensor:
+        """The embedding rows of ``steps`` after checking them and the stacks' shape."""
+        C = x.shape[2] if x.dim() > 2 else -1
+        S = int(self.map_size)
+        if x.dim() != 5 or x.shape[1] != 2 or not 1 <= C <= int(self.meta["input_channels"]) or tuple(x.shape[3:]) != (S, S):
+            raise ValueError(f"maps must be [B, 2, C <= {self.meta['input_channels']}, {S}, {S}], got {list(x.shape)}")
         rows = torch.as_tensor(np.asarray(steps).reshape(-1), dtype=torch.long, device=x.device)
         T = int(self.config.get("num_timesteps", 50))
         if rows.numel() != x.shape[0] or (rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= T)):
             raise ValueError(f"steps: {x.shape[0]} embedding rows must lie in [0, {T}), got {rows.tolist()} "
                              "(map denoising steps with step_row)")
-        return authors_logits(self.params, self.config, x, rows)
+        return rows
+
+    def _logits(self, x: torch.Tensor, steps: Any) -> torch.Tensor:
+        return authors_logits(self.params, self.config, x, self._check(x, steps))
 
     def losses_and_grad(self, maps: Any, labels: Any, steps: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample cross-entropy, its gradient w.r.t. the stacks (d sum / d maps), probabilities."""
+        if self._net is not None and not (isinstance(maps, torch.Tensor) and maps.is_cuda):
+            x = torch.as_tensor(maps).detach().float()
+            rows = self._check(x, steps).numpy()
+            losses, dx, probs = self._net.losses_and_grad(x, labels, rows)
+            return torch.from_numpy(losses), torch.from_numpy(dx), torch.from_numpy(probs)
         x = torch.as_tensor(maps).detach().float().requires_grad_(True)
         with torch.enable_grad():
             logits = self._logits(x, steps)
