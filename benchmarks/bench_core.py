@@ -4,6 +4,10 @@ device's floor; print a markdown table.
     python benchmarks/bench_core.py                 # CPU: C core vs torch (CPU)
     python benchmarks/bench_core.py --device cuda   # GPU: CUDA kernels vs torch (CUDA)
 
+The authors' transformer classifier (CPU only: its CUDA twin is still to come) runs at the SD1.4
+widths on 128-map stacks: a steering pass (B=1: loss and map gradient) and a training step (B=64:
+dropout 0.3, all gradients, AdamW), against the same network in torch (autograd, torch's AdamW).
+
 Extraction shapes are Stable Diffusion 1.x cross-attention layers at 512 px (64x64, 32x32, 16x16
 positions; 77 CLIP tokens; 8 heads) and one Flux-like joint layer (4096 image x 512 text tokens,
 24 heads x 128). The torch baseline materialises the [B, H, N, L] softmax, as attention-store code does.
@@ -157,6 +161,63 @@ def bench_classifier(device: str, repeats: int, rates) -> list[tuple]:
     return rows
 
 
+SD14_AUTHORS = {"d_model": 256, "map_size": 16, "num_timesteps": 50,          # authors-format.md §2, sd14
+                "extractor": {"nhead": 2, "num_layers": 2, "dim_feedforward": 128, "layer_attn_nheads": 2},
+                "classifier": {"nhead": 4, "num_layers": 2, "dim_feedforward": 128, "timestep_embedding_dim": 16}}
+
+
+def authors_macs(cfg: dict, C: int, K: int) -> int:
+    """Multiply-adds of one forward of the authors' network on one sample of C channels."""
+    d, S2, ex, cl = cfg["d_model"], cfg["map_size"] ** 2, cfg["extractor"], cfg["classifier"]
+    E, h = cl["timestep_embedding_dim"], d // 2
+    layer = lambda rows, ff: rows * d * 3 * d + 2 * rows * rows * d + rows * d * d + 2 * rows * d * ff
+    per_object = C * S2 * d + ex["num_layers"] * layer(C, ex["dim_feedforward"]) + C * d * 2 * d + 2 * C * d \
+        + d * d + d * S2
+    return 2 * per_object + 2 * S2 * d + cl["num_layers"] * layer(1, cl["dim_feedforward"]) + (d + E) * d + d * h + h * K
+
+
+def bench_authors(repeats: int, rates) -> list[tuple]:
+    """The authors' transformer (SD1.4 widths, C = 128 maps per object): the fused C pass of
+    AuthorsClassifier vs the same network in torch (authors.authors_logits, autograd, torch's AdamW)."""
+    from l2s.authors import AuthorsClassifier, authors_logits
+    rows, C, K = [], 128, 5
+    clf = AuthorsClassifier.new(["above", "below", "is", "left", "right"], 128, 50, [5, 10, 15, 20, 25, 49],
+                                config=SD14_AUTHORS)
+    P = {k: v.detach().clone() for k, v in clf.params.items()}
+    trained = [v.requires_grad_() for k, v in P.items() if "positional" not in k]
+    opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.05)
+    macs = authors_macs(SD14_AUTHORS, C, K)
+    n_params = sum(v.numel() for v in P.values())
+    for B, what in ((1, "steering (input grad)"), (64, "training step (dropout 0.3, AdamW)")):
+        g = torch.Generator().manual_seed(B)
+        maps = torch.rand(B, 2, C, 16, 16, generator=g)
+        maps = maps / maps.sum((-1, -2), keepdim=True)
+        steps = torch.randint(0, 50, (B,), generator=g)
+        labels = torch.randint(0, K, (B,), generator=g)
+        if B == 1:
+            run_l2s = lambda: clf.losses_and_grad(maps, labels, steps)
+
+            def run_torch():
+                x = maps.clone().requires_grad_()
+                torch.autograd.grad(torch.nn.functional.cross_entropy(
+                    authors_logits(P, SD14_AUTHORS, x, steps), labels, reduction="sum"), x)
+            floor = floor_seconds(2 * 2 * macs, 4 * n_params + 2 * 4 * maps.numel(), rates)
+        else:
+            run_l2s = lambda: clf.train_step(maps.numpy(), labels.numpy(), steps.numpy(), 1e-4, 0.05, 0.3)
+
+            def run_torch():
+                loss = torch.nn.functional.cross_entropy(authors_logits(P, SD14_AUTHORS, maps, steps, 0.3), labels)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            floor = floor_seconds(3 * 2 * B * macs, 4 * 4 * n_params + 4 * maps.numel(), rates)
+        t_l2s = timeit(run_l2s, "cpu", repeats)
+        t_torch = timeit(run_torch, "cpu", repeats)
+        rows.append((f"authors' classifier B={B}, {what}", None, (t_l2s, t_torch, floor),
+                     f"SD1.4 widths, C={C}, {n_params / 1e6:.2f}M params"))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -177,7 +238,8 @@ def main() -> None:
           "| torch / l2s (fwd+bwd) | l2s / floor (fwd+bwd) | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = (bench_extraction(args.device, args.repeats, not args.with_flux_cpu, rates)
-            + bench_classifier(args.device, args.repeats, rates))
+            + bench_classifier(args.device, args.repeats, rates)
+            + (bench_authors(args.repeats, rates) if args.device == "cpu" else []))   # its CUDA twin: not yet
     fmt = lambda t: f"{t * 1e3:.3f}" if t < 1e-2 else f"{t * 1e3:.2f}"
     for name, fwd, fb, note in rows:
         cells = " | ".join(fmt(t) for t in fwd) if fwd else "- | - | -"

@@ -231,7 +231,8 @@ void l2s_softmax_ce_backward(const float* probs, const int32_t* labels, int B, i
 
 
 /* ---- dropout: a mask from a hash of (seed, site, element), the same in forward and backward ----
- * A 64-bit key per (seed, site, 2^32-element block) and a 32-bit mix per element (vectorises). */
+ * A 64-bit key per (seed, site, 2^30-element block) and a 32-bit mix per element (vectorises). */
+#define DROPOUT_BLOCK ((int64_t)1 << 30)
 static uint64_t splitmix64(uint64_t z) {
     z += 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -242,15 +243,15 @@ L2S_HOT void l2s_dropout(float* x, int64_t n, float p, uint64_t seed, uint32_t s
     if (!(p > 0.f)) return;
     const uint32_t cut = (uint32_t)((double)p * (double)(1u << 24));
     const float keep = 1.f / (1.f - p);
-    for (int64_t block = 0; block * 4294967296ll < n; block++) {
+    for (int64_t block = 0; block * DROPOUT_BLOCK < n; block++) {
         const uint64_t key = splitmix64(seed ^ ((uint64_t)site << 40) ^ splitmix64((uint64_t)block));
         const uint32_t add = (uint32_t)key, mix = (uint32_t)(key >> 32);
-        float* xb = x + block * 4294967296ll;
-        const int64_t m = n - block * 4294967296ll < 4294967296ll ? n - block * 4294967296ll : 4294967296ll;
-        for (int64_t i = 0; i < m; i++) {
+        float* xb = x + block * DROPOUT_BLOCK;
+        const int m = (int)(n - block * DROPOUT_BLOCK < DROPOUT_BLOCK ? n - block * DROPOUT_BLOCK : DROPOUT_BLOCK);
+        for (int i = 0; i < m; i++) {                   /* 32-bit lanes: vectorises */
             uint32_t h = ((uint32_t)i * 0x9E3779B1u + add) ^ mix;        /* murmur3's finaliser */
             h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; h ^= h >> 16;
-            xb[i] = (h >> 8) >= cut ? xb[i] * keep : 0.f;
+            xb[i] *= (h >> 8) >= cut ? keep : 0.f;
         }
     }
 }
@@ -258,6 +259,8 @@ L2S_HOT void l2s_dropout(float* x, int64_t n, float p, uint64_t seed, uint32_t s
 /* ---- small products: ROWS-row register tiles for the bulk, plain loops for the edges ---- */
 L2S_HOT void l2s_matmul(const float* a, int a_row, int a_col, int M, int K, const float* bm, int ldb, int N,
                         float* out, int ldo, int accumulate) {
+    l2s_gemm_args g = {a, a_row, a_col, bm, ldb, 1, out, ldo, M, N, K, accumulate};
+    if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_MIN_MACS && l2s_gemm(&g) == 0) return;
     const l2s_block_ops ops = l2s_pick_block_ops();
     const int rows = M / L2S_ROWS * L2S_ROWS, cols = N / L2S_LANES * L2S_LANES;
     for (int r0 = 0; r0 < rows && cols; r0 += L2S_ROWS)
@@ -276,6 +279,8 @@ L2S_HOT void l2s_matmul(const float* a, int a_row, int a_col, int M, int K, cons
 }
 
 L2S_HOT void l2s_matmul_bt(const float* a, int lda, int M, int K, const float* w, int ldw, int N, float* out, int ldo) {
+    l2s_gemm_args g = {a, lda, 1, w, 1, ldw, out, ldo, M, N, K, 0};
+    if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_MIN_MACS && l2s_gemm(&g) == 0) return;
     const l2s_block_ops ops = l2s_pick_block_ops();
     const int rows = M / L2S_ROWS * L2S_ROWS;
     for (int r0 = 0; r0 < rows; r0 += L2S_ROWS)

@@ -42,10 +42,10 @@ def dropout_mask(n: int, p: float, seed: int, site: int) -> np.ndarray:
             return z ^ (z >> np.uint64(31))
     cut = int(float(np.float32(p)) * (1 << 24))
     out = np.empty(n, np.float32)
-    for block in range(0, max(n, 1), 1 << 32):
-        key = splitmix64(np.uint64(seed & (2**64 - 1)) ^ np.uint64(site << 40) ^ splitmix64(np.uint64(block >> 32)))
+    for block in range(0, max(n, 1), 1 << 30):
+        key = splitmix64(np.uint64(seed & (2**64 - 1)) ^ np.uint64(site << 40) ^ splitmix64(np.uint64(block >> 30)))
         add, mix = np.uint32(int(key) & 0xFFFFFFFF), np.uint32(int(key) >> 32)
-        i = np.arange(block, min(n, block + (1 << 32)), dtype=np.uint64).astype(np.uint32)
+        i = np.arange(0, min(n - block, 1 << 30), dtype=np.uint32)
         with np.errstate(over="ignore"):
             h = (i * np.uint32(0x9E3779B1) + add) ^ mix
             h ^= h >> np.uint32(16)
