@@ -32,11 +32,16 @@ static PyObject* py_authors_config(PyObject* self, PyObject* args, PyObject* kw)
     static char* kwlist[] = {"d", "map_pixels", "max_channels", "n_steps", "ex_layers", "ex_heads", "ex_ff",
                              "pool_heads", "cl_layers", "cl_heads", "cl_ff", "step_dim", "n_relations", "ln_eps",
                              "leaky_slope", NULL};
-    l2s_authors_config c = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1e-5f, 0.1f};
+    enum { UNSET = -2147483647 - 1 };
+    l2s_authors_config c = {UNSET, UNSET, UNSET, UNSET, UNSET, UNSET, UNSET, UNSET, UNSET, UNSET, UNSET, UNSET, UNSET,
+                            1e-5f, 0.1f};
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|$iiiiiiiiiiiiiff", kwlist, &c.d, &c.map_pixels, &c.max_channels,
                                      &c.n_steps, &c.ex_layers, &c.ex_heads, &c.ex_ff, &c.pool_heads, &c.cl_layers,
                                      &c.cl_heads, &c.cl_ff, &c.step_dim, &c.n_relations, &c.ln_eps, &c.leaky_slope))
         return NULL;
+    const int* fields = &c.d;                 /* the 13 int fields, in kwlist order */
+    for (int i = 0; i < 13; i++)
+        if (fields[i] == UNSET) { PyErr_Format(PyExc_TypeError, "authors_config: missing %s", kwlist[i]); return NULL; }
     const char* err = authors_config_error(&c);
     if (err) { PyErr_Format(PyExc_ValueError, "config: %s", err); return NULL; }
     l2s_authors_config* heap = PyMem_Malloc(sizeof(c));

@@ -60,7 +60,7 @@ def rand_array(rng, shape, dtype=F32, hostile=False):
 
 
 def one_call(rng, stats):
-    op = rng.integers(0, 7)
+    op = rng.integers(0, 8)
     hostile = rng.random() < 0.5
     try:
         if op == 0:                                                # attention maps
@@ -129,6 +129,32 @@ def one_call(rng, stats):
             if x.dtype == F32 and np.isfinite(x).all() and not np.allclose(probs.sum(1), 1.0, atol=1e-5):
                 stats["mismatches"] += 1
             _C.classifier_backward(cfg, params, steps, labels, work, np.zeros((B, X), F32), np.zeros(n_params, F32))
+        elif op == 7:                                              # the authors' transformer: config and passes
+            d = int(rng.choice([2, 4, 8]))
+            fields = dict(d=d, map_pixels=int(rng.choice([1, 4, 9])), max_channels=int(rng.integers(1, 6)),
+                          n_steps=int(rng.integers(1, 4)), ex_layers=int(rng.integers(0, 3)), ex_heads=int(rng.choice([1, 2])),
+                          ex_ff=int(rng.integers(1, 5)), pool_heads=int(rng.choice([1, 2])), cl_layers=int(rng.integers(0, 2)),
+                          cl_heads=int(rng.choice([1, 2])), cl_ff=int(rng.integers(1, 4)), step_dim=int(rng.integers(0, 3)),
+                          n_relations=int(rng.integers(2, 4)))
+            if hostile and rng.random() < 0.3:
+                key = str(rng.choice(list(fields)))
+                fields[key] = int(rng.choice([0, -1, 3, 2 ** 20, 2 ** 31 - 1]))
+            cfg = _C.authors_config(**fields)
+            B, C = int(rng.integers(1, 4)), int(rng.integers(1, fields["max_channels"] + (3 if hostile else 1)))
+            n_params, _, ws = _C.authors_sizes(cfg, B, min(C, fields["max_channels"]))
+            S2, K = fields["map_pixels"], fields["n_relations"]
+            steps = rng.integers(0, fields["n_steps"] + (2 if hostile else 0), B).astype(np.int32)
+            labels = rng.integers(-1 if hostile else 0, K + (2 if hostile else 0), B).astype(np.int32)
+            params = rand_array(rng, (n_params,)) * 0.3
+            maps = np.abs(rand_array(rng, (B, 2, C, S2 + (int(rng.integers(0, 2)) if hostile else 0)), hostile=hostile))
+            work = np.zeros(ws - (int(rng.integers(0, 2)) if hostile else 0), F32)
+            probs, losses = np.zeros((B, K), F32), np.zeros(B, F32)
+            p = float(rng.choice([0.0, 0.3] + ([1.0, -0.1, np.nan] if hostile else [])))
+            _C.authors_forward(cfg, params, maps, steps, labels, work, probs, losses, p, int(rng.integers(0, 2 ** 63)))
+            if maps.dtype == F32 and np.isfinite(maps).all() and not np.allclose(probs.sum(1), 1.0, atol=1e-5):
+                stats["mismatches"] += 1
+            dmaps = np.zeros((B, 2, C, S2), F32) if not hostile or rng.random() < 0.7 else np.zeros((B, 2, C + 1, S2), F32)
+            _C.authors_backward(cfg, params, steps, labels, work, C, dmaps, np.zeros(n_params, F32), p, 1)
         else:                                                      # AdamW
             n = int(rng.integers(1, 20))
             p, g = rand_array(rng, (n,)), rand_array(rng, (n,), hostile=hostile)
