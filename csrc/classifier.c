@@ -30,7 +30,10 @@ static void hidden_layer_backward(const l2s_classifier_config* c, const float* p
                     grads ? grads + lp.b : NULL);
 }
 
-/* ---- layout ---- */
+/* ---- layout ----
+ * Every tensor starts on a 256-byte boundary (64 floats): cuBLASLt's kernels assume that alignment
+ * of their operands and of the bias vector unless told otherwise, and B = 1 slices were 8-byte aligned. */
+enum { ALIGN_FLOATS = 64 };
 int64_t classifier_input_dim(const l2s_classifier_config* c) {
     return (int64_t)c->n_maps * c->map_pixels + c->step_dim;
 }
@@ -57,18 +60,21 @@ const char* classifier_config_error(const l2s_classifier_config* c) {
         if (__builtin_mul_overflow(terms[i][0], terms[i][1], &term) || __builtin_add_overflow(total, term, &total))
             return "the parameter count overflows";
     }
-    if (total > INT32_MAX) return "the parameter count exceeds 2^31 - 1";
+    if (total > INT32_MAX - 16 * ALIGN_FLOATS) return "the parameter count exceeds 2^31 - 1";   /* with the padding */
     return NULL;
 }
+
+static int64_t aligned(int64_t at) { return (at + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
+#define TAKE(field, n) (o.field = at = aligned(at), at += (n))
 
 l2s_classifier_offsets classifier_param_offsets(const l2s_classifier_config* c) {
     l2s_classifier_offsets o;
     int64_t D0 = classifier_input_dim(c), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
     int64_t at = 0;
-    o.emb = at; at += c->step_dim > 0 ? (int64_t)c->n_steps * c->step_dim : 0;
-    o.w1 = at; at += H1 * D0; o.b1 = at; at += H1; o.g1 = at; at += H1; o.be1 = at; at += H1;
-    o.w2 = at; at += H2 * H1; o.b2 = at; at += H2; o.g2 = at; at += H2; o.be2 = at; at += H2;
-    o.w3 = at; at += R * H2;  o.b3 = at; at += R;
+    TAKE(emb, c->step_dim > 0 ? (int64_t)c->n_steps * c->step_dim : 0);
+    TAKE(w1, H1 * D0); TAKE(b1, H1); TAKE(g1, H1); TAKE(be1, H1);
+    TAKE(w2, H2 * H1); TAKE(b2, H2); TAKE(g2, H2); TAKE(be2, H2);
+    TAKE(w3, R * H2); TAKE(b3, R);
     o.total = at;
     return o;
 }
@@ -103,22 +109,21 @@ static layer_acts acts2(float* ws, const l2s_classifier_workspace* w) {
 }
 
 l2s_classifier_workspace classifier_workspace_offsets(const l2s_classifier_config* c, int B) {
-    l2s_classifier_workspace w;
+    l2s_classifier_workspace o;
     int64_t D0 = classifier_input_dim(c), H1 = c->hidden1, H2 = c->hidden2, R = c->n_relations;
     int64_t widest = H1 > H2 ? H1 : H2;
     if (R > widest) widest = R;
     int64_t at = 0;
-    w.h0 = at; at += B * D0;
-    w.a1 = at; at += B * H1; w.n1 = at; at += B * H1; w.r1 = at; at += B * H1;
-    w.mean1 = at; at += B; w.rstd1 = at; at += B;
-    w.a2 = at; at += B * H2; w.n2 = at; at += B * H2; w.r2 = at; at += B * H2;
-    w.mean2 = at; at += B; w.rstd2 = at; at += B;
-    w.logits = at; at += B * R; w.probs = at; at += B * R;
-    w.dh0 = at; at += B * D0; w.dbuf1 = at; at += B * widest; w.dbuf2 = at; at += B * widest;
-    w.steps = at; at += B; w.labels = at; at += B;
-    w.total = at;
-    return w;
+    TAKE(h0, B * D0);
+    TAKE(a1, B * H1); TAKE(n1, B * H1); TAKE(r1, B * H1); TAKE(mean1, B); TAKE(rstd1, B);
+    TAKE(a2, B * H2); TAKE(n2, B * H2); TAKE(r2, B * H2); TAKE(mean2, B); TAKE(rstd2, B);
+    TAKE(logits, B * R); TAKE(probs, B * R);
+    TAKE(dh0, B * D0); TAKE(dbuf1, B * widest); TAKE(dbuf2, B * widest);
+    TAKE(steps, B); TAKE(labels, B);
+    o.total = at;
+    return o;
 }
+#undef TAKE
 
 /* ---- the fused passes ---- */
 void classifier_forward_cpu(const l2s_classifier_config* c, const float* params, int B,

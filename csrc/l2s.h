@@ -232,9 +232,11 @@ void latent_update_cpu(int64_t B, int64_t K, l2s_dtype dtype, float step, int no
  * 0 on success, else a CUDA error code; l2s_cuda_error_string() names it. */
 int attn_maps_forward_cuda(const l2s_attn_shape* s, const void* q, const void* k,
                            const int32_t* tokens, float* maps, void* stream);
+/* dk_acc: float32 [B,H,L,D] where dK is summed before its conversion to a half dtype (the caller's:
+ * no allocation in the op); unused, may be NULL, when s->dtype is float32. */
 int attn_maps_backward_cuda(const l2s_attn_shape* s, const void* q, const void* k,
                             const int32_t* tokens, const float* dmaps, void* dq, void* dk,
-                            void* stream);
+                            float* dk_acc, void* stream);
 int resize_maps_forward_cuda(const l2s_resize_shape* s, const float* in, float* out, void* stream);
 int resize_maps_backward_cuda(const l2s_resize_shape* s, const float* dout, float* din, void* stream);
 int normalize_maps_forward_cuda(int64_t P, int64_t M, l2s_norm_mode mode, float eps,
@@ -262,6 +264,7 @@ void l2s_cuda_free(void* ptr, int device);
 int l2s_cuda_memset_async(void* ptr, int value, int64_t bytes, void* stream);
 /* Which GEMM path the classifier uses: 1 cuBLASLt loaded, 0 fallback kernel, -1 not tried yet. */
 int l2s_cublaslt_status(void);
+unsigned long long l2s_cublaslt_calls(void);     /* GEMMs cuBLASLt has run since import */
 #endif
 
 #ifdef __cplusplus

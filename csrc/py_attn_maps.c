@@ -95,19 +95,22 @@ fail:
 }
 
 PyDoc_STRVAR(attn_maps_backward_doc,
-"attn_maps_backward(q, k, tokens, dmaps, dq, dk, scale, stream=None, per_head=False, token_mean=False)\n--\n\n"
+"attn_maps_backward(q, k, tokens, dmaps, dq, dk, scale, stream=None, per_head=False, token_mean=False, scratch=None)\n--\n\n"
 "Backward of attn_maps_forward: from dmaps [B,T,N] ([B,T,H,N] with per_head) float32 write dq [B,H,N,D]\n"
-"and dk [B,H,L,D] (contiguous, q's dtype, overwritten). Softmax rows are recomputed, not stored.");
+"and dk [B,H,L,D] (contiguous, q's dtype, overwritten). Softmax rows are recomputed, not stored.\n"
+"scratch: float32 [B,H,L,D] on q's device, where a half-precision dk is summed on a GPU (required there).");
 static PyObject* py_attn_maps_backward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
-    static const char* const kwlist[] = {"q", "k", "tokens", "dmaps", "dq", "dk", "scale", "stream", "per_head", "token_mean", NULL};
-    arg_t a[6] = {{"q"}, {"k"}, {"tokens", NULL, 0, 1}, {"dmaps"}, {"dq", NULL, 1}, {"dk", NULL, 1}};
+    static const char* const kwlist[] = {"q", "k", "tokens", "dmaps", "dq", "dk", "scale", "stream", "per_head", "token_mean",
+                                         "scratch", NULL};
+    arg_t a[7] = {{"q"}, {"k"}, {"tokens", NULL, 0, 1}, {"dmaps"}, {"dq", NULL, 1}, {"dk", NULL, 1}, {"scratch", NULL, 1}};
     float scale; PyObject* stream = Py_None; void* st;
     int per_head = 0, token_mean = 0;
-    if (parse_fast("attn_maps_backward", args, nargs, kwnames, "OOOOOOf|Opp", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
-                                     &a[4].obj, &a[5].obj, &scale, &stream, &per_head, &token_mean) < 0)
+    a[6].obj = Py_None;
+    if (parse_fast("attn_maps_backward", args, nargs, kwnames, "OOOOOOf|OppO", kwlist, &a[0].obj, &a[1].obj, &a[2].obj, &a[3].obj,
+                                     &a[4].obj, &a[5].obj, &scale, &stream, &per_head, &token_mean, &a[6].obj) < 0)
         return NULL;
-    if (stream_from_py(stream, &st) < 0 || borrow_args(a, 6, stream) < 0) return NULL;
+    if (stream_from_py(stream, &st) < 0 || borrow_args(a, 7, stream) < 0) return NULL;
     l2s_attn_shape s;
     int32_t tk[L2S_MAX_TOKEN_SLOTS];
     for (int i = 0; i < 6; i++) if (require_present(&a[i], "") < 0) goto fail;
@@ -119,14 +122,21 @@ static PyObject* py_attn_maps_backward(PyObject* self, PyObject* const* args, Py
             tensor_check_dtype(&a[5].t, "dk", 1u << s.dtype) < 0 || tensor_check_shape(&a[5].t, "dk", 4, ksh) < 0 ||
             tensor_check_contiguous(&a[5].t, "dk") < 0)
             goto fail;
+        if (a[0].t.device_type == L2S_DEV_CUDA && s.dtype != L2S_F32 &&
+            require_present(&a[6], " for a half-precision backward on a GPU (float32, k's shape)") < 0)
+            goto fail;
+        if (a[6].present && (tensor_check_dtype(&a[6].t, "scratch", L2S_M_F32) < 0 ||
+                             tensor_check_shape(&a[6].t, "scratch", 4, ksh) < 0 ||
+                             tensor_check_contiguous(&a[6].t, "scratch") < 0))
+            goto fail;
     }
     L2S_RUN(&a[0].t, attn_maps_backward_cuda(&s, a[0].t.data, a[1].t.data, tk, (const float*)a[3].t.data, a[4].t.data,
-                                             a[5].t.data, st),
+                                             a[5].t.data, a[6].present ? (float*)a[6].t.data : NULL, st),
             attn_maps_backward_cpu(&s, a[0].t.data, a[1].t.data, tk, (const float*)a[3].t.data, a[4].t.data, a[5].t.data));
-    release_args(a, 6);
+    release_args(a, 7);
     Py_RETURN_NONE;
 fail:
-    release_args(a, 6);
+    release_args(a, 7);
     return NULL;
 }
 

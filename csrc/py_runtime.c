@@ -52,6 +52,15 @@ static PyObject* py_gemm_backend(PyObject* self, PyObject* noargs) {
 #endif
 }
 
+static PyObject* py_cublaslt_calls(PyObject* self, PyObject* noargs) {
+    (void)self; (void)noargs;
+#ifdef L2S_WITH_CUDA
+    return PyLong_FromUnsignedLongLong(l2s_cublaslt_calls());
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
 PyMethodDef runtime_methods[] = {
     {"empty", (PyCFunction)(void (*)(void))buffer_empty, METH_VARARGS | METH_KEYWORDS,
      "empty(shape, dtype='float32', device='cpu', device_id=0)\n--\n\nUninitialised l2s-owned memory, exported through DLPack."},
@@ -62,5 +71,7 @@ PyMethodDef runtime_methods[] = {
      "'ok' when a CUDA device is usable, else why not in the CUDA runtime's words (e.g. an old driver)."},
     {"gemm_backend", py_gemm_backend, METH_NOARGS,
      "The classifier's CUDA GEMM path: 'cublaslt', 'fallback', 'not-loaded' (no GPU call yet) or 'cpu-only'."},
+    {"cublaslt_calls", py_cublaslt_calls, METH_NOARGS,
+     "How many GEMMs cuBLASLt has run in this process (0 without CUDA): the fast path's evidence."},
     {NULL, NULL, 0, NULL}
 };

@@ -337,6 +337,6 @@ int stream_from_py(PyObject* stream, void** out) {
         PyErr_SetString(PyExc_ValueError, "stream must be a non-negative int");
         return -1;
     }
-    *out = (void*)(uintptr_t)(s == 0 ? 1 : s);
+    *out = (void*)(uintptr_t)s;      /* 0: the default stream (only DLPack's __dlpack__ spells it 1) */
     return 0;
 }

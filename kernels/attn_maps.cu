@@ -131,23 +131,24 @@ extern "C" int attn_maps_forward_cuda(const l2s_attn_shape* s, const void* q, co
 }
 
 extern "C" int attn_maps_backward_cuda(const l2s_attn_shape* s, const void* q, const void* k,
-                                       const int32_t* tokens, const float* dmaps, void* dq, void* dk, void* stream) {
+                                       const int32_t* tokens, const float* dmaps, void* dq, void* dk,
+                                       float* dk_acc, void* stream) {
     cudaStream_t st = as_stream(stream);
     int64_t rows = (int64_t)s->B * s->N, nk = (int64_t)s->B * s->H * s->L * s->D;
     size_t smem = sizeof(float) * (size_t)WARPS_PER_BLOCK * 2 * s->L;
     if (smem > 48 * 1024) return (int)cudaErrorInvalidValue;
-    /* dk sums over every image position: accumulate in float32, in place when dk is float32 */
-    float* acc = (float*)dk;
+    /* dk sums over every image position: accumulate in float32, in place when dk is float32, else in
+     * the caller's buffer (an allocation here leaked on the error paths and cost a malloc per call) */
+    float* acc = s->dtype == L2S_F32 ? (float*)dk : dk_acc;
+    if (!acc) return (int)cudaErrorInvalidValue;
     int err;
-    if (s->dtype != L2S_F32 && (err = (int)cudaMallocAsync((void**)&acc, sizeof(float) * nk, st))) return err;
     if ((err = (int)cudaMemsetAsync(acc, 0, sizeof(float) * nk, st))) return err;
     attn_maps_backward_kernel<<<blocks_for(rows, WARPS_PER_BLOCK), WARPS_PER_BLOCK * L2S_WARP, smem, st>>>(
         *s, copy_tokens(s, tokens), q, k, dmaps, dq, acc);
     if ((err = launch_status())) return err;
     if (s->dtype != L2S_F32) {
         store_converted_kernel<<<blocks_for(nk, 256), 256, 0, st>>>(acc, nk, s->dtype, dk);
-        if ((err = launch_status())) return err;
-        return (int)cudaFreeAsync(acc, st);
+        return launch_status();
     }
     return 0;
 }

@@ -16,7 +16,7 @@ static inline cudaStream_t as_stream(void* s) { return (cudaStream_t)s; }
 static inline unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 static inline int launch_status(void) { return (int)cudaGetLastError(); }
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <typename T> __device__ __forceinline__ T warp_sum(T v) {
     for (int o = L2S_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
@@ -25,14 +25,15 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-/* Sum over a block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. */
-__device__ __forceinline__ float block_sum(float v, float* shared32) {
+/* Sum over a block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+ * double for sums that must decide exactly as the C twin does (the latent norm). */
+template <typename T> __device__ __forceinline__ T block_sum(T v, T* shared32) {
     int lane = threadIdx.x % L2S_WARP, w = threadIdx.x / L2S_WARP, nw = blockDim.x / L2S_WARP;
     v = warp_sum(v);
     __syncthreads();                       /* shared32 may still be read by a previous call */
     if (lane == 0) shared32[w] = v;
     __syncthreads();
-    v = lane < nw ? shared32[lane] : 0.f;
+    v = lane < nw ? shared32[lane] : (T)0;
     return warp_sum(v);
 }
 

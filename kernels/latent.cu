@@ -2,20 +2,23 @@
  * The skip decision travels through norms[b] (NaN = skip), so the host never waits. */
 #include "common.cuh"
 
+/* The sum of squares in double, as latent.c does: in float32 a huge or tiny gradient overflowed or
+ * underflowed where the C path did not, and the two skipped different samples. */
 __global__ void latent_norm_kernel(int64_t K, l2s_dtype dt, const void* g, float* norms) {
-    __shared__ float sh[32];
+    __shared__ double sh[32];
     __shared__ int bad;
     if (threadIdx.x == 0) bad = 0;
     __syncthreads();
-    float ss = 0.f;
+    double ss = 0.0;
     int my_bad = 0;
     for (int64_t i = threadIdx.x; i < K; i += blockDim.x) {
         float v = l2s_load(g, blockIdx.x * K + i, dt);
-        if (!isfinite(v)) my_bad = 1; else ss += v * v;
+        if (!isfinite(v)) my_bad = 1; else ss += (double)v * v;
     }
     if (my_bad) bad = 1;                     /* benign race: every writer writes 1 */
     ss = block_sum(ss, sh);                  /* its barriers also publish bad */
-    if (threadIdx.x == 0) norms[blockIdx.x] = (bad || !isfinite(ss)) ? NAN : sqrtf(ss);
+    float norm = (float)sqrt(ss);
+    if (threadIdx.x == 0) norms[blockIdx.x] = (bad || !isfinite(norm)) ? NAN : norm;
 }
 
 __global__ void latent_apply_kernel(int64_t B, int64_t K, l2s_dtype dt, float step, int normalize,

@@ -128,8 +128,10 @@ def attn_maps_backward(q: Array, k: Array, tokens: Sequence, dmaps: Array,
     dt = _dtype_name(q)
     dq = empty(tuple(q.shape), dt, like=q) if dq is None else dq
     dk = empty(tuple(k.shape), dt, like=k) if dk is None else dk
+    on_gpu = not isinstance(q, np.ndarray) and q.__dlpack_device__()[0] == 2         # kDLCUDA
+    scratch = empty(tuple(k.shape), "float32", like=k) if on_gpu and dt != "float32" else None   # dK is summed there
     _C.attn_maps_backward(q, k, table, dmaps, dq, dk, scale, stream=_stream(q), per_head=bool(per_head),
-                            token_mean=bool(token_mean))
+                            token_mean=bool(token_mean), scratch=scratch)
     return dq, dk
 
 

@@ -127,6 +127,7 @@ def test_runs_on_a_side_stream_without_device_sync(rng):
     q = torch.randn(2, 8, 1024, 64, device=DEV); k = torch.randn(2, 8, 77, 64, device=DEV)
     want = l2s.attn_maps_forward(q, k, [[3], [4, 5]])
     s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())    # q and k were made on the default stream
     with torch.cuda.stream(s):
         q2 = q * 1.0                      # produced on s
         got = l2s.attn_maps_forward(q2, k, [[3], [4, 5]])
@@ -149,15 +150,22 @@ def test_buffer_on_gpu_is_zero_copy():
     assert float(t.sum()) == 32.0
 
 
-def test_gemm_paths_agree():
-    """cuBLASLt and the fallback kernel give the same classifier (subprocess: the choice is made once)."""
-    code = ("import numpy as np, torch; from l2s import _C; from l2s.classifier import *; m=RelationClassifier(seed=1).to('cuda');"
-            "x=torch.rand(33,2,16,16,device='cuda'); p,_=m.forward(x, np.arange(33)%50);"
-            "np.save('/tmp/l2s_gemm_%s.npy' % _C.gemm_backend(), p.cpu().numpy()); print(_C.gemm_backend())")
-    outs = {}
+@pytest.mark.parametrize("batch", [1, 33])       # B = 1 (steering) used to slice the workspace 8-byte aligned
+def test_gemm_paths_agree_and_cublaslt_runs(batch, tmp_path):
+    """cuBLASLt and the fallback kernel give the same classifier (subprocess: the choice is made once),
+    and in the first run every GEMM went through cuBLASLt (3 forward linear layers, none fell back)."""
+    code = ("import sys, numpy as np, torch; from l2s import _C; from l2s.classifier import *; "
+            "m=RelationClassifier(seed=1).to('cuda'); B=int(sys.argv[1]); "
+            "x=torch.rand(B,2,16,16,device='cuda'); p,_=m.forward(x, np.arange(B)%50); torch.cuda.synchronize(); "
+            "np.save(sys.argv[2] + '/%s.npy' % _C.gemm_backend(), p.cpu().numpy()); "
+            "print(_C.gemm_backend(), _C.cublaslt_calls())")
+    outs, calls = {}, {}
     for env in ({}, {"L2S_GEMM": "fallback"}):
-        r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-c", code, str(batch), str(tmp_path)], env={**os.environ, **env},
+                           capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-        outs[r.stdout.strip()] = np.load(f"/tmp/l2s_gemm_{r.stdout.strip()}.npy")
+        backend, n = r.stdout.split()
+        outs[backend], calls[backend] = np.load(tmp_path / f"{backend}.npy"), int(n)
     assert set(outs) == {"cublaslt", "fallback"}, outs.keys()
+    assert calls == {"cublaslt": 3, "fallback": 0}, calls
     np.testing.assert_allclose(outs["cublaslt"], outs["fallback"], rtol=1e-4, atol=1e-6)

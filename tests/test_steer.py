@@ -348,7 +348,19 @@ def test_steering_on_cuda_matches_cpu(classifier, tmp_path):
     kernels, zero-copy through DLPack) gives the CPU run's losses and gradient norms."""
     from l2s.testing import tiny_sd_pipeline
     runs = []
-    for device in ("cpu", "cuda"):
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # the UNet in full float32
+    try:
+        _steer_on(("cpu", "cuda"), classifier, tmp_path, runs, tiny_sd_pipeline)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    cpu, gpu = runs
+    np.testing.assert_allclose([r.loss for r in gpu], [r.loss for r in cpu], rtol=2e-3)
+    np.testing.assert_allclose([r.grad_norm for r in gpu], [r.grad_norm for r in cpu], rtol=5e-3)
+
+
+def _steer_on(devices, classifier, tmp_path, runs, tiny_sd_pipeline):
+    for device in devices:
         pipe = tiny_sd_pipeline(tmp_path / device).to(device)
         clf = RelationClassifier(classifier.config, params=np.array(classifier.params, copy=True))
         with Steerer(pipe, clf, PROMPT, iterations=3, step_size=0.3, loss_target=0.0) as steer:
@@ -358,9 +370,6 @@ def test_steering_on_cuda_matches_cpu(classifier, tmp_path):
         if device == "cuda":
             assert torch.is_tensor(clf.params) and clf.params.is_cuda
         runs.append(steer.records)
-    cpu, gpu = runs
-    np.testing.assert_allclose([r.loss for r in gpu], [r.loss for r in cpu], rtol=2e-3)
-    np.testing.assert_allclose([r.grad_norm for r in gpu], [r.grad_norm for r in cpu], rtol=5e-3)
 
 
 def test_gaussian_blur_matches_a_numpy_reference(rng):
