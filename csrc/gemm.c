@@ -14,7 +14,7 @@
 enum { MR = 6, NR = 16, KC = 256, MC = 96, NC = 512 };
 
 /* Bp: ceil(nc / NR) strips, each kc x NR (zero-padded past nc). */
-static void pack_b(const l2s_gemm_args* g, int k0, int kc, int n0, int nc, float* bp) {
+static void pack_b(const l2s_gemm_cpu_args* g, int k0, int kc, int n0, int nc, float* bp) {
     for (int j0 = 0; j0 < nc; j0 += NR) {
         int w = nc - j0 < NR ? nc - j0 : NR;
         float* dst = bp + (int64_t)j0 * kc;
@@ -69,7 +69,7 @@ static void tile_avx2(const float* a, int64_t a_m, int64_t a_k, const float* bp,
 #endif
 
 typedef struct {
-    const l2s_gemm_args* g;
+    const l2s_gemm_cpu_args* g;
     int avx2, failed;
 } gemm_job;
 
@@ -101,7 +101,7 @@ static void panels_release(float* p, int slot) {
 /* Columns [NR * begin, NR * end) of C: every k and m block for them. */
 static void gemm_columns(void* ctx, int64_t begin, int64_t end) {
     gemm_job* job = ctx;
-    const l2s_gemm_args* g = job->g;
+    const l2s_gemm_cpu_args* g = job->g;
     int slot;
     float* bp = panels_acquire(&slot);
     if (!bp) { __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED); return; }
@@ -140,7 +140,7 @@ static void gemm_columns(void* ctx, int64_t begin, int64_t end) {
     panels_release(bp, slot);
 }
 
-int l2s_gemm(const l2s_gemm_args* g) {
+int l2s_gemm_cpu(const l2s_gemm_cpu_args* g) {
     if (g->M <= 0 || g->N <= 0) return 0;
     gemm_job job = {g, l2s_use_avx2(), 0};
     int64_t strips = (g->N + NR - 1) / NR;

@@ -12,13 +12,13 @@ typedef struct {
     float* c; int64_t ldc;                /* C[m, n] at c[m * ldc + n] */
     int M, N, K;
     int accumulate;                       /* 1: C += A B; 0: C = A B */
-} l2s_gemm_args;
+} l2s_gemm_cpu_args;
 
-/* Worth the packing: products at least this large go through l2s_gemm. */
-#define L2S_GEMM_MIN_MACS (1 << 18)
+/* Worth the packing: products at least this large go through l2s_gemm_cpu. */
+#define L2S_GEMM_CPU_MIN_MACS (1 << 18)
 
 /* Packed, cache-blocked, threaded over column panels (l2s_parallel_for). Returns 0, or -1 when its
  * packing buffers could not be allocated (C is then unspecified). */
-int l2s_gemm(const l2s_gemm_args* g);
+int l2s_gemm_cpu(const l2s_gemm_cpu_args* g);
 
 #endif

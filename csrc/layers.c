@@ -29,9 +29,9 @@ typedef struct {
     l2s_block_ops ops;
 } linear_job;
 
-/* Large products (training batches, the transformer's token rows) take the packed l2s_gemm. */
+/* Large products (training batches, the transformer's token rows) take the packed l2s_gemm_cpu (gemm.c). */
 static int big_product(int B, int I, int O) {
-    return B >= 16 && (int64_t)B * I * O >= L2S_GEMM_MIN_MACS;
+    return B >= 16 && (int64_t)B * I * O >= L2S_GEMM_CPU_MIN_MACS;
 }
 
 static int64_t slices_per_thread(const linear_job* j, int64_t slices) {
@@ -58,8 +58,8 @@ static void linear_forward_slices(void* ctx, int64_t begin, int64_t end) {
 L2S_HOT void l2s_linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
                                    float* out) {
     if (big_product(B, I, O)) {                /* out = in W^T: B[k, n] = W[n, k] */
-        l2s_gemm_args g = {in, I, 1, W, 1, I, out, O, B, O, I, 0};
-        if (l2s_gemm(&g) == 0) {
+        l2s_gemm_cpu_args g = {in, I, 1, W, 1, I, out, O, B, O, I, 0};
+        if (l2s_gemm_cpu(&g) == 0) {
             for (int r = 0; r < B; r++)
                 for (int o = 0; o < O; o++) out[(int64_t)r * O + o] += b[o];
             return;
@@ -142,8 +142,8 @@ L2S_HOT void l2s_linear_backward(const float* in, const float* W, const float* d
     linear_job j = {.in = in, .W = W, .dout = dout, .din = din, .dW = dW, .B = B, .I = I, .O = O,
                     .tiled_rows = B >= TILED_MIN_ROWS ? B / ROWS * ROWS : 0, .tiled_cols = I / L2S_LANES * L2S_LANES,
                     .din_tiles_from = din_from / L2S_LANES * L2S_LANES, .ops = l2s_pick_block_ops()};
-    l2s_gemm_args gd = {dout, O, 1, W + din_from, I, 1, din + din_from, I, B, I - din_from, O, 0};
-    const int din_done = din_from >= I || (big_product(B, I - din_from, O) && l2s_gemm(&gd) == 0);
+    l2s_gemm_cpu_args gd = {dout, O, 1, W + din_from, I, 1, din + din_from, I, B, I - din_from, O, 0};
+    const int din_done = din_from >= I || (big_product(B, I - din_from, O) && l2s_gemm_cpu(&gd) == 0);
     if (!din_done && j.tiled_rows && j.din_tiles_from < j.tiled_cols) {
         int64_t slices = (j.tiled_cols - j.din_tiles_from + COL_SLICE - 1) / COL_SLICE;
         l2s_parallel_for(slices, slices_per_thread(&j, slices), linear_din_slices, &j);
@@ -153,8 +153,8 @@ L2S_HOT void l2s_linear_backward(const float* in, const float* W, const float* d
     }
     if (!din_done) linear_din_plain(&j, j.tiled_rows, B, din_from);  /* rows past the last block */
     if (!dW) return;
-    l2s_gemm_args gw = {dout, 1, O, in, I, 1, dW, I, O, I, B, 1};     /* dW += dout^T in */
-    if (big_product(B, I, O) && l2s_gemm(&gw) == 0) {
+    l2s_gemm_cpu_args gw = {dout, 1, O, in, I, 1, dW, I, O, I, B, 1};     /* dW += dout^T in */
+    if (big_product(B, I, O) && l2s_gemm_cpu(&gw) == 0) {
         bias_grad(dout, B, O, db);
         return;
     }
@@ -259,8 +259,8 @@ L2S_HOT void l2s_dropout(float* x, int64_t n, float p, uint64_t seed, uint32_t s
 /* ---- small products: ROWS-row register tiles for the bulk, plain loops for the edges ---- */
 L2S_HOT void l2s_matmul(const float* a, int a_row, int a_col, int M, int K, const float* bm, int ldb, int N,
                         float* out, int ldo, int accumulate) {
-    l2s_gemm_args g = {a, a_row, a_col, bm, ldb, 1, out, ldo, M, N, K, accumulate};
-    if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_MIN_MACS && l2s_gemm(&g) == 0) return;
+    l2s_gemm_cpu_args g = {a, a_row, a_col, bm, ldb, 1, out, ldo, M, N, K, accumulate};
+    if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_CPU_MIN_MACS && l2s_gemm_cpu(&g) == 0) return;
     const l2s_block_ops ops = l2s_pick_block_ops();
     const int rows = M / L2S_ROWS * L2S_ROWS, cols = N / L2S_LANES * L2S_LANES;
     for (int r0 = 0; r0 < rows && cols; r0 += L2S_ROWS)
@@ -279,8 +279,8 @@ L2S_HOT void l2s_matmul(const float* a, int a_row, int a_col, int M, int K, cons
 }
 
 L2S_HOT void l2s_matmul_bt(const float* a, int lda, int M, int K, const float* w, int ldw, int N, float* out, int ldo) {
-    l2s_gemm_args g = {a, lda, 1, w, 1, ldw, out, ldo, M, N, K, 0};
-    if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_MIN_MACS && l2s_gemm(&g) == 0) return;
+    l2s_gemm_cpu_args g = {a, lda, 1, w, 1, ldw, out, ldo, M, N, K, 0};
+    if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_CPU_MIN_MACS && l2s_gemm_cpu(&g) == 0) return;
     const l2s_block_ops ops = l2s_pick_block_ops();
     const int rows = M / L2S_ROWS * L2S_ROWS;
     for (int r0 = 0; r0 < rows; r0 += L2S_ROWS)
