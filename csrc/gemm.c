@@ -1,9 +1,10 @@
 /*
  * gemm.c — a packed, cache-blocked matrix product for the large linear layers of the classifiers
  * (the authors' transformer reads 16k rows at batch 64). Blocks of B (KC x NC) are copied into
- * contiguous strips (the copy also absorbs any transposition); A is read where it lies (packing it
- * was a sixth of the time), and a 6 x 16 register tile multiplies them: 12 AVX2 accumulators hide the FMA latency, where the 4 x 16 tiles of
- * tiles.c stream their operands from wherever they lie and ran the B = 64 training step at 0.6x torch.
+ * contiguous strips (the copy also absorbs any transposition, 8 x 8 at a time in registers); A is
+ * read where it lies (packing it was a sixth of the time), and a 6 x 16 register tile multiplies
+ * them: 12 AVX2 accumulators hide the FMA latency, where the 4 x 16 tiles of tiles.c, streaming
+ * their operands from wherever they lie, ran the B = 64 training step at 0.6x torch.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +13,49 @@
 #include "simd.h"
 
 enum { MR = 6, NR = 16, KC = 256, MC = 96, NC = 512 };
+#define GEMM_PARALLEL_MIN_MACS (16 << 20)   /* smaller products ran slower on two threads here (B = 64 MLP) */
+
+#ifdef L2S_AVX2_PATH
+/* A whole strip of a transposed B (B[k, n] = W[n, k]: NR rows of W, kc a multiple of 8) through
+ * 8 x 8 register transposes: the scalar gather was a third of a B = 1 steering pass. */
+__attribute__((target("avx2,fma")))
+static void pack_b_transposed_avx2(const float* w, int64_t ldw, int kc, float* dst) {
+    for (int half = 0; half < 2; half++)
+        for (int k = 0; k < kc; k += 8) {
+            __m256 r[8], t[8];
+            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(w + (int64_t)(half * 8 + j) * ldw + k);
+            for (int j = 0; j < 8; j += 2) {
+                t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+                t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+            }
+            for (int j = 0; j < 8; j += 4) {
+                r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+                r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+                r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+                r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+            }
+            /* r[0..3] hold columns k+{0,1,2,3} of rows 0-3 | 4-7 (lanes), r[4..7] those of rows 4-7 | ... */
+            for (int j = 0; j < 4; j++) {
+                __m256 lo = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20), hi = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+                _mm256_storeu_ps(dst + (int64_t)(k + j) * NR + half * 8, lo);
+                _mm256_storeu_ps(dst + (int64_t)(k + j + 4) * NR + half * 8, hi);
+            }
+        }
+}
+#endif
 
 /* Bp: ceil(nc / NR) strips, each kc x NR (zero-padded past nc). */
-static void pack_b(const l2s_gemm_cpu_args* g, int k0, int kc, int n0, int nc, float* bp) {
+static void pack_b(const l2s_gemm_cpu_args* g, int k0, int kc, int n0, int nc, float* bp, int avx2) {
     for (int j0 = 0; j0 < nc; j0 += NR) {
         int w = nc - j0 < NR ? nc - j0 : NR;
         float* dst = bp + (int64_t)j0 * kc;
+#ifdef L2S_AVX2_PATH
+        if (avx2 && g->b_k == 1 && w == NR && kc % 8 == 0) {
+            pack_b_transposed_avx2(g->b + k0 + (int64_t)(n0 + j0) * g->b_n, g->b_n, kc, dst);
+            continue;
+        }
+#endif
+        (void)avx2;
         for (int k = 0; k < kc; k++) {
             const float* src = g->b + (int64_t)(k0 + k) * g->b_k + (int64_t)(n0 + j0) * g->b_n;
             float* d = dst + (int64_t)k * NR;
@@ -105,16 +143,24 @@ static void gemm_columns(void* ctx, int64_t begin, int64_t end) {
     int slot;
     float* bp = panels_acquire(&slot);
     if (!bp) { __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED); return; }
-    float tile[MR * NR];
+    float tile[MR * NR], a_tail[MR * KC];
     const int n_end = (int)(end * NR < g->N ? end * NR : g->N);
     for (int n0 = (int)begin * NR; n0 < n_end; n0 += NC) {
         int nc = n_end - n0 < NC ? n_end - n0 : NC;
         for (int k0 = 0; k0 < g->K || k0 == 0; k0 += KC) {
             int kc = g->K - k0 < KC ? g->K - k0 : KC;
             int add = g->accumulate || k0 > 0;
-            pack_b(g, k0, kc, n0, nc, bp);
+            pack_b(g, k0, kc, n0, nc, bp, job->avx2);
             for (int m0 = 0; m0 < g->M; m0 += MC) {
                 int mc = g->M - m0 < MC ? g->M - m0 : MC;
+                /* the block's last rows, when fewer than MR: copied once, zero-padded, so their tiles
+                 * run the AVX2 kernel too (scalar, they took a quarter of a B = 1 pass) */
+                int tail = mc % MR, i_tail = mc - tail;
+                if (tail)
+                    for (int i = 0; i < MR; i++)
+                        for (int k = 0; k < kc; k++)
+                            a_tail[i * kc + k] = i < tail ? g->a[(int64_t)(m0 + i_tail + i) * g->a_m +
+                                                                 (int64_t)(k0 + k) * g->a_k] : 0.f;
                 for (int j0 = 0; j0 < nc; j0 += NR)          /* a B strip stays in L1 ... */
                     for (int i0 = 0; i0 < mc; i0 += MR) {    /* ... while MC rows of A pass from L2 */
                         int h = mc - i0 < MR ? mc - i0 : MR, w = nc - j0 < NR ? nc - j0 : NR;
@@ -127,9 +173,15 @@ static void gemm_columns(void* ctx, int64_t begin, int64_t end) {
                             continue;
                         }
 #endif
-                        for (int i = 0; i < h; i++)                 /* an edge tile (or no AVX2): via a copy */
-                            for (int j = 0; j < w; j++) tile[i * NR + j] = add ? c[(int64_t)i * g->ldc + j] : 0.f;
-                        tile_portable(a, g->a_m, g->a_k, h, b_strip, kc, tile, 1);
+                        for (int i = 0; i < MR; i++)                /* an edge tile (or no AVX2): via a copy */
+                            for (int j = 0; j < NR; j++) tile[i * NR + j] = add && i < h && j < w ? c[(int64_t)i * g->ldc + j] : 0.f;
+#ifdef L2S_AVX2_PATH
+                        if (job->avx2) {
+                            const float* rows = h < MR ? a_tail : a;
+                            tile_avx2(rows, h < MR ? kc : g->a_m, h < MR ? 1 : g->a_k, b_strip, kc, tile, NR, 1);
+                        } else
+#endif
+                            tile_portable(a, g->a_m, g->a_k, h, b_strip, kc, tile, 1);
                         for (int i = 0; i < h; i++)
                             for (int j = 0; j < w; j++) c[(int64_t)i * g->ldc + j] = tile[i * NR + j];
                     }
@@ -145,6 +197,6 @@ int l2s_gemm_cpu(const l2s_gemm_cpu_args* g) {
     gemm_job job = {g, l2s_use_avx2(), 0};
     int64_t strips = (g->N + NR - 1) / NR;
     /* threads (whole NR strips apiece) only when each gets enough work to repay its start */
-    l2s_parallel_for(strips, (int64_t)g->M * g->N * g->K >= (4 << 20) ? 1 : strips, gemm_columns, &job);
+    l2s_parallel_for(strips, (int64_t)g->M * g->N * g->K >= GEMM_PARALLEL_MIN_MACS ? 1 : strips, gemm_columns, &job);
     return job.failed ? -1 : 0;
 }

@@ -31,7 +31,7 @@ typedef struct {
 
 /* Large products (training batches, the transformer's token rows) take the packed l2s_gemm_cpu (gemm.c). */
 static int big_product(int B, int I, int O) {
-    return B >= 16 && (int64_t)B * I * O >= L2S_GEMM_CPU_MIN_MACS;
+    return B >= 128 && (int64_t)B * I * O >= L2S_GEMM_CPU_MIN_MACS;
 }
 
 static int64_t slices_per_thread(const linear_job* j, int64_t slices) {

@@ -147,3 +147,11 @@ def test_relation_index():
     assert relation_index(cfg, ["below", "left of"]).tolist() == [3, 0]
     with pytest.raises(ValueError, match="unknown relation"):
         relation_index(cfg, ["behind"])
+
+
+def test_every_tensor_and_activation_starts_on_a_256_byte_boundary():
+    """cuBLASLt assumes 256-byte aligned operands and bias vectors unless told otherwise: the flat
+    buffers pad between tensors so B = 1 slices are aligned too (issue: they were 8-byte aligned)."""
+    from l2s import _C
+    cfg = _C.classifier_config(n_maps=2, map_pixels=9, n_steps=5, step_dim=3, hidden1=13, hidden2=7, n_relations=5)
+    assert all(off % 64 == 0 for off, *_ in _C.classifier_layout(cfg).values())
