@@ -39,13 +39,20 @@ const char* authors_config_error(const l2s_authors_config* c) {
     return NULL;
 }
 
-/* Sizes are bounded by authors_config_error, so these int64 sums cannot overflow (< 2^50). */
+/* Sizes are bounded by authors_config_error, so these int64 sums cannot overflow (< 2^50). Every
+ * tensor starts on a 256-byte boundary (64 floats), as cuBLASLt assumes of operands and bias vectors. */
+static int64_t place(int64_t* at, int64_t n) {
+    int64_t start = (*at + 63) / 64 * 64;
+    *at = start + n;
+    return start;
+}
+
 static int64_t encoder_params(l2s_encoder_offsets* e, int64_t at, int64_t d, int64_t ff) {
-    e->in_w = at; at += 3 * d * d; e->in_b = at; at += 3 * d;
-    e->out_w = at; at += d * d; e->out_b = at; at += d;
-    e->l1_w = at; at += ff * d; e->l1_b = at; at += ff;
-    e->l2_w = at; at += d * ff; e->l2_b = at; at += d;
-    e->n1_g = at; at += d; e->n1_b = at; at += d; e->n2_g = at; at += d; e->n2_b = at; at += d;
+    e->in_w = place(&at, 3 * d * d); e->in_b = place(&at, 3 * d);
+    e->out_w = place(&at, d * d); e->out_b = place(&at, d);
+    e->l1_w = place(&at, ff * d); e->l1_b = place(&at, ff);
+    e->l2_w = place(&at, d * ff); e->l2_b = place(&at, d);
+    e->n1_g = place(&at, d); e->n1_b = place(&at, d); e->n2_g = place(&at, d); e->n2_b = place(&at, d);
     return at;
 }
 
@@ -54,24 +61,24 @@ l2s_authors_offsets authors_param_offsets(const l2s_authors_config* c) {
     memset(&o, 0, sizeof(o));
     const int64_t d = c->d, S2 = c->map_pixels, E = c->step_dim, h = d / 2;
     int64_t at = 0;
-    o.query = at; at += d;
-    o.in_w = at; at += d * S2; o.in_b = at; at += d;
-    o.ex_emb = at; at += (int64_t)c->n_steps * d;
+    o.query = place(&at, d);
+    o.in_w = place(&at, d * S2); o.in_b = place(&at, d);
+    o.ex_emb = place(&at, (int64_t)c->n_steps * d);
     for (int l = 0; l < c->ex_layers && l < L2S_AUTHORS_MAX_LAYERS; l++) at = encoder_params(&o.ex[l], at, d, c->ex_ff);
-    o.pool_in_w = at; at += 3 * d * d; o.pool_in_b = at; at += 3 * d;
-    o.pool_out_w = at; at += d * d; o.pool_out_b = at; at += d;
-    o.out_w = at; at += S2 * d; o.out_b = at; at += S2;
-    o.cl_emb = at; at += (int64_t)c->n_steps * E;
-    o.proj_w = at; at += d * 2 * S2; o.proj_b = at; at += d;
+    o.pool_in_w = place(&at, 3 * d * d); o.pool_in_b = place(&at, 3 * d);
+    o.pool_out_w = place(&at, d * d); o.pool_out_b = place(&at, d);
+    o.out_w = place(&at, S2 * d); o.out_b = place(&at, S2);
+    o.cl_emb = place(&at, (int64_t)c->n_steps * E);
+    o.proj_w = place(&at, d * 2 * S2); o.proj_b = place(&at, d);
     for (int l = 0; l < c->cl_layers && l < L2S_AUTHORS_MAX_LAYERS; l++) at = encoder_params(&o.cl[l], at, d, c->cl_ff);
-    o.fc0_w = at; at += d * (d + E); o.fc0_b = at; at += d;
-    o.fc1_g = at; at += d; o.fc1_b = at; at += d;
-    o.fc4_w = at; at += h * d; o.fc4_b = at; at += h;
-    o.fc5_g = at; at += h; o.fc5_b = at; at += h;
-    o.fc8_w = at; at += (int64_t)c->n_relations * h; o.fc8_b = at; at += c->n_relations;
+    o.fc0_w = place(&at, d * (d + E)); o.fc0_b = place(&at, d);
+    o.fc1_g = place(&at, d); o.fc1_b = place(&at, d);
+    o.fc4_w = place(&at, h * d); o.fc4_b = place(&at, h);
+    o.fc5_g = place(&at, h); o.fc5_b = place(&at, h);
+    o.fc8_w = place(&at, (int64_t)c->n_relations * h); o.fc8_b = place(&at, c->n_relations);
     o.n_trained = at;
-    o.ex_pe = at; at += (int64_t)c->max_channels * d;
-    o.cl_pe = at; at += d * d;                      /* the authors' table has d rows; row 0 is used */
+    o.ex_pe = place(&at, (int64_t)c->max_channels * d);
+    o.cl_pe = place(&at, d * d);                      /* the authors' table has d rows; row 0 is used */
     o.total = at;
     return o;
 }
@@ -154,8 +161,11 @@ typedef struct {
 } ws_layout;
 
 typedef struct { int64_t at; int bad; } cursor;
-static int64_t take(cursor* k, int64_t a, int64_t b) {             /* a * b floats, checked */
-    int64_t n, at = k->at;
+static int64_t take(cursor* k, int64_t a, int64_t b) {     /* a * b floats on a 256-byte boundary, checked */
+    int64_t n;
+    if (k->bad || __builtin_add_overflow(k->at, 63, &k->at)) { k->bad = 1; return 0; }
+    k->at = k->at / 64 * 64;
+    int64_t at = k->at;
     if (__builtin_mul_overflow(a, b, &n) || __builtin_add_overflow(k->at, n, &k->at)) k->bad = 1;
     return at;
 }

@@ -249,6 +249,12 @@ int classifier_forward_cuda(const l2s_classifier_config* c, const float* params,
 int classifier_backward_cuda(const l2s_classifier_config* c, const float* params, int B,
                              const int32_t* steps, const int32_t* labels,
                              float* workspace, float* dx, float* grads, void* stream);
+int authors_forward_cuda(const l2s_authors_config* c, const float* params, int B, int C, const float* maps,
+                         const int32_t* steps, const int32_t* labels, l2s_dropout_config drop, float* workspace,
+                         float* probs, float* losses, void* stream);
+int authors_backward_cuda(const l2s_authors_config* c, const float* params, int B, int C, const int32_t* steps,
+                          const int32_t* labels, l2s_dropout_config drop, float* workspace, float* dmaps,
+                          float* grads, void* stream);
 int adamw_update_cuda(const l2s_adamw_config* a, int64_t n, float* params, const float* grads,
                       float* m, float* v, void* stream);
 int latent_update_cuda(int64_t B, int64_t K, l2s_dtype dtype, float step, int normalize,

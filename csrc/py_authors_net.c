@@ -1,7 +1,7 @@
 /*
- * py_authors_net.c — bindings of the authors' relation classifier (authors_net.c): a config made
- * once by named fields, sizes and the parameter table from the core, forward and backward passes.
- * CPU only for now: CUDA arrays are refused with a clear error (the Python layer runs torch there).
+ * py_authors_net.c — bindings of the authors' relation classifier (authors_net.c, its steps in
+ * authors_net_cpu.c and kernels/authors_net.cu): a config made once by named fields, sizes and the
+ * parameter table from the core, forward and backward passes on the device of the parameters.
  */
 #include "binding.h"
 
@@ -110,11 +110,6 @@ static int setup(const l2s_authors_config* c, int64_t B, int64_t C, arg_t* param
     if (require_present(params, "") < 0 || require_present(ws, "") < 0 || require_present(steps, "") < 0) return -1;
     if (need_labels && require_present(labels, " for the backward pass") < 0) return -1;
     if (check_batch(c, B, C, &ws_floats) < 0) return -1;
-    if (params->t.device_type != L2S_DEV_CPU) {
-        PyErr_SetString(PyExc_NotImplementedError, "the authors' network runs on the CPU in l2s._C (its CUDA twin is "
-                                                   "not built yet): pass CPU arrays, or run it in torch");
-        return -1;
-    }
     if (check_vector(&params->t, "params", authors_param_offsets(c).total) < 0) return -1;
     if (tensor_check_dtype(&ws->t, "workspace", L2S_M_F32) < 0 || tensor_check_contiguous(&ws->t, "workspace") < 0)
         return -1;
@@ -155,7 +150,7 @@ static int parse_seed(PyObject* o, uint64_t* seed) {
 }
 
 PyDoc_STRVAR(authors_forward_doc,
-"authors_forward(config, params, maps, steps, labels, workspace, probs, losses=None, dropout=0.0, seed=0)\n--\n\n"
+"authors_forward(config, params, maps, steps, labels, workspace, probs, losses=None, dropout=0.0, seed=0, stream=None)\n--\n\n"
 "The authors' classifier forward. maps [B, 2, C, S*S] or [B, 2, C, S, S] float32 (C <= max_channels);\n"
 "steps int32 [B] embedding rows; labels int32 [B] or None; probs [B, K] and losses [B] outputs.\n"
 "dropout > 0 is training mode, its masks a function of seed alone. The workspace keeps what\n"
@@ -163,18 +158,20 @@ PyDoc_STRVAR(authors_forward_doc,
 static PyObject* py_authors_forward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
     static const char* const kwlist[] = {"config", "params", "maps", "steps", "labels", "workspace", "probs", "losses",
-                                         "dropout", "seed", NULL};
-    PyObject* cfg; PyObject* seed_obj = Py_None; float p = 0.f;
+                                         "dropout", "seed", "stream", NULL};
+    PyObject* cfg; PyObject* seed_obj = Py_None; PyObject* stream = Py_None; float p = 0.f; void* st;
     arg_t a[7] = {{"params"}, {"maps"}, {"steps", NULL, 0, 1}, {"labels", NULL, 0, 1}, {"workspace", NULL, 1},
                   {"probs", NULL, 1}, {"losses", NULL, 1}};
-    if (parse_fast("authors_forward", args, nargs, kwnames, "OOOOOOO|OfO", kwlist, &cfg, &a[0].obj, &a[1].obj,
-                   &a[2].obj, &a[3].obj, &a[4].obj, &a[5].obj, &a[6].obj, &p, &seed_obj) < 0)
+    if (parse_fast("authors_forward", args, nargs, kwnames, "OOOOOOO|OfOO", kwlist, &cfg, &a[0].obj, &a[1].obj,
+                   &a[2].obj, &a[3].obj, &a[4].obj, &a[5].obj, &a[6].obj, &p, &seed_obj, &stream) < 0)
         return NULL;
     l2s_authors_config c;
     uint64_t seed;
     int32_t* idx = NULL;
     const int32_t* labels = NULL;
-    if (parse_config(cfg, &c) < 0 || parse_seed(seed_obj, &seed) < 0 || borrow_args(a, 7, Py_None) < 0) return NULL;
+    if (parse_config(cfg, &c) < 0 || parse_seed(seed_obj, &seed) < 0 || stream_from_py(stream, &st) < 0 ||
+        borrow_args(a, 7, stream) < 0)
+        return NULL;
     if (require_present(&a[1], "") < 0 || require_present(&a[5], "") < 0) goto fail;
     {
         int64_t B = a[1].t.ndim ? a[1].t.shape[0] : 0, C = map_channels(&c, &a[1].t, "maps", -1);
@@ -187,8 +184,10 @@ static PyObject* py_authors_forward(PyObject* self, PyObject* const* args, Py_ss
             goto fail;
         l2s_dropout_config drop = {p, seed};
         float* losses = labels ? (float*)a[6].t.data : NULL;
-        L2S_RUN(&a[0].t, -1, authors_forward_cpu(&c, a[0].t.data, (int)B, (int)C, a[1].t.data, idx, labels, drop,
-                                                  a[4].t.data, a[5].t.data, losses));
+        L2S_RUN(&a[0].t, authors_forward_cuda(&c, a[0].t.data, (int)B, (int)C, a[1].t.data, idx, labels, drop,
+                                              a[4].t.data, a[5].t.data, losses, st),
+                authors_forward_cpu(&c, a[0].t.data, (int)B, (int)C, a[1].t.data, idx, labels, drop, a[4].t.data,
+                                    a[5].t.data, losses));
     }
     PyMem_Free(idx);
     release_args(a, 7);
@@ -200,26 +199,28 @@ fail:
 }
 
 PyDoc_STRVAR(authors_backward_doc,
-"authors_backward(config, params, steps, labels, workspace, channels, dmaps=None, grads=None, dropout=0.0, seed=0)\n--\n\n"
+"authors_backward(config, params, steps, labels, workspace, channels, dmaps=None, grads=None, dropout=0.0, seed=0, stream=None)\n--\n\n"
 "Backward of the batch-MEAN cross-entropy of the last authors_forward on this workspace (same batch,\n"
 "channels, dropout and seed; it consumes the workspace: once per forward). dmaps [B, 2, C, ...] is\n"
 "overwritten with d(loss)/d(maps); grads [n_params] is ACCUMULATED into (the positional tables get none).");
 static PyObject* py_authors_backward(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     (void)self;
     static const char* const kwlist[] = {"config", "params", "steps", "labels", "workspace", "channels", "dmaps",
-                                         "grads", "dropout", "seed", NULL};
-    PyObject* cfg; PyObject* seed_obj = Py_None; float p = 0.f; int C = 0;
+                                         "grads", "dropout", "seed", "stream", NULL};
+    PyObject* cfg; PyObject* seed_obj = Py_None; PyObject* stream = Py_None; float p = 0.f; int C = 0; void* st;
     arg_t a[6] = {{"params"}, {"steps", NULL, 0, 1}, {"labels", NULL, 0, 1}, {"workspace", NULL, 1},
                   {"dmaps", NULL, 1}, {"grads", NULL, 1}};
     a[4].obj = Py_None; a[5].obj = Py_None;
-    if (parse_fast("authors_backward", args, nargs, kwnames, "OOOOOi|OOfO", kwlist, &cfg, &a[0].obj, &a[1].obj,
-                   &a[2].obj, &a[3].obj, &C, &a[4].obj, &a[5].obj, &p, &seed_obj) < 0)
+    if (parse_fast("authors_backward", args, nargs, kwnames, "OOOOOi|OOfOO", kwlist, &cfg, &a[0].obj, &a[1].obj,
+                   &a[2].obj, &a[3].obj, &C, &a[4].obj, &a[5].obj, &p, &seed_obj, &stream) < 0)
         return NULL;
     l2s_authors_config c;
     uint64_t seed;
     int32_t* idx = NULL;
     const int32_t* labels = NULL;
-    if (parse_config(cfg, &c) < 0 || parse_seed(seed_obj, &seed) < 0 || borrow_args(a, 6, Py_None) < 0) return NULL;
+    if (parse_config(cfg, &c) < 0 || parse_seed(seed_obj, &seed) < 0 || stream_from_py(stream, &st) < 0 ||
+        borrow_args(a, 6, stream) < 0)
+        return NULL;
     if (require_present(&a[2], " for the backward pass") < 0) goto fail;
     {
         int64_t B = a[2].t.ndim ? a[2].t.shape[0] : 0;
@@ -232,8 +233,9 @@ static PyObject* py_authors_backward(PyObject* self, PyObject* const* args, Py_s
         l2s_dropout_config drop = {p, seed};
         float* dmaps = a[4].present ? (float*)a[4].t.data : NULL;
         float* grads = a[5].present ? (float*)a[5].t.data : NULL;
-        L2S_RUN(&a[0].t, -1, authors_backward_cpu(&c, a[0].t.data, (int)B, C, idx, labels, drop, a[3].t.data, dmaps,
-                                                   grads));
+        L2S_RUN(&a[0].t, authors_backward_cuda(&c, a[0].t.data, (int)B, C, idx, labels, drop, a[3].t.data, dmaps, grads,
+                                               st),
+                authors_backward_cpu(&c, a[0].t.data, (int)B, C, idx, labels, drop, a[3].t.data, dmaps, grads));
     }
     PyMem_Free(idx);
     release_args(a, 6);
