@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -348,10 +349,11 @@ class AuthorsClassifier:
         self._shapes = want
         self._fuse()
 
-    def _fuse(self) -> None:
-        """Run in l2s._C when the weights are on the CPU: the state dict becomes views of its buffer."""
+    def _fuse(self, device: Any = "cpu") -> None:
+        """Run in l2s._C on ``device``: the state dict becomes views of its one parameter buffer."""
         from .authors_net import FusedAuthorsNet
-        self._net = FusedAuthorsNet(self.config, int(self.meta["input_channels"]), len(self.relations), self.params)
+        self._net = FusedAuthorsNet(self.config, int(self.meta["input_channels"]), len(self.relations), self.params,
+                                    device)
         self.params = self._net.views(self._shapes)
 
     @classmethod
@@ -374,8 +376,8 @@ class AuthorsClassifier:
         """One AdamW step (dropout on) on a batch; the batch's mean loss before it. On the CPU the
         fused C pass runs it, elsewhere torch autograd."""
         if self._net is not None:
-            x = torch.as_tensor(np.asarray(maps), dtype=torch.float32)
-            return self._net.train_step(x, labels, self._check(x, steps).numpy(), lr, weight_decay, dropout)
+            x = torch.as_tensor(maps if isinstance(maps, torch.Tensor) else np.asarray(maps), dtype=torch.float32)
+            return self._net.train_step(x, labels, self._check(x, steps).cpu().numpy(), lr, weight_decay, dropout)
         trained = [k for k in self.params if k not in FIXED]
         if self._opt is None:
             for k in trained:
@@ -406,12 +408,18 @@ class AuthorsClassifier:
     def step_row(self, step: int, num_steps: int) -> int:
         return int(step_rows([step], self.meta.get("step_mapping", []))[0])
 
-    def to(self, device: Any) -> "AuthorsClassifier":
-        """Move the weights (CUDA: the torch network; CPU: the fused C one). Resets the optimiser."""
+    def to(self, device: Any, fused: bool | None = None) -> "AuthorsClassifier":
+        """Move the weights. On the CPU the fused C network runs; on a GPU the torch one, unless
+        ``fused=True`` (or ``L2S_AUTHORS_CUDA=1``) asks for the CUDA twin of the fused network, which
+        is compiled but has not yet run on a GPU here (``tests/test_cuda.py`` checks it against
+        torch there). Resets the optimiser."""
+        device = torch.device(device)
         self.params = {k: v.detach().clone().to(device) for k, v in self.params.items()}
         self._opt, self._net = None, None
-        if torch.device(device).type == "cpu":
-            self._fuse()
+        if fused is None:
+            fused = device.type == "cpu" or os.environ.get("L2S_AUTHORS_CUDA") == "1"
+        if fused:
+            self._fuse(device)
         return self
 
     def forward(self, maps: Any, steps: Any) -> torch.Tensor:
@@ -420,7 +428,7 @@ class AuthorsClassifier:
         with torch.no_grad():
             x = torch.as_tensor(maps, dtype=torch.float32, device=next(iter(self.params.values())).device)
             if self._net is not None:
-                return torch.from_numpy(self._net.forward(x, self._check(x, steps).numpy()))
+                return torch.as_tensor(self._net.forward(x, self._check(x, steps).cpu().numpy()))
             return torch.softmax(self._logits(x, steps), -1)
 
     def _check(self, x: torch.Tensor, steps: Any) -> torch.Tensor:
@@ -441,11 +449,11 @@ class AuthorsClassifier:
 
     def losses_and_grad(self, maps: Any, labels: Any, steps: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample cross-entropy, its gradient w.r.t. the stacks (d sum / d maps), probabilities."""
-        if self._net is not None and not (isinstance(maps, torch.Tensor) and maps.is_cuda):
+        if self._net is not None:
             x = torch.as_tensor(maps).detach().float()
-            rows = self._check(x, steps).numpy()
+            rows = self._check(x, steps).cpu().numpy()
             losses, dx, probs = self._net.losses_and_grad(x, labels, rows)
-            return torch.from_numpy(losses), torch.from_numpy(dx), torch.from_numpy(probs)
+            return torch.as_tensor(losses), torch.as_tensor(dx), torch.as_tensor(probs)
         x = torch.as_tensor(maps).detach().float().requires_grad_(True)
         with torch.enable_grad():
             logits = self._logits(x, steps)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import _C
+from .core import _stream, adamw_update, empty
 
 # the sites of the C core (authors_net.c): extractor layer l drops at 16 + 4l + {0 attention, 1 hidden,
 # 2 feed-forward}, relation-head layer l at 128 + 4l + {...}, the two fc layers at 250 and 251
@@ -58,36 +59,42 @@ def dropout_mask(n: int, p: float, seed: int, site: int) -> np.ndarray:
 
 
 class FusedAuthorsNet:
-    """The network's parameters in one flat buffer, and its passes in ``l2s._C`` (CPU)."""
+    """The network's parameters in one flat buffer, and its passes in ``l2s._C``: on the CPU (NumPy
+    buffers), or on a GPU (torch CUDA buffers, torch's current stream; the CUDA twin)."""
 
-    def __init__(self, config: dict, input_channels: int, n_classes: int, params: dict[str, torch.Tensor]):
+    def __init__(self, config: dict, input_channels: int, n_classes: int, params: dict[str, torch.Tensor],
+                 device: Any = "cpu"):
         self.cfg = core_config(config, input_channels, n_classes)
         self.layout = _C.authors_layout(self.cfg)                  # {name: (offset, numel)}, buffer order
         n_params, self.n_trained, _ = _C.authors_sizes(self.cfg, 1, 1)
-        self.flat = np.zeros(n_params, np.float32)
+        flat = np.zeros(n_params, np.float32)
         for name, (off, n) in self.layout.items():
             t = params[name].detach().to("cpu", torch.float32).reshape(-1)
             if t.numel() != n:
                 raise ValueError(f"{name}: {t.numel()} values, the network needs {n}")
-            self.flat[off:off + n] = t.numpy()
+            flat[off:off + n] = t.numpy()
+        self.device = torch.device(device)
+        self.flat = flat if self.device.type == "cpu" else torch.from_numpy(flat).to(self.device)
         self.n_classes = int(n_classes)
-        self._ws: tuple[tuple[int, int], np.ndarray] | None = None
-        self._adam: tuple[np.ndarray, np.ndarray] | None = None
+        self._ws: tuple[tuple[int, int], Any] | None = None
+        self._adam: tuple[Any, Any] | None = None
         self.adam_step = 0
         self.lock = threading.Lock()          # one workspace: a backward reads its forward's activations
 
     def views(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         """The state-dict tensors as torch views of the flat buffer (writes go both ways)."""
-        return {name: torch.from_numpy(self.flat[off:off + n]).view(shapes[name])
-                for name, (off, n) in self.layout.items()}
+        flat = torch.from_numpy(self.flat) if isinstance(self.flat, np.ndarray) else self.flat
+        return {name: flat[off:off + n].view(shapes[name]) for name, (off, n) in self.layout.items()}
 
-    def _workspace(self, B: int, C: int) -> np.ndarray:
+    def _workspace(self, B: int, C: int) -> Any:
         if self._ws is None or self._ws[0] != (B, C):
-            self._ws = ((B, C), np.empty(_C.authors_sizes(self.cfg, B, C)[2], np.float32))   # keep the last shape
-        return self._ws[1]
+            self._ws = ((B, C), empty((_C.authors_sizes(self.cfg, B, C)[2],), "float32", like=self.flat))
+        return self._ws[1]                                         # keep the last shape's
 
-    @staticmethod
-    def _maps(maps: Any) -> np.ndarray:
+    def _maps(self, maps: Any) -> Any:
+        if self.device.type != "cpu":
+            m = torch.as_tensor(maps).detach().to(self.device, torch.float32).contiguous()
+            return m.reshape(m.shape[0], 2, m.shape[2], -1) if m.dim() == 5 and m.shape[1] == 2 else m
         if isinstance(maps, torch.Tensor):
             maps = maps.detach().to("cpu", torch.float32).numpy()
         maps = np.ascontiguousarray(maps, dtype=np.float32)
@@ -102,48 +109,54 @@ class FusedAuthorsNet:
             raise ValueError(f"{name}: {B} integers expected, got {a.size} of {a.dtype}")
         return np.ascontiguousarray(a, dtype=np.int32)
 
-    def _forward(self, maps: np.ndarray, rows: np.ndarray, labels: np.ndarray | None, dropout: float, seed: int):
-        B, C = maps.shape[0], maps.shape[2]
-        probs = np.empty((B, self.n_classes), np.float32)
-        losses = np.empty(B, np.float32) if labels is not None else None
+    def _forward(self, maps: Any, rows: np.ndarray, labels: np.ndarray | None, dropout: float, seed: int):
+        B, C = int(maps.shape[0]), int(maps.shape[2])
+        probs = empty((B, self.n_classes), "float32", like=self.flat)
+        losses = empty((B,), "float32", like=self.flat) if labels is not None else None
         _C.authors_forward(self.cfg, self.flat, maps, rows, labels, self._workspace(B, C), probs, losses,
-                           float(dropout), int(seed))
+                           float(dropout), int(seed), stream=_stream(self.flat))
         return probs, losses
 
-    def forward(self, maps: Any, rows: Any) -> np.ndarray:
+    def forward(self, maps: Any, rows: Any) -> Any:
         """Probabilities [B, K] of stacks [B, 2, C, S, S] and embedding rows [B] (eval mode)."""
         m = self._maps(maps)
         with self.lock:
             return self._forward(m, self._ints(rows, m.shape[0], "steps"), None, 0.0, 0)[0]
 
-    def losses_and_grad(self, maps: Any, labels: Any, rows: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def losses_and_grad(self, maps: Any, labels: Any, rows: Any) -> tuple[Any, Any, Any]:
         """Per-sample cross-entropy [B], d(sum of them)/d(maps) in maps' shape, probabilities."""
         shape = tuple(maps.shape)
         m = self._maps(maps)
-        B, C = m.shape[0], m.shape[2]
+        B, C = int(m.shape[0]), int(m.shape[2])
         lab, r = self._ints(labels, B, "labels"), self._ints(rows, B, "steps")
         with self.lock:
             probs, losses = self._forward(m, r, lab, 0.0, 0)
-            dmaps = np.empty_like(m)
-            _C.authors_backward(self.cfg, self.flat, r, lab, self._workspace(B, C), C, dmaps, None)
-        return losses, (dmaps * np.float32(B)).reshape(shape), probs      # the core differentiates the mean
+            dmaps = empty(tuple(m.shape), "float32", like=self.flat)
+            _C.authors_backward(self.cfg, self.flat, r, lab, self._workspace(B, C), C, dmaps, None,
+                                stream=_stream(self.flat))
+        return losses, (dmaps * B).reshape(shape), probs                # the core differentiates the mean
 
     def train_step(self, maps: Any, labels: Any, rows: Any, lr: float, weight_decay: float, dropout: float,
                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> float:
         """One AdamW step over the trained parameters (not the positional tables), dropout masks
         drawn from the step count; the batch's mean loss before the step."""
         m = self._maps(maps)
-        B, C = m.shape[0], m.shape[2]
+        B, C = int(m.shape[0]), int(m.shape[2])
         lab, r = self._ints(labels, B, "labels"), self._ints(rows, B, "steps")
+        n = self.n_trained
         with self.lock:
             self.adam_step += 1
             seed = self.adam_step
             _, losses = self._forward(m, r, lab, dropout, seed)
-            grads = np.zeros_like(self.flat)
-            _C.authors_backward(self.cfg, self.flat, r, lab, self._workspace(B, C), C, None, grads, float(dropout), seed)
+            grads = _zeros_like(self.flat)
+            _C.authors_backward(self.cfg, self.flat, r, lab, self._workspace(B, C), C, None, grads, float(dropout), seed,
+                                stream=_stream(self.flat))
             if self._adam is None:
-                self._adam = (np.zeros(self.n_trained, np.float32), np.zeros(self.n_trained, np.float32))
-            n = self.n_trained
-            _C.adamw_update(self.flat[:n], grads[:n], *self._adam, float(lr), float(betas[0]), float(betas[1]),
-                            float(eps), float(weight_decay), self.adam_step)
+                self._adam = (_zeros_like(self.flat[:n]), _zeros_like(self.flat[:n]))
+            adamw_update(self.flat[:n], grads[:n], *self._adam, lr=float(lr), step=self.adam_step, betas=betas,
+                         eps=float(eps), weight_decay=float(weight_decay))
         return float(losses.mean())
+
+
+def _zeros_like(a: Any) -> Any:
+    return torch.zeros_like(a) if isinstance(a, torch.Tensor) else np.zeros_like(a)
