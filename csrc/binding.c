@@ -170,3 +170,27 @@ int check_vector(const l2s_tensor* t, const char* name, int64_t n) {
     return 0;
 }
 
+
+static void config_capsule_free(PyObject* capsule) {
+    PyMem_Free(PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule)));
+}
+
+PyObject* config_capsule_new(const void* config, size_t size, const char* name) {
+    void* heap = PyMem_Malloc(size);
+    if (!heap) return PyErr_NoMemory();
+    memcpy(heap, config, size);
+    PyObject* capsule = PyCapsule_New(heap, name, config_capsule_free);
+    if (!capsule) PyMem_Free(heap);
+    return capsule;
+}
+
+int config_capsule_read(PyObject* o, const char* name, const char* maker, void* out, size_t size) {
+    const void* p = PyCapsule_CheckExact(o) ? PyCapsule_GetPointer(o, name) : NULL;
+    if (!p) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "config must be made by %s, not %.100s", maker, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    memcpy(out, p, size);
+    return 0;
+}

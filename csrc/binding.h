@@ -41,6 +41,11 @@ int check_vector(const l2s_tensor* t, const char* name, int64_t n);
  * cannot push an index out of range after it was checked. */
 int copy_index_vector(const arg_t* a, int64_t B, int32_t limit, const char* what, int32_t* dst);
 
+/* A validated op config kept in a capsule named `name`: made once by the config call, copied out per
+ * call (a TypeError naming `maker` for anything else). */
+PyObject* config_capsule_new(const void* config, size_t size, const char* name);
+int config_capsule_read(PyObject* o, const char* name, const char* maker, void* out, size_t size);
+
 /* The CUDA twin on device dev_id, or an explanation of why it cannot run. */
 #ifdef L2S_WITH_CUDA
 #define L2S_CUDA_CALL(dev_id, call)                                                         \

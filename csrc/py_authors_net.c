@@ -7,20 +7,8 @@
 
 static const char* CONFIG_CAPSULE = "l2s.authors_config";
 
-static void config_free(PyObject* capsule) {
-    PyMem_Free(PyCapsule_GetPointer(capsule, CONFIG_CAPSULE));
-}
-
 static int parse_config(PyObject* o, l2s_authors_config* c) {
-    const l2s_authors_config* p = PyCapsule_CheckExact(o) ? PyCapsule_GetPointer(o, CONFIG_CAPSULE) : NULL;
-    if (!p) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "config must be made by authors_config(d=..., ...), not %.100s",
-                     Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    *c = *p;
-    return 0;
+    return config_capsule_read(o, CONFIG_CAPSULE, "authors_config(d=..., ...)", c, sizeof(*c));
 }
 
 PyDoc_STRVAR(authors_config_doc,
@@ -44,12 +32,7 @@ static PyObject* py_authors_config(PyObject* self, PyObject* args, PyObject* kw)
         if (fields[i] == UNSET) { PyErr_Format(PyExc_TypeError, "authors_config: missing %s", kwlist[i]); return NULL; }
     const char* err = authors_config_error(&c);
     if (err) { PyErr_Format(PyExc_ValueError, "config: %s", err); return NULL; }
-    l2s_authors_config* heap = PyMem_Malloc(sizeof(c));
-    if (!heap) return PyErr_NoMemory();
-    *heap = c;
-    PyObject* capsule = PyCapsule_New(heap, CONFIG_CAPSULE, config_free);
-    if (!capsule) PyMem_Free(heap);
-    return capsule;
+    return config_capsule_new(&c, sizeof(c), CONFIG_CAPSULE);
 }
 
 static int check_batch(const l2s_authors_config* c, int64_t B, int64_t C, int64_t* ws_floats) {
@@ -149,6 +132,13 @@ static int parse_seed(PyObject* o, uint64_t* seed) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* Both passes: the config, the dropout seed, the stream, then the arrays borrowed. */
+static int pass_args(PyObject* cfg, PyObject* seed_obj, PyObject* stream, arg_t* a, int n, l2s_authors_config* c,
+                     uint64_t* seed, void** st) {
+    if (parse_config(cfg, c) < 0 || parse_seed(seed_obj, seed) < 0 || stream_from_py(stream, st) < 0) return -1;
+    return borrow_args(a, n, stream);
+}
+
 PyDoc_STRVAR(authors_forward_doc,
 "authors_forward(config, params, maps, steps, labels, workspace, probs, losses=None, dropout=0.0, seed=0, stream=None)\n--\n\n"
 "The authors' classifier forward. maps [B, 2, C, S*S] or [B, 2, C, S, S] float32 (C <= max_channels);\n"
@@ -169,9 +159,7 @@ static PyObject* py_authors_forward(PyObject* self, PyObject* const* args, Py_ss
     uint64_t seed;
     int32_t* idx = NULL;
     const int32_t* labels = NULL;
-    if (parse_config(cfg, &c) < 0 || parse_seed(seed_obj, &seed) < 0 || stream_from_py(stream, &st) < 0 ||
-        borrow_args(a, 7, stream) < 0)
-        return NULL;
+    if (pass_args(cfg, seed_obj, stream, a, 7, &c, &seed, &st) < 0) return NULL;
     if (require_present(&a[1], "") < 0 || require_present(&a[5], "") < 0) goto fail;
     {
         int64_t B = a[1].t.ndim ? a[1].t.shape[0] : 0, C = map_channels(&c, &a[1].t, "maps", -1);
@@ -218,9 +206,7 @@ static PyObject* py_authors_backward(PyObject* self, PyObject* const* args, Py_s
     uint64_t seed;
     int32_t* idx = NULL;
     const int32_t* labels = NULL;
-    if (parse_config(cfg, &c) < 0 || parse_seed(seed_obj, &seed) < 0 || stream_from_py(stream, &st) < 0 ||
-        borrow_args(a, 6, stream) < 0)
-        return NULL;
+    if (pass_args(cfg, seed_obj, stream, a, 6, &c, &seed, &st) < 0) return NULL;
     if (require_present(&a[2], " for the backward pass") < 0) goto fail;
     {
         int64_t B = a[2].t.ndim ? a[2].t.shape[0] : 0;

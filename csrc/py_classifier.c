@@ -9,20 +9,8 @@
  * type check and a copy, cheaper than reading nine fields per call. */
 static const char* CONFIG_CAPSULE = "l2s.classifier_config";
 
-static void config_free(PyObject* capsule) {
-    PyMem_Free(PyCapsule_GetPointer(capsule, CONFIG_CAPSULE));
-}
-
 static int parse_config(PyObject* o, l2s_classifier_config* c) {
-    const l2s_classifier_config* p = PyCapsule_CheckExact(o) ? PyCapsule_GetPointer(o, CONFIG_CAPSULE) : NULL;
-    if (!p) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "config must be made by classifier_config(n_maps=..., ...), not %.100s",
-                     Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    *c = *p;
-    return 0;
+    return config_capsule_read(o, CONFIG_CAPSULE, "classifier_config(n_maps=..., ...)", c, sizeof(*c));
 }
 
 PyDoc_STRVAR(classifier_config_doc,
@@ -38,12 +26,7 @@ static PyObject* py_classifier_config(PyObject* self, PyObject* args, PyObject* 
         return NULL;
     const char* err = classifier_config_error(&c);
     if (err) { PyErr_Format(PyExc_ValueError, "config: %s", err); return NULL; }
-    l2s_classifier_config* heap = PyMem_Malloc(sizeof(c));
-    if (!heap) return PyErr_NoMemory();
-    *heap = c;
-    PyObject* capsule = PyCapsule_New(heap, CONFIG_CAPSULE, config_free);
-    if (!capsule) PyMem_Free(heap);
-    return capsule;
+    return config_capsule_new(&c, sizeof(c), CONFIG_CAPSULE);
 }
 
 PyDoc_STRVAR(classifier_sizes_doc,
