@@ -4,7 +4,7 @@ device's floor; print a markdown table.
     python benchmarks/bench_core.py                 # CPU: C core vs torch (CPU)
     python benchmarks/bench_core.py --device cuda   # GPU: CUDA kernels vs torch (CUDA)
 
-The authors' transformer classifier (CPU only: its CUDA twin is still to come) runs at the SD1.4
+The authors' transformer classifier (the fused C pass, or with --device cuda its CUDA twin) runs at the SD1.4
 widths on 128-map stacks: a steering pass (B=1: loss and map gradient) and a training step (B=64:
 dropout 0.3, all gradients, AdamW), against the same network in torch (autograd, torch's AdamW).
 
@@ -176,14 +176,17 @@ def authors_macs(cfg: dict, C: int, K: int) -> int:
     return 2 * per_object + 2 * S2 * d + cl["num_layers"] * layer(1, cl["dim_feedforward"]) + (d + E) * d + d * h + h * K
 
 
-def bench_authors(repeats: int, rates) -> list[tuple]:
-    """The authors' transformer (SD1.4 widths, C = 128 maps per object): the fused C pass of
-    AuthorsClassifier vs the same network in torch (authors.authors_logits, autograd, torch's AdamW)."""
+def bench_authors(device: str, repeats: int, rates) -> list[tuple]:
+    """The authors' transformer (SD1.4 widths, C = 128 maps per object): the fused pass of
+    AuthorsClassifier (C, or its CUDA twin) vs the same network in torch (authors.authors_logits,
+    autograd, torch's AdamW) on the same device."""
     from l2s.authors import AuthorsClassifier, authors_logits
     rows, C, K = [], 128, 5
     clf = AuthorsClassifier.new(["above", "below", "is", "left", "right"], 128, 50, [5, 10, 15, 20, 25, 49],
                                 config=SD14_AUTHORS)
-    P = {k: v.detach().clone() for k, v in clf.params.items()}
+    P = {k: v.detach().clone().to(device) for k, v in clf.params.items()}
+    if device == "cuda":
+        clf.to("cuda", fused=True)
     trained = [v.requires_grad_() for k, v in P.items() if "positional" not in k]
     opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.05)
     macs = authors_macs(SD14_AUTHORS, C, K)
@@ -191,9 +194,9 @@ def bench_authors(repeats: int, rates) -> list[tuple]:
     for B, what in ((1, "steering (input grad)"), (64, "training step (dropout 0.3, AdamW)")):
         g = torch.Generator().manual_seed(B)
         maps = torch.rand(B, 2, C, 16, 16, generator=g)
-        maps = maps / maps.sum((-1, -2), keepdim=True)
-        steps = torch.randint(0, 50, (B,), generator=g)
-        labels = torch.randint(0, K, (B,), generator=g)
+        maps = (maps / maps.sum((-1, -2), keepdim=True)).to(device)
+        steps = torch.randint(0, 50, (B,), generator=g).to(device)
+        labels = torch.randint(0, K, (B,), generator=g).to(device)
         if B == 1:
             run_l2s = lambda: clf.losses_and_grad(maps, labels, steps)
 
@@ -203,7 +206,7 @@ def bench_authors(repeats: int, rates) -> list[tuple]:
                     authors_logits(P, SD14_AUTHORS, x, steps), labels, reduction="sum"), x)
             floor = floor_seconds(2 * 2 * macs, 4 * n_params + 2 * 4 * maps.numel(), rates)
         else:
-            run_l2s = lambda: clf.train_step(maps.numpy(), labels.numpy(), steps.numpy(), 1e-4, 0.05, 0.3)
+            run_l2s = lambda: clf.train_step(maps, labels.cpu().numpy(), steps.cpu().numpy(), 1e-4, 0.05, 0.3)
 
             def run_torch():
                 loss = torch.nn.functional.cross_entropy(authors_logits(P, SD14_AUTHORS, maps, steps, 0.3), labels)
@@ -211,8 +214,8 @@ def bench_authors(repeats: int, rates) -> list[tuple]:
                 loss.backward()
                 opt.step()
             floor = floor_seconds(3 * 2 * B * macs, 4 * 4 * n_params + 4 * maps.numel(), rates)
-        t_l2s = timeit(run_l2s, "cpu", repeats)
-        t_torch = timeit(run_torch, "cpu", repeats)
+        t_l2s = timeit(run_l2s, device, repeats)
+        t_torch = timeit(run_torch, device, repeats)
         rows.append((f"authors' classifier B={B}, {what}", None, (t_l2s, t_torch, floor),
                      f"SD1.4 widths, C={C}, {n_params / 1e6:.2f}M params"))
     return rows
@@ -239,7 +242,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = (bench_extraction(args.device, args.repeats, not args.with_flux_cpu, rates)
             + bench_classifier(args.device, args.repeats, rates)
-            + (bench_authors(args.repeats, rates) if args.device == "cpu" else []))   # its CUDA twin: not yet
+            + bench_authors(args.device, args.repeats, rates))
     fmt = lambda t: f"{t * 1e3:.3f}" if t < 1e-2 else f"{t * 1e3:.2f}"
     for name, fwd, fb, note in rows:
         cells = " | ".join(fmt(t) for t in fwd) if fwd else "- | - | -"
