@@ -10,6 +10,7 @@
 
 static _Atomic int g_threads = 0;         /* 0: not read yet */
 static _Atomic int g_sse2 = 0;
+static _Atomic int g_attn_tiled = 0;
 static _Atomic int g_once = 0;
 static int g_gemm_fallback = 0;
 static char g_cublaslt_path[1024];
@@ -22,6 +23,8 @@ void l2s_read_settings(void) {
     g_threads = n < 1 ? 1 : n > L2S_MAX_THREADS ? L2S_MAX_THREADS : (int)n;
     env = getenv("L2S_SIMD");
     g_sse2 = env && strcmp(env, "sse2") == 0;
+    env = getenv("L2S_ATTN_KERNEL");
+    g_attn_tiled = env && strcmp(env, "tiled") == 0;
     if (!g_once) {                       /* the CUDA GEMM settings: once, before any GPU call reads them */
         env = getenv("L2S_GEMM");
         g_gemm_fallback = env && strcmp(env, "fallback") == 0;
@@ -37,6 +40,7 @@ int l2s_num_threads(void) {
 }
 
 int l2s_simd_sse2_forced(void) { return g_sse2; }
+int l2s_attn_tiled(void) { return g_attn_tiled; }
 int l2s_gemm_fallback_forced(void) { return g_gemm_fallback; }
 const char* l2s_cublaslt_path(void) { return g_cublaslt_path[0] ? g_cublaslt_path : NULL; }
 

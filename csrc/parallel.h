@@ -10,11 +10,13 @@ extern "C" {
 
 /* Environment settings are read only by l2s_read_settings, which every binding calls with the GIL
  * held (Python's os.environ writers hold it too), and kept in atomics the ops read without the GIL:
- * L2S_NUM_THREADS (threads, default the online CPU count), L2S_SIMD=sse2 (portable tiles), and,
+ * L2S_NUM_THREADS (threads, default the online CPU count), L2S_SIMD=sse2 (portable tiles),
+ * L2S_ATTN_KERNEL=tiled (the CUDA extraction's tiled kernels, not yet measured on a GPU) and,
  * read once, L2S_GEMM=fallback and L2S_CUBLASLT_PATH (CUDA GEMM). */
 void l2s_read_settings(void);
 int l2s_num_threads(void);
 int l2s_simd_sse2_forced(void);
+int l2s_attn_tiled(void);                 /* L2S_ATTN_KERNEL=tiled: the CUDA extraction's tiled kernels */
 int l2s_gemm_fallback_forced(void);
 const char* l2s_cublaslt_path(void);      /* NULL when unset */
 

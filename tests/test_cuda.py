@@ -29,7 +29,9 @@ def _host(t):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 1, 3, 2, 1), (2, 8, 256, 77, 40), (1, 24, 64, 512, 128), (2, 3, 33, 5, 130)])
 @pytest.mark.parametrize("per_head, token_mean", [(False, False), (True, True)])
-def test_attention_maps(rng, dtype, shape, per_head, token_mean):
+@pytest.mark.parametrize("kernel", ["simple", "tiled"])       # L2S_ATTN_KERNEL: both against the C oracle
+def test_attention_maps(rng, dtype, shape, per_head, token_mean, kernel, monkeypatch):
+    monkeypatch.setenv("L2S_ATTN_KERNEL", kernel)
     B, H, N, L, D = shape
     q = torch.from_numpy(rng.standard_normal((B, N, H, D)).astype(np.float32)).to(dtype)
     k = torch.from_numpy(rng.standard_normal((B, L, H, D)).astype(np.float32)).to(dtype)
