@@ -49,6 +49,7 @@ if command -v compute-sanitizer > /dev/null; then
     step racecheck 240 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" -m pytest -q -x tests/test_cuda.py -k "maps"
 fi
 step bench_core 240 "$PY" benchmarks/bench_core.py --device cuda
+step bench_core_tiled 240 env L2S_ATTN_KERNEL=tiled "$PY" benchmarks/bench_core.py --device cuda   # decides the default
 step bench_steer 300 "$PY" benchmarks/bench_steer.py --model sd14 --size 512 --steps 10 --device cuda --dtype float16
 
 {
@@ -57,7 +58,7 @@ step bench_steer 300 "$PY" benchmarks/bench_steer.py --model sd14 --size 512 --s
     echo "| step | exit status | seconds |"
     echo "|---|---|---|"
     awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$LOGS/steps.tsv"
-    for name in environment info cuda_tests bench_core bench_steer; do
+    for name in environment info cuda_tests bench_core bench_core_tiled bench_steer; do
         [ -f "$LOGS/$name.log" ] || continue
         echo; echo "## $name"; echo; echo '```'; tail -n 40 "$LOGS/$name.log"; echo '```'
     done
