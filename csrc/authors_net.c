@@ -83,16 +83,13 @@ l2s_authors_offsets authors_param_offsets(const l2s_authors_config* c) {
 }
 
 /* ---- the state-dict names, in buffer order ---- */
-typedef struct { char name[80]; int64_t offset, numel; } param_span;
-enum { MAX_TENSORS = 4 + 12 * L2S_AUTHORS_MAX_LAYERS + 6 + 3 + 12 * L2S_AUTHORS_MAX_LAYERS + 10 + 2 };
-
-static void span(param_span* t, int* n, const char* name, int64_t offset, int64_t numel) {
+static void span(l2s_authors_tensor* t, int* n, const char* name, int64_t offset, int64_t numel) {
     snprintf(t[*n].name, sizeof(t[*n].name), "%s", name);
     t[*n].offset = offset; t[*n].numel = numel;
     (*n)++;
 }
 
-static void encoder_spans(param_span* t, int* n, const char* prefix, int layer, const l2s_encoder_offsets* e,
+static void encoder_spans(l2s_authors_tensor* t, int* n, const char* prefix, int layer, const l2s_encoder_offsets* e,
                           int64_t d, int64_t ff) {
     static const char* NAMES[12] = {"self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
                                     "self_attn.out_proj.bias", "linear1.weight", "linear1.bias", "linear2.weight",
@@ -106,7 +103,7 @@ static void encoder_spans(param_span* t, int* n, const char* prefix, int layer, 
     }
 }
 
-static int param_spans(const l2s_authors_config* c, param_span* t) {
+int authors_param_table(const l2s_authors_config* c, l2s_authors_tensor* t) {
     const l2s_authors_offsets o = authors_param_offsets(c);
     const int64_t d = c->d, S2 = c->map_pixels, E = c->step_dim, h = d / 2, T = c->n_steps, K = c->n_relations;
     int n = 0;
@@ -137,16 +134,6 @@ static int param_spans(const l2s_authors_config* c, param_span* t) {
     span(t, &n, "relation_classifier.fc.8.bias", o.fc8_b, K);
     span(t, &n, "object_extractor.positional_encoding.pe", o.ex_pe, (int64_t)c->max_channels * d);
     span(t, &n, "relation_classifier.positional_encoding.pe", o.cl_pe, d * d);
-    return n;
-}
-
-int authors_param_entry(const l2s_authors_config* c, int i, char* name, int cap, int64_t* offset, int64_t* numel) {
-    param_span t[MAX_TENSORS];
-    int n = param_spans(c, t);
-    if (i >= 0 && i < n) {
-        snprintf(name, (size_t)cap, "%s", t[i].name);
-        *offset = t[i].offset; *numel = t[i].numel;
-    }
     return n;
 }
 

@@ -186,9 +186,11 @@ typedef struct {
 
 const char* authors_config_error(const l2s_authors_config* c);
 l2s_authors_offsets authors_param_offsets(const l2s_authors_config* c);
-/* Tensor i's state-dict name (written into name, cap bytes), offset and element count; returns the
- * number of tensors (i out of range: nothing written). */
-int authors_param_entry(const l2s_authors_config* c, int i, char* name, int cap, int64_t* offset, int64_t* numel);
+/* The state-dict tensors in buffer order: name, offset, element count. */
+typedef struct { char name[80]; int64_t offset, numel; } l2s_authors_tensor;
+#define L2S_AUTHORS_MAX_TENSORS (4 + 12 * L2S_AUTHORS_MAX_LAYERS + 6 + 3 + 12 * L2S_AUTHORS_MAX_LAYERS + 10 + 2)
+/* Fills out[L2S_AUTHORS_MAX_TENSORS]; returns how many tensors the config has. */
+int authors_param_table(const l2s_authors_config* c, l2s_authors_tensor* out);
 /* Workspace floats for batch B and C channels; -1 if that overflows int64 or a row count overflows int. */
 int64_t authors_workspace_size(const l2s_authors_config* c, int B, int C);
 

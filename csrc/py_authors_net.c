@@ -73,16 +73,16 @@ static PyObject* py_authors_layout(PyObject* self, PyObject* args) {
     if (!PyArg_ParseTuple(args, "O", &cfg)) return NULL;
     l2s_authors_config c;
     if (parse_config(cfg, &c) < 0) return NULL;
+    l2s_authors_tensor* table = PyMem_Malloc(sizeof(l2s_authors_tensor) * L2S_AUTHORS_MAX_TENSORS);
+    if (!table) return PyErr_NoMemory();
+    int count = authors_param_table(&c, table);
     PyObject* d = PyDict_New();
-    char name[96];
-    int64_t off = 0, n = 0;
-    int count = authors_param_entry(&c, -1, name, sizeof(name), &off, &n);
     for (int i = 0; d && i < count; i++) {
-        authors_param_entry(&c, i, name, sizeof(name), &off, &n);
-        PyObject* v = Py_BuildValue("(LL)", (long long)off, (long long)n);
-        if (!v || PyDict_SetItemString(d, name, v) < 0) { Py_XDECREF(v); Py_CLEAR(d); }
+        PyObject* v = Py_BuildValue("(LL)", (long long)table[i].offset, (long long)table[i].numel);
+        if (!v || PyDict_SetItemString(d, table[i].name, v) < 0) Py_CLEAR(d);
         Py_XDECREF(v);
     }
+    PyMem_Free(table);
     return d;
 }
 
