@@ -230,29 +230,17 @@ void l2s_softmax_ce_backward(const float* probs, const int32_t* labels, int B, i
 }
 
 
-/* ---- dropout: a mask from a hash of (seed, site, element), the same in forward and backward ----
- * A 64-bit key per (seed, site, 2^30-element block) and a 32-bit mix per element (vectorises). */
-#define DROPOUT_BLOCK ((int64_t)1 << 30)
-static uint64_t splitmix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+/* ---- dropout: the masks of numeric.h, the same in forward and backward ---- */
 L2S_HOT void l2s_dropout(float* x, int64_t n, float p, uint64_t seed, uint32_t site) {
     if (!(p > 0.f)) return;
-    const uint32_t cut = (uint32_t)((double)p * (double)(1u << 24));
+    const uint32_t cut = l2s_dropout_cut(p);
     const float keep = 1.f / (1.f - p);
-    for (int64_t block = 0; block * DROPOUT_BLOCK < n; block++) {
-        const uint64_t key = splitmix64(seed ^ ((uint64_t)site << 40) ^ splitmix64((uint64_t)block));
-        const uint32_t add = (uint32_t)key, mix = (uint32_t)(key >> 32);
-        float* xb = x + block * DROPOUT_BLOCK;
-        const int m = (int)(n - block * DROPOUT_BLOCK < DROPOUT_BLOCK ? n - block * DROPOUT_BLOCK : DROPOUT_BLOCK);
-        for (int i = 0; i < m; i++) {                   /* 32-bit lanes: vectorises */
-            uint32_t h = ((uint32_t)i * 0x9E3779B1u + add) ^ mix;        /* murmur3's finaliser */
-            h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; h ^= h >> 16;
-            xb[i] *= (h >> 8) >= cut ? keep : 0.f;
-        }
+    for (int64_t block = 0; block * L2S_DROPOUT_BLOCK < n; block++) {
+        const uint64_t key = l2s_dropout_key(seed, site, block);
+        float* xb = x + block * L2S_DROPOUT_BLOCK;
+        const int64_t left = n - block * L2S_DROPOUT_BLOCK;
+        const int m = (int)(left < L2S_DROPOUT_BLOCK ? left : L2S_DROPOUT_BLOCK);
+        for (int i = 0; i < m; i++) xb[i] *= l2s_dropout_factor(key, (uint32_t)i, cut, keep);   /* vectorises */
     }
 }
 

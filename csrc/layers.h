@@ -28,10 +28,10 @@ void l2s_softmax_ce_forward(const float* logits, const int32_t* labels, int B, i
 /* dlogits of the batch-MEAN loss. */
 void l2s_softmax_ce_backward(const float* probs, const int32_t* labels, int B, int R, float* dlogits);
 
-/* Inverted dropout with a counter-based mask: element i of site `site` is kept with probability
- * 1 - p (then scaled by 1/(1-p)) according to a hash of (seed, site, i) alone, so backward applies
- * the very same mask by calling the same function on the gradient, and a NumPy twin
- * (l2s.authors_c.dropout_mask) reproduces it. p == 0: identity. */
+/* Inverted dropout with the counter-based masks of numeric.h: element i of site `site` is kept with
+ * probability 1 - p (then scaled by 1/(1-p)) according to a hash of (seed, site, i) alone, so
+ * backward applies the very same mask by calling the same function on the gradient, and the NumPy
+ * twin (l2s.authors_net.dropout_mask) reproduces it. p == 0: identity. */
 void l2s_dropout(float* x, int64_t n, float p, uint64_t seed, uint32_t site);
 
 /* Single-threaded products for per-head attention (callers thread over heads):

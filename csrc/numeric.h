@@ -1,7 +1,7 @@
 /*
  * numeric.h — small math shared verbatim by the C ops and their CUDA twins, so both back ends
  * agree bit for bit on the parts that are not floating-point reductions:
- * half/bfloat16 <-> float conversion and the resize tap tables.
+ * half/bfloat16 <-> float conversion, the resize tap tables and the dropout masks.
  */
 #ifndef L2S_NUMERIC_H
 #define L2S_NUMERIC_H
@@ -82,6 +82,29 @@ L2S_HOSTDEV void l2s_store(void* p, int64_t i, l2s_dtype dt, float v) {
     if (dt == L2S_F32) ((float*)p)[i] = v;
     else if (dt == L2S_F16) ((uint16_t*)p)[i] = l2s_f32_to_f16(v);
     else ((uint16_t*)p)[i] = l2s_f32_to_bf16(v);
+}
+
+/* ---- dropout masks: a hash of (seed, site, element) alone ----
+ * Elements go in blocks of 2^30; each block gets a 64-bit key (splitmix64 of seed, site and block)
+ * and each element a 32-bit mix of its index in the block (murmur3's finaliser: vectorises). The
+ * element is kept, scaled by 1/(1-p), when the top 24 bits of the mix are >= p * 2^24.
+ * l2s.authors_net.dropout_mask is the NumPy twin. */
+#define L2S_DROPOUT_BLOCK ((int64_t)1 << 30)
+L2S_HOSTDEV uint64_t l2s_splitmix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+L2S_HOSTDEV uint64_t l2s_dropout_key(uint64_t seed, uint32_t site, int64_t block) {
+    return l2s_splitmix64(seed ^ ((uint64_t)site << 40) ^ l2s_splitmix64((uint64_t)block));
+}
+L2S_HOSTDEV uint32_t l2s_dropout_cut(float p) { return (uint32_t)((double)p * (double)(1u << 24)); }
+/* 1/(1-p) or 0 for element i of a block with this key */
+L2S_HOSTDEV float l2s_dropout_factor(uint64_t key, uint32_t i, uint32_t cut, float keep) {
+    uint32_t h = (i * 0x9E3779B1u + (uint32_t)key) ^ (uint32_t)(key >> 32);
+    h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; h ^= h >> 16;
+    return (h >> 8) >= cut ? keep : 0.f;
 }
 
 /* ---- resize taps ----

@@ -2,8 +2,8 @@
  * authors_net.cu — CUDA twin of csrc/authors_net_cpu.c: the steps of the authors' network
  * (csrc/authors_ops.h) as kernels and cuBLASLt GEMMs on one stream; csrc/authors_net.c strings them
  * into the passes, the same code that drives the CPU. Per-head attention products are GEMMs per
- * (sequence, head) with the softmax rows of all of them in one launch. Dropout masks come from the
- * hash of csrc/layers.c, so a GPU step drops exactly what a CPU step drops.
+ * (sequence, head) with the softmax rows of all of them in one launch. Dropout masks come from
+ * numeric.h, as on the CPU, so a GPU step drops exactly what a CPU step drops.
  */
 #include "authors_ops.h"
 #include "common.cuh"
@@ -209,29 +209,18 @@ static int pool_backward(void* x, const float* q, const float* kv, const float* 
     return launch_status();
 }
 
-/* ---- dropout: layers.c's hash, block by block of 2^30 elements ---- */
-static uint64_t splitmix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-__global__ void dropout_kernel(float* x, int m, uint32_t add, uint32_t mix, uint32_t cut, float keep) {
+/* ---- dropout: the masks of numeric.h, block by block ---- */
+__global__ void dropout_kernel(float* x, int m, uint64_t key, uint32_t cut, float keep) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= m) return;
-    uint32_t h = ((uint32_t)i * 0x9E3779B1u + add) ^ mix;
-    h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; h ^= h >> 16;
-    x[i] *= (h >> 8) >= cut ? keep : 0.f;
+    if (i < m) x[i] *= l2s_dropout_factor(key, (uint32_t)i, cut, keep);
 }
 static int dropout(void* x, float* v, int64_t n, float p, uint64_t seed, uint32_t site) {
     if (!(p > 0.f)) return 0;
-    const int64_t BLOCK = (int64_t)1 << 30;
-    const uint32_t cut = (uint32_t)((double)p * (double)(1u << 24));
-    for (int64_t block = 0; block * BLOCK < n; block++) {
-        uint64_t key = splitmix64(seed ^ ((uint64_t)site << 40) ^ splitmix64((uint64_t)block));
-        int m = (int)(n - block * BLOCK < BLOCK ? n - block * BLOCK : BLOCK);
-        dropout_kernel<<<blocks_for(m, T), T, 0, S(x)>>>(v + block * BLOCK, m, (uint32_t)key, (uint32_t)(key >> 32), cut,
-                                                          1.f / (1.f - p));
+    for (int64_t block = 0; block * L2S_DROPOUT_BLOCK < n; block++) {
+        int64_t left = n - block * L2S_DROPOUT_BLOCK;
+        int m = (int)(left < L2S_DROPOUT_BLOCK ? left : L2S_DROPOUT_BLOCK);
+        dropout_kernel<<<blocks_for(m, T), T, 0, S(x)>>>(v + block * L2S_DROPOUT_BLOCK, m, l2s_dropout_key(seed, site, block),
+                                                          l2s_dropout_cut(p), 1.f / (1.f - p));
         CHECK(launch_status());
     }
     return 0;

@@ -34,7 +34,8 @@ def core_config(config: dict, input_channels: int, n_classes: int) -> Any:
 
 
 def dropout_mask(n: int, p: float, seed: int, site: int) -> np.ndarray:
-    """The factors (0 or 1/(1-p)) ``l2s._C`` multiplies the n elements of a dropout site by."""
+    """The factors (0 or 1/(1-p)) ``l2s._C`` multiplies the n elements of a dropout site by
+    (csrc/numeric.h's masks, written again in NumPy)."""
     def splitmix64(z: np.uint64) -> np.uint64:
         with np.errstate(over="ignore"):
             z = np.uint64(z) + np.uint64(0x9E3779B97F4A7C15)
