@@ -66,20 +66,14 @@ static void pack_b(const l2s_gemm_cpu_args* g, int k0, int kc, int n0, int nc, f
     }
 }
 
-/* tile[h][NR] = (or +=) A rows x Bp strip over kc; A[i, k] at a[i * a_m + k * a_k], read where it
- * lies (a strip of MR rows is reused by every B strip, so it stays in L1 without being packed). */
-static void tile_portable(const float* a, int64_t a_m, int64_t a_k, int h, const float* bp, int kc, float* tile,
-                          int add) {
-    float acc[MR][NR];
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) acc[i][j] = add && i < h ? tile[i * NR + j] : 0.f;
+/* tile[h][NR] += A rows x Bp strip over kc; A[i, k] at a[i * a_m + k * a_k], read where it lies (a
+ * strip of MR rows is reused by every B strip, so it stays in L1 without being packed). */
+static void tile_portable(const float* a, int64_t a_m, int64_t a_k, int h, const float* bp, int kc, float* tile) {
     for (int k = 0; k < kc; k++)
         for (int i = 0; i < h; i++) {
             const float x = a[i * a_m + k * a_k];
-            for (int j = 0; j < NR; j++) acc[i][j] += x * bp[k * NR + j];
+            for (int j = 0; j < NR; j++) tile[i * NR + j] += x * bp[k * NR + j];
         }
-    for (int i = 0; i < h; i++)
-        for (int j = 0; j < NR; j++) tile[i * NR + j] = acc[i][j];
 }
 
 #ifdef L2S_AVX2_PATH
@@ -147,8 +141,9 @@ static void gemm_columns(void* ctx, int64_t begin, int64_t end) {
     const int n_end = (int)(end * NR < g->N ? end * NR : g->N);
     for (int n0 = (int)begin * NR; n0 < n_end; n0 += NC) {
         int nc = n_end - n0 < NC ? n_end - n0 : NC;
-        for (int k0 = 0; k0 < g->K || k0 == 0; k0 += KC) {
-            int kc = g->K - k0 < KC ? g->K - k0 : KC;
+        const int k_blocks = g->K > 0 ? (g->K + KC - 1) / KC : 1;   /* K = 0 still writes C (zeros) */
+        for (int kb = 0; kb < k_blocks; kb++) {
+            const int k0 = kb * KC, kc = g->K - k0 < KC ? g->K - k0 : KC;
             int add = g->accumulate || k0 > 0;
             pack_b(g, k0, kc, n0, nc, bp, job->avx2);
             for (int m0 = 0; m0 < g->M; m0 += MC) {
@@ -156,7 +151,7 @@ static void gemm_columns(void* ctx, int64_t begin, int64_t end) {
                 /* the block's last rows, when fewer than MR: copied once, zero-padded, so their tiles
                  * run the AVX2 kernel too (scalar, they took a quarter of a B = 1 pass) */
                 int tail = mc % MR, i_tail = mc - tail;
-                if (tail)
+                if (tail && job->avx2)
                     for (int i = 0; i < MR; i++)
                         for (int k = 0; k < kc; k++)
                             a_tail[i * kc + k] = i < tail ? g->a[(int64_t)(m0 + i_tail + i) * g->a_m +
@@ -181,12 +176,11 @@ static void gemm_columns(void* ctx, int64_t begin, int64_t end) {
                             tile_avx2(rows, h < MR ? kc : g->a_m, h < MR ? 1 : g->a_k, b_strip, kc, tile, NR, 1);
                         } else
 #endif
-                            tile_portable(a, g->a_m, g->a_k, h, b_strip, kc, tile, 1);
+                            tile_portable(a, g->a_m, g->a_k, h, b_strip, kc, tile);
                         for (int i = 0; i < h; i++)
                             for (int j = 0; j < w; j++) c[(int64_t)i * g->ldc + j] = tile[i * NR + j];
                     }
             }
-            if (g->K == 0) break;
         }
     }
     panels_release(bp, slot);
