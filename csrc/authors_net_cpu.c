@@ -36,6 +36,12 @@ static int layernorm_backward(void* x, const float* a, const float* mean, const 
     return 0;
 }
 
+/* x := softmax(scale * x) over n values. */
+static void softmax_inplace(int avx2, float* x, int n, float scale) {
+    const float inv = 1.f / l2s_exp_shifted(avx2, x, n, l2s_max_f32(x, n), scale);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 /* ---- self-attention: items x heads go to threads ---- */
 typedef struct {
     const float* qkv; float* p; float* o; const float* dout; float* dqkv;
@@ -51,11 +57,7 @@ static void attention_forward_items(void* ctx, int64_t begin, int64_t end) {
         const float* q = j->qkv + n * S * 3 * d + h * hd;
         float* P = j->p + it * S * S;
         l2s_matmul_bt(q, 3 * d, S, hd, q + d, 3 * d, S, P, S);                   /* logits Q K^T */
-        for (int r = 0; r < S; r++) {
-            float* row = P + (int64_t)r * S;
-            float inv = 1.f / l2s_exp_shifted(avx2, row, S, l2s_max_f32(row, S), scale);
-            for (int c = 0; c < S; c++) row[c] *= inv;
-        }
+        for (int r = 0; r < S; r++) softmax_inplace(avx2, P + (int64_t)r * S, S, scale);
         l2s_matmul(P, S, 1, S, S, q + 2 * d, 3 * d, hd, j->o + n * S * d + h * hd, d, 0);   /* P V */
     }
 }
@@ -119,8 +121,7 @@ static int pool_forward(void* x, const float* q, const float* kv, int N, int C, 
             float* al = alpha + ((int64_t)n * heads + h) * C;
             const float* k = kv + (int64_t)n * C * 2 * d + h * hd;
             l2s_matmul_bt(q + h * hd, hd, 1, hd, k, 2 * d, C, al, C);
-            float inv = 1.f / l2s_exp_shifted(avx2, al, C, l2s_max_f32(al, C), scale);
-            for (int i = 0; i < C; i++) al[i] *= inv;
+            softmax_inplace(avx2, al, C, scale);
             l2s_matmul(al, C, 1, 1, C, k + d, 2 * d, hd, op + (int64_t)n * d + h * hd, d, 0);
         }
     return 0;
