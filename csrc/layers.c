@@ -58,7 +58,8 @@ static void linear_forward_slices(void* ctx, int64_t begin, int64_t end) {
 L2S_HOT void l2s_linear_forward(const float* in, const float* W, const float* b, int B, int I, int O,
                                    float* out) {
     if (big_product(B, I, O)) {                /* out = in W^T: B[k, n] = W[n, k] */
-        l2s_gemm_cpu_args g = {in, I, 1, W, 1, I, out, O, B, O, I, 0};
+        l2s_gemm_cpu_args g = {.a = in, .a_m = I, .a_k = 1, .b = W, .b_k = 1, .b_n = I, .c = out, .ldc = O,
+                               .M = B, .N = O, .K = I};
         if (l2s_gemm_cpu(&g) == 0) {
             for (int r = 0; r < B; r++)
                 for (int o = 0; o < O; o++) out[(int64_t)r * O + o] += b[o];
@@ -142,7 +143,8 @@ L2S_HOT void l2s_linear_backward(const float* in, const float* W, const float* d
     linear_job j = {.in = in, .W = W, .dout = dout, .din = din, .dW = dW, .B = B, .I = I, .O = O,
                     .tiled_rows = B >= TILED_MIN_ROWS ? B / ROWS * ROWS : 0, .tiled_cols = I / L2S_LANES * L2S_LANES,
                     .din_tiles_from = din_from / L2S_LANES * L2S_LANES, .ops = l2s_pick_block_ops()};
-    l2s_gemm_cpu_args gd = {dout, O, 1, W + din_from, I, 1, din + din_from, I, B, I - din_from, O, 0};
+    l2s_gemm_cpu_args gd = {.a = dout, .a_m = O, .a_k = 1, .b = W + din_from, .b_k = I, .b_n = 1, .c = din + din_from,
+                             .ldc = I, .M = B, .N = I - din_from, .K = O};
     const int din_done = din_from >= I || (big_product(B, I - din_from, O) && l2s_gemm_cpu(&gd) == 0);
     if (!din_done && j.tiled_rows && j.din_tiles_from < j.tiled_cols) {
         int64_t slices = (j.tiled_cols - j.din_tiles_from + COL_SLICE - 1) / COL_SLICE;
@@ -153,7 +155,8 @@ L2S_HOT void l2s_linear_backward(const float* in, const float* W, const float* d
     }
     if (!din_done) linear_din_plain(&j, j.tiled_rows, B, din_from);  /* rows past the last block */
     if (!dW) return;
-    l2s_gemm_cpu_args gw = {dout, 1, O, in, I, 1, dW, I, O, I, B, 1};     /* dW += dout^T in */
+    l2s_gemm_cpu_args gw = {.a = dout, .a_m = 1, .a_k = O, .b = in, .b_k = I, .b_n = 1, .c = dW, .ldc = I,   /* dW += dout^T in */
+                             .M = O, .N = I, .K = B, .accumulate = 1};
     if (big_product(B, I, O) && l2s_gemm_cpu(&gw) == 0) {
         bias_grad(dout, B, O, db);
         return;
@@ -247,7 +250,8 @@ L2S_HOT void l2s_dropout(float* x, int64_t n, float p, uint64_t seed, uint32_t s
 /* ---- small products: ROWS-row register tiles for the bulk, plain loops for the edges ---- */
 L2S_HOT void l2s_matmul(const float* a, int a_row, int a_col, int M, int K, const float* bm, int ldb, int N,
                         float* out, int ldo, int accumulate) {
-    l2s_gemm_cpu_args g = {a, a_row, a_col, bm, ldb, 1, out, ldo, M, N, K, accumulate};
+    l2s_gemm_cpu_args g = {.a = a, .a_m = a_row, .a_k = a_col, .b = bm, .b_k = ldb, .b_n = 1, .c = out, .ldc = ldo,
+                           .M = M, .N = N, .K = K, .accumulate = accumulate};
     if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_CPU_MIN_MACS && l2s_gemm_cpu(&g) == 0) return;
     const l2s_block_ops ops = l2s_pick_block_ops();
     const int rows = M / L2S_ROWS * L2S_ROWS, cols = N / L2S_LANES * L2S_LANES;
@@ -267,7 +271,8 @@ L2S_HOT void l2s_matmul(const float* a, int a_row, int a_col, int M, int K, cons
 }
 
 L2S_HOT void l2s_matmul_bt(const float* a, int lda, int M, int K, const float* w, int ldw, int N, float* out, int ldo) {
-    l2s_gemm_cpu_args g = {a, lda, 1, w, 1, ldw, out, ldo, M, N, K, 0};
+    l2s_gemm_cpu_args g = {.a = a, .a_m = lda, .a_k = 1, .b = w, .b_k = 1, .b_n = ldw, .c = out, .ldc = ldo,   /* B = W^T */
+                           .M = M, .N = N, .K = K};
     if (M >= 16 && (int64_t)M * N * K >= L2S_GEMM_CPU_MIN_MACS && l2s_gemm_cpu(&g) == 0) return;
     const l2s_block_ops ops = l2s_pick_block_ops();
     const int rows = M / L2S_ROWS * L2S_ROWS;
