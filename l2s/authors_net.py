@@ -93,15 +93,14 @@ class FusedAuthorsNet:
         return self._ws[1]                                         # keep the last shape's
 
     def _maps(self, maps: Any) -> Any:
+        """Stacks as contiguous float32 on the buffer's device (NumPy on the CPU, torch on a GPU),
+        [B, 2, C, S, S] viewed as [B, 2, C, S*S]; anything else goes to the core, which names it."""
         if self.device.type != "cpu":
             m = torch.as_tensor(maps).detach().to(self.device, torch.float32).contiguous()
-            return m.reshape(m.shape[0], 2, m.shape[2], -1) if m.dim() == 5 and m.shape[1] == 2 else m
-        if isinstance(maps, torch.Tensor):
-            maps = maps.detach().to("cpu", torch.float32).numpy()
-        maps = np.ascontiguousarray(maps, dtype=np.float32)
-        if maps.ndim == 5:
-            maps = maps.reshape(maps.shape[0], 2, maps.shape[2], -1) if maps.shape[1] == 2 else maps
-        return maps
+        else:
+            m = np.ascontiguousarray(maps.detach().to("cpu", torch.float32).numpy() if isinstance(maps, torch.Tensor)
+                                     else maps, dtype=np.float32)
+        return m.reshape(m.shape[0], 2, m.shape[2], -1) if m.ndim == 5 and m.shape[1] == 2 else m
 
     @staticmethod
     def _ints(v: Any, B: int, name: str) -> np.ndarray:
