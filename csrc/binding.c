@@ -194,3 +194,10 @@ int config_capsule_read(PyObject* o, const char* name, const char* maker, void* 
     memcpy(out, p, size);
     return 0;
 }
+
+PyObject* end_call(arg_t* a, int n, void* owned, int ok) {
+    PyMem_Free(owned);
+    release_args(a, n);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}

@@ -32,6 +32,9 @@ int parse_fast(const char* fn, PyObject* const* args, Py_ssize_t nargs, PyObject
 /* Borrow every present argument; device-bound ones must share the first one's device. */
 int borrow_args(arg_t* a, int n, PyObject* stream);
 void release_args(arg_t* a, int n);
+/* The end of a call: free `owned` (PyMem, may be NULL) and release the arrays; None when ok, else
+ * NULL with the error already set. */
+PyObject* end_call(arg_t* a, int n, void* owned, int ok);
 int require_present(const arg_t* a, const char* why);
 int check_finite(double v, const char* name);
 /* float32 contiguous vector of n values */

@@ -177,13 +177,9 @@ static PyObject* py_authors_forward(PyObject* self, PyObject* const* args, Py_ss
                 authors_forward_cpu(&c, a[0].t.data, (int)B, (int)C, a[1].t.data, idx, labels, drop, a[4].t.data,
                                     a[5].t.data, losses));
     }
-    PyMem_Free(idx);
-    release_args(a, 7);
-    Py_RETURN_NONE;
+    return end_call(a, 7, idx, 1);
 fail:
-    PyMem_Free(idx);
-    release_args(a, 7);
-    return NULL;
+    return end_call(a, 7, idx, 0);
 }
 
 PyDoc_STRVAR(authors_backward_doc,
@@ -223,13 +219,9 @@ static PyObject* py_authors_backward(PyObject* self, PyObject* const* args, Py_s
                                                st),
                 authors_backward_cpu(&c, a[0].t.data, (int)B, C, idx, labels, drop, a[3].t.data, dmaps, grads));
     }
-    PyMem_Free(idx);
-    release_args(a, 6);
-    Py_RETURN_NONE;
+    return end_call(a, 6, idx, 1);
 fail:
-    PyMem_Free(idx);
-    release_args(a, 6);
-    return NULL;
+    return end_call(a, 6, idx, 0);
 }
 
 PyMethodDef authors_net_methods[] = {

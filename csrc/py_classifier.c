@@ -153,13 +153,9 @@ static PyObject* py_classifier_forward(PyObject* self, PyObject* const* args, Py
                 (classifier_forward_cpu(&c, a[0].t.data, (int)B, a[1].t.data, steps, labels, a[4].t.data, a[5].t.data,
                                         losses), 0));
     }
-    PyMem_Free(idx);
-    release_args(a, 7);
-    Py_RETURN_NONE;
+    return end_call(a, 7, idx, 1);
 fail:
-    PyMem_Free(idx);
-    release_args(a, 7);
-    return NULL;
+    return end_call(a, 7, idx, 0);
 }
 
 PyDoc_STRVAR(classifier_backward_doc,
@@ -191,13 +187,9 @@ static PyObject* py_classifier_backward(PyObject* self, PyObject* const* args, P
         L2S_RUN(&a[0].t, classifier_backward_cuda(&c, a[0].t.data, (int)B, steps, labels, a[3].t.data, dx, grads, st),
                 (classifier_backward_cpu(&c, a[0].t.data, (int)B, steps, labels, a[3].t.data, dx, grads), 0));
     }
-    PyMem_Free(idx);
-    release_args(a, 6);
-    Py_RETURN_NONE;
+    return end_call(a, 6, idx, 1);
 fail:
-    PyMem_Free(idx);
-    release_args(a, 6);
-    return NULL;
+    return end_call(a, 6, idx, 0);
 }
 
 PyMethodDef classifier_methods[] = {
