@@ -6,8 +6,13 @@ Both classifiers train on the same scenes (the single one on the positive-prompt
 "Inversion" accuracy: held-out scenes' maps, positive-prompt rows and negative-prompt rows
 separately. "Generation" accuracy: maps the steering hook captures while the model generates
 held-out one-relation prompts, labelled with the layout the evaluator measures in the image —
-what the classifier faces when it steers. Relation leakage shows as a classifier that reads the
-prompt's word: right on positive rows, wrong on negative rows and at generation time.
+what the classifier faces when it steers, split into images that obeyed the prompt and images that
+did not (the case steering exists for: the classifier must see that the layout is wrong). Relation
+leakage shows as a classifier that reads the prompt's word: right on positive rows, wrong on
+negative rows and on disobeying images, where "reads the word" gives the share of those rows
+classified as the PROMPTED relation instead of the drawn one.
+
+    python benchmarks/bench_inversion_ablation.py --model runs/leak/pipeline --cache runs/leak-ablation
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ def main() -> None:
     ap.add_argument("--gen-seeds", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", default=None, help="folder to save both classifiers in (SAVE/single, SAVE/dual), "
+                    "e.g. to steer with each: python -m l2s eval --classifier SAVE/single --model ...")
     args = ap.parse_args()
     pipe = load_shipped(args.model)
     data = inversion_dataset(pipe, args.examples, seed=args.seed, cache=f"{args.cache}/maps-{args.examples}-{args.seed}")
@@ -39,17 +46,36 @@ def main() -> None:
     print(f"inversion rows {len(data)} ({args.examples} scenes x 2 prompts x {len(STEP_INDICES)} steps); "
           f"generation rows {len(gen)} from {gen.meta['images']} images with both objects and one relation")
     _, val_all = split_scenes(data, args.seed)                         # the scenes train_shapes_classifier holds out
+    prompted = np.asarray(gen.meta["prompt_labels"], np.int64)
+    obeyed, disobeyed = np.flatnonzero(prompted == gen.labels), np.flatnonzero(prompted != gen.labels)
+    print(f"generation images that obeyed the prompt: {len(obeyed) // len(STEP_INDICES)}, "
+          f"disobeyed: {len(disobeyed) // len(STEP_INDICES)}")
+    pos = val_all.subset(np.flatnonzero(val_all.inversion == 0))
+    neg = val_all.subset(np.flatnonzero(val_all.inversion == 1))
     rows = []
     for dual in (False, True):
         clf, hist, _ = train_shapes_classifier(data, dual=dual, seed=args.seed, epochs=args.epochs)
-        pos = val_all.subset(np.flatnonzero(val_all.inversion == 0))
-        neg = val_all.subset(np.flatnonzero(val_all.inversion == 1))
+        if args.save:
+            clf.config.meta["pipeline"] = args.model or clf.config.meta["pipeline"]
+            clf.save_pretrained(f"{args.save}/{'dual' if dual else 'single'}")
+        wrong = gen.subset(disobeyed)
+        as_word = wrong_word_rate(clf, wrong, prompted[disobeyed])
         rows.append(("dual" if dual else "single", accuracy(clf, pos), accuracy(clf, neg), accuracy(clf, gen),
-                     hist.best_epoch))
-    print("\n| inversion | held-out inversion maps, positive prompt | negative prompt | generation-time maps | best epoch |")
-    print("|---|---|---|---|---|")
-    for name, p, n, g, e in rows:
-        print(f"| {name} | {p:.3f} | {n:.3f} | {g:.3f} | {e} |")
+                     accuracy(clf, gen.subset(obeyed)), accuracy(clf, wrong), as_word, hist.best_epoch))
+    print("\n| inversion | held-out inversion maps, positive prompt | negative prompt | generation-time maps | "
+          "obeyed images | disobeyed images | disobeyed: reads the word | best epoch |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, *values, e in rows:
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {e} |")
+
+
+def wrong_word_rate(clf, rows, prompted: np.ndarray) -> float:
+    """Share of ``rows`` whose most probable relation is the prompt's (``prompted``), not the label."""
+    if len(rows) == 0:
+        return float("nan")
+    out = clf.forward(np.ascontiguousarray(rows.maps), rows.steps)
+    probs = np.asarray(out[0] if isinstance(out, tuple) else out)
+    return float((probs.argmax(1) == prompted).mean())
 
 
 if __name__ == "__main__":

@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "shapes-pipeline to train the shipped model further)")
     tm.add_argument("--object-mix", type=object_mix, default="0.3,0.4,0.3", help="share of training scenes with 1,2,3 objects "
                                                               "(default 0.3,0.4,0.3)")
+    tm.add_argument("--relational-fraction", type=float_in(0.0, 1.0), default=0.1, help="share of captions that state "
+                    "the scene's relations (default 0.1, the shipped model; the leakage world uses more)")
     tc = sub.add_parser("train-classifier", help="train a relation classifier for a pipeline (dual inversion, sharded "
                                                  "map datasets, data-parallel under accelerate/torchrun)",
                         description="Invert images with known boxes through a diffusers pipeline with the true and a "
@@ -245,7 +247,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "train-model":
         from l2s_shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
-                      device=args.device, init_from=args.init_from, object_count_probs=args.object_mix)
+                      device=args.device, init_from=args.init_from, object_count_probs=args.object_mix,
+                      relational_fraction=args.relational_fraction)
         print(f"pipeline saved to {final}")
         return 0
 

@@ -117,7 +117,9 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     the vanilla ones), labelled with the relation the evaluator then MEASURES between the generated
     subject and object, as an index into ``relations`` (images where not exactly one relation holds
     are dropped). The test set of the single- vs dual-inversion ablation: what the classifier sees
-    when steering. ``layers``: the capture's layers (default: the model's default layers);
+    when steering. ``meta["prompt_labels"]`` holds each row's PROMPTED relation (same indexing): rows
+    where it differs from the label are images that disobeyed the prompt, where a classifier that
+    reads the relation word instead of the layout is wrong. ``layers``: the capture's layers (default: the model's default layers);
     ``stack``: per-(layer, head) stacks of every layer (the authors' transformer's input), rows
     labelled with the step index itself."""
     from l2s.callbacks import MapRecorder
@@ -133,7 +135,7 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     else:
         chosen = select_layers(pipe.unet, names=layers) if layers else select_layers(pipe.unet)
     tokenizer = adapter_for(pipe.unet).object_tokenizer(pipe)
-    maps, labels, step_rows, image = [], [], [], []
+    maps, labels, step_rows, image, prompted = [], [], [], [], []
     n_img = 0
     for p in tqdm(prompts, desc="generation maps", disable=None, leave=False):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -141,6 +143,7 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
             images = rec.generate(pipe, [p.text] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,
                                   generator=gens).images
         subj, obj = p.relations[0][0], p.relations[0][2]
+        prompt_label = label_indices([p.relations[0][1]], relations)[0]
         for b, img in enumerate(images):
             found = judge_prompt(img, p.objects, p.relations, detect(img)).found
             if found[subj] is None or found[obj] is None:
@@ -152,6 +155,7 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
             for step in sorted(rec.maps):
                 maps.append(rec.maps[step][b, 0])
                 labels.append(label)
+                prompted.append(int(prompt_label))
                 step_rows.append(step if stack else step_index(step, steps, n_steps))
                 image.append(n_img)
             n_img += 1
@@ -160,4 +164,4 @@ def generation_maps(pipe, prompts: list[PromptSpec], seeds: list[int], step_indi
     return MapDataset(np.array(maps, np.float32).reshape(shape), np.array(labels, np.int32),
                       np.array(step_rows, np.int32), np.full(len(labels), 2, np.int8), np.array(image, np.int32),
                       {"source": "generation", "step_indices": list(step_indices), "images": n_img,
-                       "relations": list(relations)})
+                       "relations": list(relations), "prompt_labels": prompted})

@@ -41,13 +41,16 @@ def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float =
     return images, captions
 
 
-def _load_or_make_dataset(out: Path, n: int, seed: int, object_count_probs: tuple[float, float, float]):
+def _load_or_make_dataset(out: Path, n: int, seed: int, object_count_probs: tuple[float, float, float],
+                          relational_fraction: float = 0.1):
     mix = "-".join(f"{p:g}" for p in object_count_probs)
-    cache = out / f"data-{n}-{seed}-{mix}.npz"
+    rel = "" if relational_fraction == 0.1 else f"-rel{relational_fraction:g}"    # old caches keep their names
+    cache = out / f"data-{n}-{seed}-{mix}{rel}.npz"
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
         return d["images"], [str(c) for c in d["captions"]]
-    images, captions = make_dataset(n, seed, object_count_probs=object_count_probs)
+    images, captions = make_dataset(n, seed, relational_fraction=relational_fraction,
+                                    object_count_probs=object_count_probs)
     np.savez(cache, images=images, captions=np.array(captions))
     return images, captions
 
@@ -124,18 +127,22 @@ def quick_probe(pipe, n: int = 16, seed: int = 0, steps: int = 20) -> float:
 def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3, n_scenes: int = 30000,
           seed: int = 0, checkpoint_every: int = 500, probe_every: int = 1000, ema_decay: float = 0.999,
           device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None,
-          object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS) -> Path:
+          object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS,
+          relational_fraction: float = 0.1) -> Path:
     """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
 
     ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
     the shipped model further); ignored when ``out`` already holds a checkpoint to resume.
-    ``object_count_probs``: share of training scenes with 1, 2 and 3 objects."""
+    ``object_count_probs``: share of training scenes with 1, 2 and 3 objects.
+    ``relational_fraction``: share of captions that state the scene's relations (0.1 for the shipped
+    model; a model trained with more learns to follow the relation word, which is what makes
+    relation leakage into the object tokens' maps visible)."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs))
+    images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs), relational_fraction)
     pipe = build_pipeline(seed, **(unet_overrides or {})).to(device)
     if init_from is not None and not (out / "checkpoint" / "state.json").exists():
         from .pipeline import load_shipped
@@ -190,6 +197,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
         if done % checkpoint_every == 0 or done == steps:
             _save_checkpoint(ckpt, done, ema, opt, {"batch": batch, "lr": lr, "seed": seed,
                                                     "object_count_probs": list(object_count_probs),
+                                                    "relational_fraction": relational_fraction,
                                                     "init_from": str(init_from) if init_from else None})
     log.close()
     ema.swap()                                    # ship the EMA weights

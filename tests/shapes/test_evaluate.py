@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from l2s.geneval import OPPOSITE
+from l2s.relations import RELATIONS
 from l2s_shapes.evaluate import evaluate, heldout_prompts, single_object_prompts, spec_from_chain
 from l2s_shapes.scenes import COLOURS, heldout_pairs, render_shape_mask
 
@@ -104,3 +105,5 @@ def test_generation_maps_on_the_shipped_model():
     np.testing.assert_allclose(ds.maps.sum((-2, -1)), 1.0, rtol=1e-4)
     assert set(np.unique(ds.steps)) <= {0, 19}                     # steps 0 and 3 of 8 -> indices of 50
     assert ((ds.labels >= 0) & (ds.labels < 4)).all()
+    prompted = {RELATIONS.index(s.relations[0][1]) for s in specs}     # the prompts' own relation words
+    assert len(ds.meta["prompt_labels"]) == len(ds) and set(ds.meta["prompt_labels"]) <= prompted

@@ -15,6 +15,18 @@ def test_dataset_is_seeded_and_mostly_plain_captions():
     assert relational < 20 and all(" and " in c for c in a_cap if not any(r in c for r in ("left of", "right of", "above", "below")) and c.count(" a ") > 1)
 
 
+def test_relational_fraction_sets_the_share_of_relational_captions():
+    """The leakage world trains on many relational captions; held-out pairs still never get one."""
+    from l2s_shapes.scenes import heldout_pairs
+    _, plain = make_dataset(200, seed=3, relational_fraction=0.0)
+    _, many = make_dataset(200, seed=3, relational_fraction=1.0, object_count_probs=(0.0, 1.0, 0.0))
+    relational = lambda caps: [c for c in caps if any(r in c for r in ("left of", "right of", "above", "below"))]
+    assert relational(plain) == []
+    assert len(relational(many)) > 80        # two objects with no held-out pair: a relation always holds
+    held = {f"{c} {s}" for c, s in heldout_pairs()}
+    assert not any(name in c for c in relational(many) for name in held)
+
+
 def test_tiny_run_checkpoints_and_resumes(tmp_path):
     final = train(tmp_path, steps=4, batch=2, n_scenes=16, checkpoint_every=2, probe_every=100, unet_overrides=TINY_UNET)
     assert (final / "model_index.json").exists()
