@@ -17,6 +17,7 @@ classified as the PROMPTED relation instead of the drawn one.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
@@ -55,16 +56,17 @@ def main() -> None:
           f"disobeyed: {len(disobeyed) // len(STEP_INDICES)}")
     pos = val_all.subset(np.flatnonzero(val_all.inversion == 0))
     neg = val_all.subset(np.flatnonzero(val_all.inversion == 1))
+    right, wrong = gen.subset(obeyed), gen.subset(disobeyed)
+    wrong_as_prompted = replace(wrong, labels=prompted[disobeyed])   # "right" = the prompt's word: reads the word
     rows = []
     for dual in (False, True):
         clf, hist, _ = train_shapes_classifier(data, dual=dual, seed=args.seed, epochs=args.epochs)
         if args.save:
             clf.config.meta["pipeline"] = args.model or clf.config.meta["pipeline"]
             clf.save_pretrained(f"{args.save}/{'dual' if dual else 'single'}")
-        wrong = gen.subset(disobeyed)
-        as_word = wrong_word_rate(clf, wrong, prompted[disobeyed])
         rows.append(("dual" if dual else "single", accuracy(clf, pos), accuracy(clf, neg), accuracy(clf, gen),
-                     accuracy(clf, gen.subset(obeyed)), accuracy(clf, wrong), as_word, hist.best_epoch))
+                     accuracy(clf, right), accuracy(clf, wrong), accuracy(clf, wrong_as_prompted),
+                     hist.best_epoch))
     print("\n| inversion | held-out inversion maps, positive prompt | negative prompt | generation-time maps | "
           "obeyed images | disobeyed images | disobeyed: reads the word | best epoch |")
     print("|---|---|---|---|---|---|---|---|")
@@ -88,15 +90,6 @@ def word_effect(data, seed: int = 0) -> tuple[float, float]:
     word = np.abs(pos - neg).sum((-2, -1)).mean()
     between = np.abs(pos[same_step][keep] - pos[other][keep]).sum((-2, -1)).mean()
     return float(word), float(between)
-
-
-def wrong_word_rate(clf, rows, prompted: np.ndarray) -> float:
-    """Share of ``rows`` whose most probable relation is the prompt's (``prompted``), not the label."""
-    if len(rows) == 0:
-        return float("nan")
-    out = clf.forward(np.ascontiguousarray(rows.maps), rows.steps)
-    probs = np.asarray(out[0] if isinstance(out, tuple) else out)
-    return float((probs.argmax(1) == prompted).mean())
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from .scenes import generate_scene, heldout_pairs
 
 OBJECT_COUNT_PROBS = (0.3, 0.4, 0.3)      # default share of scenes with 1, 2, 3 objects
+RELATIONAL_FRACTION = 0.1                 # default share of captions that state the relations (the shipped model's)
 
 
-def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float = 0.1,
+def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float = RELATIONAL_FRACTION,
                  object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS):
     """n scenes: images [n, S, S, 3] uint8 and captions."""
     rng = np.random.default_rng(seed)
@@ -42,9 +43,9 @@ def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float =
 
 
 def _load_or_make_dataset(out: Path, n: int, seed: int, object_count_probs: tuple[float, float, float],
-                          relational_fraction: float = 0.1):
+                          relational_fraction: float = RELATIONAL_FRACTION):
     mix = "-".join(f"{p:g}" for p in object_count_probs)
-    rel = "" if relational_fraction == 0.1 else f"-rel{relational_fraction:g}"    # old caches keep their names
+    rel = "" if relational_fraction == RELATIONAL_FRACTION else f"-rel{relational_fraction:g}"   # old caches keep their names
     cache = out / f"data-{n}-{seed}-{mix}{rel}.npz"
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
@@ -128,7 +129,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
           seed: int = 0, checkpoint_every: int = 500, probe_every: int = 1000, ema_decay: float = 0.999,
           device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None,
           object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS,
-          relational_fraction: float = 0.1) -> Path:
+          relational_fraction: float = RELATIONAL_FRACTION) -> Path:
     """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
 
     ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
