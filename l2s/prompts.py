@@ -305,6 +305,27 @@ def token_indices(tokenizer: Any, prompt: str, span: tuple[int, int]) -> tuple[i
     return idx
 
 
+def object_list(parsed: ParsedPrompt, tokenizer: Any | None = None) -> ParsedPrompt:
+    """The same objects and triplets with the relation words dropped from the text: the prompt
+    becomes the plain list "a A, a B and a C" (token indices re-found in it when a tokenizer is
+    given). Steering then carries the relations alone; the denoiser reads only what to draw (see
+    ``SteeringConfig.list_prompt_from``).
+
+    >>> object_list(parse_prompt("a cat to the left of a dog above a bird")).prompt
+    'a cat, a dog and a bird'
+    """
+    names = [f"a {o.name}" for o in parsed.objects]
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    out = ParsedPrompt(text, triplets=list(parsed.triplets), unsupported=list(parsed.unsupported))
+    at = 0
+    for o, name in zip(parsed.objects, names):
+        start = text.index(name, at) + 2                # past "a "
+        at = start + len(o.name)
+        tokens = token_indices(tokenizer, text, (start, at)) if tokenizer is not None else ()
+        out.objects.append(PromptObject(o.name, (start, at), tokens))
+    return out
+
+
 def make_triplets(objects: Sequence[Sequence[int]], triplets: Sequence[tuple[int, str, int]],
                   names: Sequence[str] | None = None, prompt: str = "") -> ParsedPrompt:
     """Explicit override: token indices per object and (subject, relation, object) index triplets.

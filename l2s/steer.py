@@ -30,7 +30,7 @@ from .callbacks import StepHook
 from .capture import select_layers, stack_layers
 from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
-from .prompts import ParsedPrompt, parse_prompt
+from .prompts import ParsedPrompt, object_list, parse_prompt
 from .replay import denoiser_of
 
 MAX_ITERATIONS = 1000            # gradient iterations per steered step: beyond this a run would look hung
@@ -56,6 +56,11 @@ class SteeringConfig:
         the last entry for every later step) instead of ``loss_target`` (the authors' schedule).
     early_exit: stop the denoiser's forward after the last captured layer.
     keep_maps: keep the classifier's input maps of each steered step's first iteration (for plots).
+    list_prompt_from: when the prompt has at least this many relations, the denoiser reads only the
+        objects as a plain list ("a A, a B and a C", ``prompts.object_list``) and the relations are
+        steered alone (0: never). Relation words in a long prompt make the shapes model drop
+        objects; ``Steerer.generate`` swaps the text (``Steerer.prompt``: pass it to the pipeline
+        when calling it yourself with ``callback()``).
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -71,6 +76,7 @@ class SteeringConfig:
     layers: Sequence[str] | None = None
     early_exit: bool = True
     keep_maps: bool = True
+    list_prompt_from: int = 0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -90,6 +96,9 @@ class SteeringConfig:
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) \
                 or not 0 <= self.iterations <= MAX_ITERATIONS:
             raise bad("iterations", f"must be an integer in [0, {MAX_ITERATIONS}]")
+        if isinstance(self.list_prompt_from, bool) or not isinstance(self.list_prompt_from, int) \
+                or self.list_prompt_from < 0:
+            raise bad("list_prompt_from", "must be a non-negative integer (0: never)")
         for name in ("normalize", "early_exit", "keep_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
@@ -174,10 +183,15 @@ class Steerer(StepHook):
         self.config = SteeringConfig(**{**base, **overrides})
         self.denoiser = denoiser_of(pipe)
         self.adapter = adapter_for(self.denoiser)
+        # the text the denoiser must read when it is not the caller's (the maps' tokens are in it)
+        self.prompt: str | None = None
         if parsed is None:
             if prompt is None:
                 raise ValueError("give a prompt or parsed triplets")
             parsed = parse_prompt(prompt, self.adapter.object_tokenizer(pipe))
+            if 0 < self.config.list_prompt_from <= len(parsed.triplets):
+                parsed = object_list(parsed, self.adapter.object_tokenizer(pipe))
+                self.prompt = parsed.prompt
         if classifier.n_maps != 2:
             raise ValueError(f"the classifier reads {classifier.n_maps} maps; steering needs 2 (subject, object)")
         device = next(self.denoiser.parameters()).device
@@ -217,6 +231,13 @@ class Steerer(StepHook):
                           f"steering reads the default layers ({len(chosen)}) instead: expect a weaker classifier "
                           "(train one on this model, or pass layers=)", stacklevel=3)
             return chosen
+
+    def generate(self, pipe: Any, prompt: str | list[str], **kwargs: Any) -> Any:
+        """``StepHook.generate``; with a list prompt (``SteeringConfig.list_prompt_from``) the
+        pipeline reads ``self.prompt`` in place of each of the given prompts."""
+        if self.prompt is not None:
+            prompt = [self.prompt] * len(prompt) if isinstance(prompt, list) else self.prompt
+        return super().generate(pipe, prompt, **kwargs)
 
     def hooked_steps(self, num_steps: int) -> list[int]:
         return self.config.steered_steps(num_steps)

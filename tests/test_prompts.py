@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from l2s.prompts import PromptParseError, make_triplets, parse_prompt
+from l2s.prompts import PromptParseError, make_triplets, object_list, parse_prompt
 from l2s.testing import write_clip_tokenizer, write_t5_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -183,3 +183,17 @@ def test_explicit_triplets():
         make_triplets([[1], [2]], [(0, "above", 0)])
     with pytest.raises(ValueError, match="token index"):
         make_triplets([[], [2]], [(0, "above", 1)])
+
+
+@pytest.mark.parametrize("prompt, listed", [
+    ("a red cat to the left of a dog above a bird", "a red cat, a dog and a bird"),
+    ("a dog to the left of a cat", "a dog and a cat"),
+])
+def test_object_list_drops_the_relation_words_and_keeps_the_triplets(clip_tok_long, prompt, listed):
+    parsed = parse_prompt(prompt, clip_tok_long)
+    out = object_list(parsed, clip_tok_long)
+    assert out.prompt == listed and out.describe() == parsed.describe()
+    ids = clip_tok_long(listed)["input_ids"]
+    for o in out.objects:                       # each object's tokens decode to its name in the list
+        assert listed[o.span[0]:o.span[1]] == o.name
+        assert clip_tok_long.decode([ids[i] for i in o.tokens]).strip() == o.name

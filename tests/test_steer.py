@@ -441,3 +441,18 @@ def test_one_nan_sample_skips_only_itself(sd, classifier, rng):
     assert torch.isfinite(out[0]).all() and (out[0] - latents[0]).abs().max() > 1e-3
     rec = steer.records[-1]
     assert math.isfinite(rec.loss) and math.isfinite(rec.grad_norm[0]) and math.isnan(rec.grad_norm[1])
+
+
+def test_list_prompt_from_makes_the_denoiser_read_only_the_objects(sd, classifier):
+    prompt = "a dog above a cat to the left of a ball"
+    with Steerer(sd, classifier, prompt, list_prompt_from=2, step_size=0.0) as steer:
+        assert steer.prompt == "a dog, a cat and a ball"
+        assert steer.parsed.describe() == ["dog | above | cat", "cat | left of | ball"]
+        steered = _run(sd, steer, prompt=prompt)
+    # step size 0: the image is the plain pipeline's on the list text, not on the relational one
+    np.testing.assert_array_equal(steered, _run(sd, prompt="a dog, a cat and a ball"))
+    assert not np.array_equal(steered, _run(sd, prompt=prompt))
+    one = Steerer(sd, classifier, PROMPT, list_prompt_from=2)
+    assert one.prompt is None and one.parsed.prompt == PROMPT         # fewer relations: untouched
+    with pytest.raises(ValueError, match="list_prompt_from"):
+        SteeringConfig(list_prompt_from=-1)
