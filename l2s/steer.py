@@ -239,6 +239,13 @@ class Steerer(StepHook):
             prompt = [self.prompt] * len(prompt) if isinstance(prompt, list) else self.prompt
         return super().generate(pipe, prompt, **kwargs)
 
+    def callback(self) -> Any:
+        """``StepHook.callback``; with a list prompt, call the pipeline with ``self.prompt`` (warned)."""
+        if self.prompt is not None:
+            warnings.warn(f"list_prompt_from: call the pipeline with steer.prompt ({self.prompt!r}); the "
+                          "steered maps are that text's tokens", stacklevel=2)
+        return super().callback()
+
     def hooked_steps(self, num_steps: int) -> list[int]:
         return self.config.steered_steps(num_steps)
 

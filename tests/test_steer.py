@@ -452,6 +452,8 @@ def test_list_prompt_from_makes_the_denoiser_read_only_the_objects(sd, classifie
     # step size 0: the image is the plain pipeline's on the list text, not on the relational one
     np.testing.assert_array_equal(steered, _run(sd, prompt="a dog, a cat and a ball"))
     assert not np.array_equal(steered, _run(sd, prompt=prompt))
+    with pytest.warns(UserWarning, match="steer.prompt"):
+        steer.callback()
     one = Steerer(sd, classifier, PROMPT, list_prompt_from=2)
     assert one.prompt is None and one.parsed.prompt == PROMPT         # fewer relations: untouched
     with pytest.raises(ValueError, match="list_prompt_from"):
