@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: recommended)")
     gen.add_argument("--loss-target", type=float_in(), default=None, help="stop a step's updates under this loss "
                      "(default: recommended)")
+    gen.add_argument("--list-prompt-from", type=int_in(0, 10 ** 3), default=None, metavar="N", help="with N or more "
+                     "relations, generate from the plain object list and steer the relations alone (0: never; "
+                     "default: recommended, i.e. never)")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
@@ -420,7 +423,8 @@ def _generate(args) -> int:
         except ImportError:
             raise SystemExit("l2s generate: error: --plots needs matplotlib (pip install l2s[plots])")
     knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
-                               ("loss_target", args.loss_target)) if v is not None}
+                               ("loss_target", args.loss_target), ("list_prompt_from", args.list_prompt_from))
+             if v is not None}
     pipe = load_shipped(args.model)
     _warn_unknown_words(pipe, args.prompt)
     if args.preset == "paper":
@@ -432,7 +436,7 @@ def _generate(args) -> int:
             raise SystemExit(f"l2s generate: error: --preset paper: {exc}")
         knobs["preset"] = "paper"
     common = (pipe, args.prompt, args.seed, args.steps, args.guidance)
-    runs = {}
+    runs, generated_from = {}, None
     if args.no_steer or args.compare:
         image, _, seconds = _render(*common)
         runs["vanilla"] = (image, seconds)
@@ -440,6 +444,7 @@ def _generate(args) -> int:
         from l2s_shapes.relation_classifier import load_shipped_classifier
         image, steer, seconds = _render(*common, classifier=load_shipped_classifier(args.classifier), **knobs)
         runs["steered"] = (image, seconds)
+        generated_from = steer.prompt               # the object list, with --list-prompt-from
         if not steer.active:
             print("no spatial relation found in the prompt: generated without steering", file=sys.stderr)
         elif args.plots:
@@ -452,6 +457,8 @@ def _generate(args) -> int:
     Image.fromarray(np.repeat(np.repeat(row, args.upscale, 0), args.upscale, 1)).save(args.out)
     report = {"prompt": args.prompt, "seed": args.seed, "png": args.out,
               "panels": list(runs) if len(runs) > 1 else None}
+    if generated_from is not None:
+        report["steered_generated_from"] = generated_from
     for name, (image, seconds) in runs.items():
         report[name] = {"seconds": round(seconds, 2), **describe_image(args.prompt, image)}
     print(json.dumps(report, indent=2))

@@ -1,6 +1,7 @@
 """The command line under bad arguments: every case ends with one clear line on stderr and a
 non-zero status before any work starts (or a one-line warning where the work can go on), never a
 traceback. The README's reliability section lists these cases."""
+import json
 import os
 
 import numpy as np
@@ -66,6 +67,7 @@ CASES = [
     (["generate", "a cat", "--step-size", "-1"], "--step-size: must be >= 0.0"),
     (["generate", "a cat", "--step-size", "nan"], "--step-size: must be a finite number"),
     (["generate", "a cat", "--loss-target", "nan"], "--loss-target: must be a finite number"),
+    (["generate", "a cat", "--list-prompt-from", "-1"], "--list-prompt-from: must be an integer between 0"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
@@ -149,6 +151,17 @@ def test_unknown_words_and_unsupported_relations_warn_and_go_on(files, capsys):
     assert any("does not know 'zebra'" in line for line in err), err
     assert any("unsupported relation" in line and "next to" in line for line in err), err
     assert all(line.startswith("l2s: warning:") or "no spatial relation" in line for line in err), err
+
+
+@needs_shapes
+def test_list_prompt_from_generates_from_the_object_list(files, capsys):
+    out = os.path.join(files["dir"], "l.png")
+    prompt = "a red circle above a blue square to the left of a green triangle"
+    rc, err, stdout = _outcome(["generate", prompt, "--list-prompt-from", "2", "--steps", "4", "--out", out], capsys)
+    report = json.loads(stdout)
+    assert rc == 0 and report["steered_generated_from"] == "a red circle, a blue square and a green triangle", err
+    rc, err, stdout = _outcome(["generate", prompt, "--list-prompt-from", "3", "--steps", "4", "--out", out], capsys)
+    assert rc == 0 and "steered_generated_from" not in json.loads(stdout), err
 
 
 @needs_shapes
