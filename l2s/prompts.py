@@ -305,6 +305,11 @@ def token_indices(tokenizer: Any, prompt: str, span: tuple[int, int]) -> tuple[i
     return idx
 
 
+def list_phrases(phrases: Sequence[str]) -> str:
+    """English list: "A", "A and B", "A, B and C"."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
 def object_list(parsed: ParsedPrompt, tokenizer: Any | None = None) -> ParsedPrompt:
     """The same objects and triplets with the relation words dropped from the text: the prompt
     becomes the plain list "a A, a B and a C" (token indices re-found in it when a tokenizer is
@@ -315,7 +320,7 @@ def object_list(parsed: ParsedPrompt, tokenizer: Any | None = None) -> ParsedPro
     'a cat, a dog and a bird'
     """
     names = [f"a {o.name}" for o in parsed.objects]
-    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    text = list_phrases(names)
     out = ParsedPrompt(text, triplets=list(parsed.triplets), unsupported=list(parsed.unsupported))
     at = 0
     for o, name in zip(parsed.objects, names):

@@ -188,9 +188,10 @@ class Steerer(StepHook):
         if parsed is None:
             if prompt is None:
                 raise ValueError("give a prompt or parsed triplets")
-            parsed = parse_prompt(prompt, self.adapter.object_tokenizer(pipe))
+            tokenizer = self.adapter.object_tokenizer(pipe)
+            parsed = parse_prompt(prompt, tokenizer)
             if 0 < self.config.list_prompt_from <= len(parsed.triplets):
-                parsed = object_list(parsed, self.adapter.object_tokenizer(pipe))
+                parsed = object_list(parsed, tokenizer)
                 self.prompt = parsed.prompt
         if classifier.n_maps != 2:
             raise ValueError(f"the classifier reads {classifier.n_maps} maps; steering needs 2 (subject, object)")

@@ -454,7 +454,7 @@ def test_list_prompt_from_makes_the_denoiser_read_only_the_objects(sd, classifie
     assert not np.array_equal(steered, _run(sd, prompt=prompt))
     with pytest.warns(UserWarning, match="steer.prompt"):
         steer.callback()
-    one = Steerer(sd, classifier, PROMPT, list_prompt_from=2)
-    assert one.prompt is None and one.parsed.prompt == PROMPT         # fewer relations: untouched
+    with Steerer(sd, classifier, PROMPT, list_prompt_from=2) as one:
+        assert one.prompt is None and one.parsed.prompt == PROMPT     # fewer relations: untouched
     with pytest.raises(ValueError, match="list_prompt_from"):
         SteeringConfig(list_prompt_from=-1)

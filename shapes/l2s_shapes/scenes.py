@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from l2s.geneval import relations_between
+from l2s.prompts import list_phrases
 from l2s.relations import RELATIONS
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -102,8 +103,7 @@ def caption(objects: list[SceneObject], relations: list[tuple[int, str, int]], r
             text += f" {rel} a {objects[obj].name}"
         return rng.choice(["{}", "a photo of {}"]).format(text)
     names = [f"a {o.name}" for o in objects]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return rng.choice(["{}", "a photo of {}", "{} on a plain background"]).format(listed)
+    return rng.choice(["{}", "a photo of {}", "{} on a plain background"]).format(list_phrases(names))
 
 
 def _chain_relations(objects: list[SceneObject], rng: np.random.Generator) -> list[tuple[int, str, int]]:
