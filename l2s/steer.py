@@ -34,6 +34,7 @@ from .prompts import ParsedPrompt, object_list, parse_prompt
 from .replay import denoiser_of
 
 MAX_ITERATIONS = 1000            # gradient iterations per steered step: beyond this a run would look hung
+MAX_SCREENED = 64                # initial noises screened per image
 
 
 @dataclass
@@ -61,6 +62,10 @@ class SteeringConfig:
         steered alone (0: never). Relation words in a long prompt make the shapes model drop
         objects; ``Steerer.generate`` swaps the text (``Steerer.prompt``: pass it to the pipeline
         when calling it yourself with ``callback()``).
+    screen_noises: draw this many initial noises per image (the first is the one the pipeline
+        would draw; the rest follow from the same generator) and keep the one whose step-0 maps the
+        loss scores best, summed over the relations (1: no screening). Costs one denoiser forward,
+        up to the last captured layer, per extra noise and relation; only through ``generate``.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -77,6 +82,7 @@ class SteeringConfig:
     early_exit: bool = True
     keep_maps: bool = True
     list_prompt_from: int = 0
+    screen_noises: int = 1
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -99,6 +105,9 @@ class SteeringConfig:
         if isinstance(self.list_prompt_from, bool) or not isinstance(self.list_prompt_from, int) \
                 or self.list_prompt_from < 0:
             raise bad("list_prompt_from", "must be a non-negative integer (0: never)")
+        if isinstance(self.screen_noises, bool) or not isinstance(self.screen_noises, int) \
+                or not 1 <= self.screen_noises <= MAX_SCREENED:
+            raise bad("screen_noises", f"must be an integer in [1, {MAX_SCREENED}]")
         for name in ("normalize", "early_exit", "keep_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
@@ -238,7 +247,43 @@ class Steerer(StepHook):
         pipeline reads ``self.prompt`` in place of each of the given prompts."""
         if self.prompt is not None:
             prompt = [self.prompt] * len(prompt) if isinstance(prompt, list) else self.prompt
+        if self.active and self.config.screen_noises > 1 and kwargs.get("latents") is None \
+                and "callback_on_step_end" not in kwargs:
+            kwargs["latents"] = self.screened_latents(pipe, prompt, kwargs)
         return super().generate(pipe, prompt, **kwargs)
+
+    @torch.no_grad()
+    def screened_latents(self, pipe: Any, prompt: str | list[str], kwargs: dict) -> torch.Tensor:
+        """The initial latents ``generate`` starts from with ``screen_noises`` > 1: per image, of
+        ``screen_noises`` noises drawn from the call's generator(s), the one with the lowest sum of
+        relation losses on its step-0 maps (ties: the earliest, so the pipeline's own noise wins
+        them). ``screen_scores`` keeps the scores [noises, images]."""
+        candidates = [self.replay.initial_latents(pipe, prompt, kwargs) for _ in range(self.config.screen_noises)]
+        self.replay.probe(pipe, prompt, latents=candidates[0], **kwargs)
+        t = pipe.scheduler.timesteps[0]
+        sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
+        num_steps = len(pipe.scheduler.timesteps)
+        scores = torch.stack([self.noise_score(pipe, c * sigma, t, num_steps) for c in candidates])   # [K, B]
+        self.screen_scores = scores.numpy()
+        best = torch.nan_to_num(scores, nan=float("inf")).argmin(0)
+        return torch.stack([candidates[int(k)][b] for b, k in enumerate(best)])
+
+    def noise_score(self, pipe: Any, latents: torch.Tensor, t: Any, num_steps: int) -> torch.Tensor:
+        """Per-image sum over the relations of the loss on the maps of ``latents`` at timestep t."""
+        z = latents.detach().float().contiguous()
+        B = z.shape[0]
+        args = self.replay.arguments(B, t, t)
+        steps = np.full(B, self.loss.step_row(0, num_steps), np.int32)
+        call, grid, n_text = self.replay.with_sample(args, z.to(latents.dtype), t, pipe.scheduler)
+        total = torch.zeros(B, dtype=torch.float64)
+        objects = self.parsed.objects
+        for k, trip in enumerate(self.parsed.triplets):
+            tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
+            with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.loss.map_size,
+                                          self.config.early_exit, self.stack) as (x, _):
+                losses, _ = relation_loss(self.loss, x, np.full(B, self.labels[k], np.int32), steps)
+            total += losses.detach().double().cpu()
+        return total
 
     def callback(self) -> Any:
         """``StepHook.callback``; with a list prompt, call the pipeline with ``self.prompt`` (warned)."""

@@ -458,3 +458,33 @@ def test_list_prompt_from_makes_the_denoiser_read_only_the_objects(sd, classifie
         assert one.prompt is None and one.parsed.prompt == PROMPT     # fewer relations: untouched
     with pytest.raises(ValueError, match="list_prompt_from"):
         SteeringConfig(list_prompt_from=-1)
+
+
+def test_screen_noises_starts_each_image_from_its_best_scored_noise(sd, classifier):
+    """screen_noises=3: each image's k-th candidate is the k-th draw of its own generator; the image
+    is the plain pipeline's from the candidate with the lowest step-0 loss, the loss read on the
+    maps a MapRecorder captures from that candidate."""
+    from l2s.callbacks import MapRecorder
+    from l2s.losses import relation_loss
+    seeds, K = (0, 1), 3
+    args = dict(num_inference_steps=4, guidance_scale=3.0, output_type="np")
+    with Steerer(sd, classifier, PROMPT, screen_noises=K, step_size=0.0) as steer:
+        out = steer.generate(sd, [PROMPT] * 2, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                             **args).images
+        scores, layers, label = steer.screen_scores, steer.layers, int(steer.labels[0])
+    assert scores.shape == (K, 2) and np.isfinite(scores).all()
+    side = sd.unet.config.sample_size
+    shape = (1, sd.unet.config.in_channels, side, side)
+    for b, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        candidates = [torch.randn(shape, generator=g) for _ in range(K)]
+        for k, z in enumerate(candidates):
+            with MapRecorder(sd, steer.parsed, [0], layers, classifier.map_size) as rec:
+                rec.generate(sd, PROMPT, latents=z, **args)
+            loss, _ = relation_loss(classifier, torch.from_numpy(rec.maps[0][:, 0]), np.array([label], np.int32),
+                                    np.array([classifier.step_row(0, 4)], np.int32))
+            assert abs(float(loss[0]) - scores[k, b]) < 1e-4 * max(1.0, abs(scores[k, b]))
+        best = int(np.argmin(scores[:, b]))
+        np.testing.assert_allclose(out[b], sd(PROMPT, latents=candidates[best], **args).images[0], atol=1e-5)
+    with pytest.raises(ValueError, match="screen_noises"):
+        SteeringConfig(screen_noises=0)
