@@ -1,11 +1,11 @@
-"""l2s/presence.py: the presence hinge beside a relation loss."""
+"""l2s/presence.py: the presence hinge and the separation term beside a relation loss."""
 import numpy as np
 import pytest
 import torch
 
 from l2s.baselines import CentroidLoss
 from l2s.losses import RelationLoss, relation_loss
-from l2s.presence import WithPresence
+from l2s.presence import WithPresence, WithSeparation
 from l2s.synthetic import blob_maps
 
 
@@ -50,3 +50,31 @@ def test_bad_settings_are_refused():
         WithPresence(CentroidLoss(8), weight=-1.0)
     with pytest.raises(ValueError, match="presence"):
         WithPresence(CentroidLoss(8), target=1.5)
+
+
+def test_separation_is_the_maps_overlap_with_its_gradient(rng):
+    base = CentroidLoss(8, margin=0.1)
+    loss = WithSeparation(base, weight=2.0)
+    assert isinstance(loss, RelationLoss) and loss.relations == base.relations
+    x = torch.tensor(rng.random((3, 2, 8, 8)))
+    x = x / x.sum((-1, -2), keepdim=True)
+    labels, steps = np.array([0, 1, 2], np.int32), np.zeros(3, np.int32)
+    xg = x.clone().requires_grad_(True)
+    losses, _ = relation_loss(loss, xg, labels, steps)
+    expected = base.losses_and_grad(x, labels, steps)[0] + 2.0 * 64 * np.einsum("bij,bij->b", x[:, 0].numpy(), x[:, 1].numpy())
+    torch.testing.assert_close(losses.detach(), torch.as_tensor(expected, dtype=losses.dtype))
+    (g,) = torch.autograd.grad(losses.sum(), xg)
+    eps = 1e-6
+    for idx in [(0, 0, 3, 4), (1, 1, 4, 3), (2, 1, 0, 7)]:
+        xp, xm = x.clone(), x.clone()
+        xp[idx] += eps
+        xm[idx] -= eps
+        fd = float((loss.losses_and_grad(xp, labels, steps)[0] - loss.losses_and_grad(xm, labels, steps)[0]).sum()) / (2 * eps)
+        assert g[idx].item() == pytest.approx(fd, rel=1e-4, abs=1e-7)
+    # disjoint supports: no term, the base loss alone
+    apart = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    apart[0, 0, :, :4], apart[0, 1, :, 4:] = 1 / 32, 1 / 32
+    one = np.zeros(1, np.int32)
+    torch.testing.assert_close(loss.losses_and_grad(apart, one, one)[0], base.losses_and_grad(apart, one, one)[0])
+    with pytest.raises(ValueError, match="separation"):
+        WithSeparation(base, weight=-1.0)

@@ -3,7 +3,8 @@ over held-out prompts, judged by the exact evaluator. Behind ``l2s eval`` and ``
 
 An arm is a dict: ``{"arm": "vanilla" | "centroid" | "l2s", ...}``; "centroid" takes an optional
 "margin"; a steered arm takes optional "presence_weight" and "presence_target" (the loss gets the
-presence hinge of ``l2s.presence.WithPresence``); every other key is a ``SteeringConfig`` field laid
+presence hinge of ``l2s.presence.WithPresence``) and "separation_weight" (``WithSeparation``, the
+maps' overlap); every other key is a ``SteeringConfig`` field laid
 over the classifier's recommendation.
 """
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from l2s.baselines import CentroidLoss
-from l2s.presence import WithPresence
+from l2s.presence import WithPresence, WithSeparation
 from l2s.steer import Steerer, SteeringConfig, recommended_settings
 from l2s.stats import ci_text, paired_counts, parse_int_list, wilson_interval
 from .evaluate import (PromptSpec, distinct_prompt_count, evaluate, heldout_prompts, single_object_prompts,
                        summarize)
 
 ARM_KINDS = ("vanilla", "centroid", "l2s")
-ARM_KNOBS = ("arm", "margin", "presence_weight", "presence_target")      # the rest are SteeringConfig fields
+ARM_KNOBS = ("arm", "margin", "presence_weight", "presence_target", "separation_weight")      # the rest are SteeringConfig fields
 PROMPT_SETS = {"heldout": (0, 0), "tuning": (21, 200)}      # (prompt seed offset, first noise seed)
 # each arm at its best setting on the tuning prompts (benchmarks/grids/*.jsonl): the centroid loss
 # did best with margin 0.1 and step 0.05 (0.50 vs 0.40-0.44) and needs its own loss target (its hinge
@@ -70,6 +71,8 @@ def arm_steering(spec: dict, classifier: Any) -> Callable[[Any, str], Steerer] |
     loss = classifier if arm == "l2s" else CentroidLoss(classifier.config.map_size, knobs.pop("margin", 0.2))
     if "presence_weight" in knobs or "presence_target" in knobs:
         loss = WithPresence(loss, knobs.pop("presence_weight", 10.0), knobs.pop("presence_target", 0.05))
+    if "separation_weight" in knobs:
+        loss = WithSeparation(loss, knobs.pop("separation_weight"))
     knobs = {**recommended_settings(classifier), **knobs}
     return lambda pipe, text: Steerer(pipe, loss, text, **knobs)
 
