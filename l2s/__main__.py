@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--list-prompt-from", type=int_in(0, 10 ** 3), default=None, metavar="N", help="with N or more "
                      "relations, generate from the plain object list and steer the relations alone (0: never; "
                      "default: recommended, i.e. never)")
+    gen.add_argument("--screen-noises", type=int_in(1, 64), default=None, metavar="N", help="start the steered image "
+                     "from the best-scored of N initial noises drawn from --seed (1: from the seed's own noise, as the "
+                     "vanilla panel; default: recommended, 8 for the shipped classifier)")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
@@ -423,7 +426,8 @@ def _generate(args) -> int:
         except ImportError:
             raise SystemExit("l2s generate: error: --plots needs matplotlib (pip install l2s[plots])")
     knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
-                               ("loss_target", args.loss_target), ("list_prompt_from", args.list_prompt_from))
+                               ("loss_target", args.loss_target), ("list_prompt_from", args.list_prompt_from),
+                               ("screen_noises", args.screen_noises))
              if v is not None}
     pipe = load_shipped(args.model)
     _warn_unknown_words(pipe, args.prompt)

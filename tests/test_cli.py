@@ -68,6 +68,7 @@ CASES = [
     (["generate", "a cat", "--step-size", "nan"], "--step-size: must be a finite number"),
     (["generate", "a cat", "--loss-target", "nan"], "--loss-target: must be a finite number"),
     (["generate", "a cat", "--list-prompt-from", "-1"], "--list-prompt-from: must be an integer between 0"),
+    (["generate", "a cat", "--screen-noises", "0"], "--screen-noises: must be an integer between 1"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
