@@ -14,6 +14,16 @@ def _maps(sigma, rng):
     return torch.tensor(blob_maps(centres, 8, sigma), dtype=torch.float64) + torch.tensor(rng.random((2, 2, 8, 8))) * 1e-4
 
 
+def _check_against_finite_differences(loss, x, labels, steps, g, cells, rel, abs_tol, eps=1e-6):
+    """g (d sum of losses / d maps) at ``cells`` against central differences of ``loss``."""
+    for idx in cells:
+        xp, xm = x.clone(), x.clone()
+        xp[idx] += eps
+        xm[idx] -= eps
+        fd = float((loss.losses_and_grad(xp, labels, steps)[0] - loss.losses_and_grad(xm, labels, steps)[0]).sum()) / (2 * eps)
+        assert g[idx].item() == pytest.approx(fd, rel=rel, abs=abs_tol)
+
+
 def test_is_a_relation_loss_and_adds_nothing_above_the_target(rng):
     base = CentroidLoss(8, margin=0.1)
     loss = WithPresence(base, weight=10.0, target=0.01)
@@ -36,13 +46,7 @@ def test_the_hinge_and_its_gradient_on_diffuse_maps(rng):
     base = CentroidLoss(8, margin=0.1).losses_and_grad(x, labels, steps)[0]
     torch.testing.assert_close(losses.detach(), base + 3.0 * (0.2 - peaks).sum(1))
     (g,) = torch.autograd.grad(losses.sum(), xg)
-    eps = 1e-6
-    for idx in [(0, 0, 3, 4), (1, 1, 4, 3), (0, 1, 0, 0)]:
-        xp, xm = x.clone(), x.clone()
-        xp[idx] += eps
-        xm[idx] -= eps
-        fd = float((loss.losses_and_grad(xp, labels, steps)[0] - loss.losses_and_grad(xm, labels, steps)[0]).sum()) / (2 * eps)
-        assert g[idx].item() == pytest.approx(fd, rel=1e-3, abs=1e-6)
+    _check_against_finite_differences(loss, x, labels, steps, g, [(0, 0, 3, 4), (1, 1, 4, 3), (0, 1, 0, 0)], 1e-3, 1e-6)
 
 
 def test_bad_settings_are_refused():
@@ -64,13 +68,7 @@ def test_separation_is_the_maps_overlap_with_its_gradient(rng):
     expected = base.losses_and_grad(x, labels, steps)[0] + 2.0 * 64 * np.einsum("bij,bij->b", x[:, 0].numpy(), x[:, 1].numpy())
     torch.testing.assert_close(losses.detach(), torch.as_tensor(expected, dtype=losses.dtype))
     (g,) = torch.autograd.grad(losses.sum(), xg)
-    eps = 1e-6
-    for idx in [(0, 0, 3, 4), (1, 1, 4, 3), (2, 1, 0, 7)]:
-        xp, xm = x.clone(), x.clone()
-        xp[idx] += eps
-        xm[idx] -= eps
-        fd = float((loss.losses_and_grad(xp, labels, steps)[0] - loss.losses_and_grad(xm, labels, steps)[0]).sum()) / (2 * eps)
-        assert g[idx].item() == pytest.approx(fd, rel=1e-4, abs=1e-7)
+    _check_against_finite_differences(loss, x, labels, steps, g, [(0, 0, 3, 4), (1, 1, 4, 3), (2, 1, 0, 7)], 1e-4, 1e-7)
     # disjoint supports: no term, the base loss alone
     apart = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
     apart[0, 0, :, :4], apart[0, 1, :, 4:] = 1 / 32, 1 / 32
