@@ -61,6 +61,9 @@ def render(pipe: Any, classifier: Any, prompt: str, seed: int, iterations: int, 
         out["probabilities"] = {r: float(p) for r, p in zip(classifier.relations, last.probs[0])}
         out["maps"] = _png(plot_attention([r for r in steer.records if r.triplet == 0], out["steered"], names))
         out["curves"] = _png(plot_curves(steer.records))
+    if steer.active and steer.config.screen_noises > 1:
+        notes.append(f"the steered image starts from the best-scored of {steer.config.screen_noises} noises drawn "
+                     "from this seed (screen_noises), so its layout need not resemble the vanilla one")
     if describe is not None:
         verdicts = {name: describe(prompt, np.asarray(out[name])).get("verdict", "n/a") for name in ("vanilla", "steered")}
         out["verdict"] = f"evaluator: vanilla {verdicts['vanilla']}, steered {verdicts['steered']}"

@@ -65,7 +65,9 @@ class SteeringConfig:
     screen_noises: draw this many initial noises per image (the first is the one the pipeline
         would draw; the rest follow from the same generator) and keep the one whose step-0 maps the
         loss scores best, summed over the relations (1: no screening). Costs one denoiser forward,
-        up to the last captured layer, per extra noise and relation; only through ``generate``.
+        up to the last captured layer, per extra noise and relation. Only ``generate`` screens, and
+        not when the caller passes ``latents``; the callback and modular routes start from the
+        pipeline's own noise.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None

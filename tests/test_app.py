@@ -24,7 +24,8 @@ def test_render_gives_both_images_the_verdict_and_the_plots(shapes):
     from l2s.app import render
     pipe, clf, describe = shapes
     r = render(pipe, clf, "a red circle to the left of a blue square", 0, 3, 0.07, 0.2, steps=10, describe=describe)
-    assert r["status"] == "done" and r["vanilla"].shape == r["steered"].shape == (64, 64, 3)
+    assert r["status"].startswith("the steered image starts from the best-scored of 8 noises"), r["status"]
+    assert r["vanilla"].shape == r["steered"].shape == (64, 64, 3)
     assert r["verdict"].startswith("evaluator: vanilla ") and abs(sum(r["probabilities"].values()) - 1) < 1e-3
     assert r["maps"].ndim == 3 and r["curves"].ndim == 3
 
