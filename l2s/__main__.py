@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: recommended)")
     gen.add_argument("--list-prompt-from", type=int_in(0, 10 ** 3), default=None, metavar="N", help="with N or more "
                      "relations, generate from the plain object list and steer the relations alone (0: never; "
-                     "default: recommended, i.e. never)")
+                     "default: recommended, 2 for the shipped classifier)")
     gen.add_argument("--screen-noises", type=int_in(1, 64), default=None, metavar="N", help="start the steered image "
                      "from the best-scored of N initial noises drawn from --seed (1: from the seed's own noise, as the "
                      "vanilla panel; default: recommended, 8 for the shipped classifier)")

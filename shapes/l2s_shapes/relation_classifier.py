@@ -27,7 +27,7 @@ MAP_SIZE = 16
 # held-out-pair prompts that the benchmark never uses (python benchmarks/bench_steering.py --prompt-set tuning --grid benchmarks/grids/tuning.jsonl):
 # skipping step 0 and stopping at loss 0.2 mattered most; pushing the loss to 0.05 fused objects
 SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.07, "loss_target": 0.2,
-                   "screen_noises": 8}
+                   "screen_noises": 8, "list_prompt_from": 2}
 
 SHIPPED_CLASSIFIER = Path(__file__).resolve().parent / "weights" / "shapes-classifier"    # a Hub-style folder
 
