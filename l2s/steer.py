@@ -214,6 +214,7 @@ class Steerer(StepHook):
         self.labels = labels_for(classifier, [t.relation for t in parsed.triplets]) if parsed.triplets else None
         self.layers = self._layers_for(classifier)
         self.records: list[StepRecord] = []
+        self.screen_scores: np.ndarray | None = None      # [noises, images] of the last screened generate
         self._iteration = 0
         self._warned = False
         super().__init__(pipe, parsed)
