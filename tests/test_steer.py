@@ -340,6 +340,15 @@ def test_other_pipelines_end_to_end(kind, classifier, tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     side = 8 if kind == "flux" else 16
     assert steer.records[0].maps.shape == (1, 2, 8, 8) and steer.layers[0].side >= side // 2
+    # screening: the image is the plain pipeline's from the best-scored of the generator's noises
+    with Steerer(pipe, classifier, PROMPT, iterations=1, step_size=0.0, screen_noises=3) as steer:
+        screened = run(steer)
+        kw = dict(num_inference_steps=4, generator=torch.Generator().manual_seed(0), **call)
+        candidates = [steer.replay.initial_latents(pipe, PROMPT, kw) for _ in range(3)]
+    assert steer.screen_scores.shape == (3, 1) and np.isfinite(steer.screen_scores).all()
+    best = candidates[int(np.argmin(steer.screen_scores[:, 0]))]
+    np.testing.assert_array_equal(screened, pipe(PROMPT, num_inference_steps=4, output_type="np", latents=best,
+                                                 **call).images)
 
 
 @pytest.mark.cuda
