@@ -57,6 +57,26 @@ class StepHook:
         raise NotImplementedError
 
     # -- lifecycle ----------------------------------------------------------------------------------
+    def token_groups(self, trip: Any) -> list[list[int]]:
+        """The (subject, object) token indices of a triplet, as the capture takes them."""
+        objects = self.parsed.objects
+        return [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
+
+    @torch.no_grad()
+    def triplet_maps(self, pipe: Any, latents: torch.Tensor, t: Any, recorded_t: Any,
+                     layers: Sequence[CrossAttentionLayer], map_size: int, early_exit: bool = True,
+                     stack: bool = False) -> list[torch.Tensor]:
+        """Each triplet's classifier-input maps ([B, 2, S, S]; ``stack``: [B, 2, C, S, S]) of the
+        recorded denoiser call replayed on ``latents`` at timestep t, without gradient."""
+        args = self.replay.arguments(latents.shape[0], t, recorded_t)
+        call, grid, n_text = self.replay.with_sample(args, latents, t, pipe.scheduler)
+        maps = []
+        for trip in self.parsed.triplets:
+            with self.replay.capture_maps(call, layers, self.token_groups(trip), grid, n_text, map_size,
+                                          early_exit, stack) as (x, _):
+                maps.append(x.detach())
+        return maps
+
     @property
     def active(self) -> bool:
         """False for prompts without a relation: the hook then never touches the pipeline."""
@@ -138,17 +158,8 @@ class MapRecorder(StepHook):
     def hooked_steps(self, num_steps: int) -> list[int]:
         return [s for s in self.steps if s < num_steps]
 
-    @torch.no_grad()
     def process(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int, recorded_t: Any) -> torch.Tensor:
-        t = pipe.scheduler.timesteps[step]
-        args = self.replay.arguments(latents.shape[0], t, recorded_t)
-        call, grid, n_text = self.replay.with_sample(args, latents, t, pipe.scheduler)
-        objects = self.parsed.objects
-        per_triplet = []
-        for trip in self.parsed.triplets:
-            tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
-            with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.map_size,
-                                          self.early_exit, self.stack) as (x, _):
-                per_triplet.append(x.float().cpu().numpy())
-        self.maps[step] = np.stack(per_triplet, 1)
+        maps = self.triplet_maps(pipe, latents, pipe.scheduler.timesteps[step], recorded_t, self.layers,
+                                 self.map_size, self.early_exit, self.stack)
+        self.maps[step] = np.stack([x.float().cpu().numpy() for x in maps], 1)
         return latents

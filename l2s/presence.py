@@ -43,7 +43,8 @@ class _MapTerm:
         losses, dmaps, probs = self.base.losses_and_grad(maps, labels, steps)
         x = torch.as_tensor(maps)
         value, d = self.term(x)
-        losses = torch.as_tensor(losses, device=x.device) + value.to(torch.as_tensor(losses).dtype)
+        losses = torch.as_tensor(losses, device=x.device)
+        losses = losses + value.to(losses.dtype)
         dmaps = torch.as_tensor(dmaps, device=x.device) + d.to(x.dtype)
         return losses, dmaps, probs
 

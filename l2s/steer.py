@@ -273,20 +273,12 @@ class Steerer(StepHook):
 
     def noise_score(self, pipe: Any, latents: torch.Tensor, t: Any, num_steps: int) -> torch.Tensor:
         """Per-image sum over the relations of the loss on the maps of ``latents`` at timestep t."""
-        z = latents.detach().float().contiguous()
-        B = z.shape[0]
-        args = self.replay.arguments(B, t, t)
+        B = latents.shape[0]
         steps = np.full(B, self.loss.step_row(0, num_steps), np.int32)
-        call, grid, n_text = self.replay.with_sample(args, z.to(latents.dtype), t, pipe.scheduler)
-        total = torch.zeros(B, dtype=torch.float64)
-        objects = self.parsed.objects
-        for k, trip in enumerate(self.parsed.triplets):
-            tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
-            with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.loss.map_size,
-                                          self.config.early_exit, self.stack) as (x, _):
-                losses, _ = relation_loss(self.loss, x, np.full(B, self.labels[k], np.int32), steps)
-            total += losses.detach().double().cpu()
-        return total
+        maps = self.triplet_maps(pipe, latents, t, t, self.layers, self.loss.map_size, self.config.early_exit,
+                                 self.stack)
+        return sum(relation_loss(self.loss, x, np.full(B, label, np.int32), steps)[0].detach().double().cpu()
+                   for x, label in zip(maps, self.labels))
 
     def callback(self) -> Any:
         """``StepHook.callback``; with a list prompt, call the pipeline with ``self.prompt`` (warned)."""
@@ -380,10 +372,8 @@ class Steerer(StepHook):
         with torch.enable_grad():
             z_in = z.detach().to(dtype).requires_grad_(True)
             call, grid, n_text = self.replay.with_sample(args, z_in, t, pipe.scheduler)
-            objects = self.parsed.objects
-            tokens = [list(objects[trip.subject].tokens), list(objects[trip.object].tokens)]
-            with self.replay.capture_maps(call, self.layers, tokens, grid, n_text, self.loss.map_size,
-                                          self.config.early_exit, self.stack) as (x, cap):
+            with self.replay.capture_maps(call, self.layers, self.token_groups(trip), grid, n_text,
+                                          self.loss.map_size, self.config.early_exit, self.stack) as (x, cap):
                 losses, probs = relation_loss(self.loss, x, labels, steps)
 
                 def grad() -> torch.Tensor:

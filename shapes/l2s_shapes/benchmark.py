@@ -23,7 +23,8 @@ from .evaluate import (PromptSpec, distinct_prompt_count, evaluate, heldout_prom
                        summarize)
 
 ARM_KINDS = ("vanilla", "centroid", "l2s")
-ARM_KNOBS = ("arm", "margin", "presence_weight", "presence_target", "separation_weight")      # the rest are SteeringConfig fields
+# the rest of an arm's keys are SteeringConfig fields
+ARM_KNOBS = ("arm", "margin", "presence_weight", "presence_target", "separation_weight")
 PROMPT_SETS = {"heldout": (0, 0), "tuning": (21, 200)}      # (prompt seed offset, first noise seed)
 # each arm at its best setting on the tuning prompts (benchmarks/grids/*.jsonl): the centroid loss
 # did best with margin 0.1 and step 0.05 (0.50 vs 0.40-0.44) and needs its own loss target (its hinge
