@@ -136,7 +136,8 @@ class StepHook:
             processed = self.process(pipe, scaled, 0, num_steps, pipe.scheduler.timesteps[0])
             # the pipeline multiplies by sigma again: hand back the change, not a re-divided latent
             kwargs["latents"] = latents + (processed - scaled) / sigma
-        return pipe(prompt, callback_on_step_end=self.callback(), **kwargs)
+        # L2SCallback, not self.callback(): that one warns callers who use the callback route
+        return pipe(prompt, callback_on_step_end=L2SCallback(self), **kwargs)
 
 
 class MapRecorder(StepHook):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import core
+from .binding import binding_groups, binding_term
 from .callbacks import StepHook
 from .capture import select_layers, stack_layers
 from .losses import RelationLoss, labels_for, relation_loss
@@ -68,6 +69,9 @@ class SteeringConfig:
         up to the last captured layer, per extra noise and relation. Only ``generate`` screens, and
         not when the caller passes ``latents``; the callback and modular routes start from the
         pipeline's own noise.
+    binding_weight: add this times ``binding.binding_term`` (each object's modifier map on its own
+        noun's map, off the other nouns') to the loss the latent descends; the step's loss target
+        still reads the relation loss alone (0: off; needs averaged maps and names of 2+ words).
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -85,18 +89,19 @@ class SteeringConfig:
     keep_maps: bool = True
     list_prompt_from: int = 0
     screen_noises: int = 1
+    binding_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"SteeringConfig.{name} = {getattr(self, name)!r}: {why}")
 
-        for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target"):
+        for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target", "binding_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad(name, "must be a finite number")
         if not 0.0 <= self.steer_fraction <= 1.0:
             raise bad("steer_fraction", "must lie in [0, 1]")
-        for name in ("step_size", "grad_blur"):
+        for name in ("step_size", "grad_blur", "binding_weight"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.step_decay <= 0:
@@ -213,6 +218,13 @@ class Steerer(StepHook):
         self.stack = getattr(classifier, "map_kind", "mean") == "stack"
         self.labels = labels_for(classifier, [t.relation for t in parsed.triplets]) if parsed.triplets else None
         self.layers = self._layers_for(classifier)
+        # modifier and noun token groups of the binding term (l2s.binding); empty: no term
+        self.binding_mods: list = []
+        self.binding_nouns: list = []
+        if self.config.binding_weight > 0:
+            if self.stack:
+                raise ValueError("binding_weight needs a classifier of averaged maps, not map stacks")
+            self.binding_mods, self.binding_nouns = binding_groups(parsed, self.adapter.object_tokenizer(pipe))
         self.records: list[StepRecord] = []
         self.screen_scores: np.ndarray | None = None      # [noises, images] of the last screened generate
         self._iteration = 0
@@ -372,13 +384,21 @@ class Steerer(StepHook):
         with torch.enable_grad():
             z_in = z.detach().to(dtype).requires_grad_(True)
             call, grid, n_text = self.replay.with_sample(args, z_in, t, pipe.scheduler)
-            with self.replay.capture_maps(call, self.layers, self.token_groups(trip), grid, n_text,
-                                          self.loss.map_size, self.config.early_exit, self.stack) as (x, cap):
+            mods, nouns = self.binding_mods, self.binding_nouns
+            groups = self.token_groups(trip) + [list(g) for g in mods + nouns]
+            with self.replay.capture_maps(call, self.layers, groups, grid, n_text,
+                                          self.loss.map_size, self.config.early_exit, self.stack) as (maps, cap):
+                x = maps[:, :2].contiguous()
                 losses, probs = relation_loss(self.loss, x, labels, steps)
+                objective = losses.sum()
+                if mods:        # the binding term moves the latent too; the step's target reads the relation loss
+                    m = len(mods)
+                    objective = objective + self.config.binding_weight * binding_term(
+                        maps[:, 2:2 + m], maps[:, 2 + m:]).sum().to(objective.dtype)
 
                 def grad() -> torch.Tensor:
                     cap.replaying = True
-                    return torch.autograd.grad(losses.sum(), z_in)[0]
+                    return torch.autograd.grad(objective, z_in)[0]
                 yield x, losses, probs, grad
 
 
