@@ -225,6 +225,9 @@ class Steerer(StepHook):
             if self.stack:
                 raise ValueError("binding_weight needs a classifier of averaged maps, not map stacks")
             self.binding_mods, self.binding_nouns = binding_groups(parsed, self.adapter.object_tokenizer(pipe))
+            if not self.binding_mods and parsed.triplets:
+                warnings.warn("binding_weight: no object has a modifier word (or the token indices were given by "
+                              "hand): no binding term", stacklevel=2)
         self.records: list[StepRecord] = []
         self.screen_scores: np.ndarray | None = None      # [noises, images] of the last screened generate
         self._iteration = 0

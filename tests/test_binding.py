@@ -127,3 +127,9 @@ def test_stack_classifiers_are_refused(sd, tmp_path):
     clf = load_classifier(convert_checkpoint(path, tmp_path / "clf"))
     with pytest.raises(ValueError, match="binding_weight"):
         Steerer(sd, clf, "a red dog to the left of a blue cat", binding_weight=1.0)
+
+
+def test_a_prompt_without_modifiers_warns_that_there_is_no_term(sd, classifier):
+    with pytest.warns(UserWarning, match="no binding term"):
+        steer = Steerer(sd, classifier, "a dog to the left of a cat", binding_weight=1.0)
+    assert steer.binding_mods == [] and steer.binding_nouns == []
