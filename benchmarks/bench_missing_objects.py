@@ -3,7 +3,8 @@
     python benchmarks/bench_missing_objects.py docs/runs/eval-screen8-list-r2-seeds0-3.json
 
 For every prompted object the evaluator did not find (images judged "missing" or "fused"), the
-image's detections of that object's colour tell why: the colour is absent; it was drawn with the
+image's detections of that object's colour tell why, checked in this order (a colour drawn twice
+counts once, under the first kind that fits): the colour is absent; it was drawn with the
 shape of ANOTHER object of the prompt (attribute binding failed: "a red circle, a blue square" ->
 a red square); with a shape the prompt does not name; or as a blob of no known shape (deformed:
 what the evaluator calls fused). Prints a markdown table per (run, relation count, arm).
