@@ -83,15 +83,16 @@ class DenoiserCall:
         finally:
             self._probing = False
 
-    def arguments(self, batch: int, t: Any, recorded_t: Any) -> dict:
-        """The latest call bound to parameter names, on the conditional half, at timestep t.
-        ``recorded_t``: the scheduler timestep the recorded call was made at (the pipeline may
-        pass a rescaled one, as Flux passes t / 1000: the ratio is kept)."""
+    def arguments(self, batch: int, t: Any, recorded_t: Any, full: bool = False) -> dict:
+        """The latest call bound to parameter names, on the conditional half (``full``: the whole
+        batch, both halves of classifier-free guidance), at timestep t. ``recorded_t``: the
+        scheduler timestep the recorded call was made at (the pipeline may pass a rescaled one, as
+        Flux passes t / 1000: the ratio is kept)."""
         if self.last is None:
             raise RuntimeError("the denoiser has not been called yet: nothing to replay")
         args, kwargs = self.last
         bound = inspect.signature(self.denoiser.forward).bind(*args, **kwargs)
-        out = {k: conditional_half(v, batch) for k, v in bound.arguments.items()}
+        out = {k: v if full else conditional_half(v, batch) for k, v in bound.arguments.items()}
         extra = out.pop("kwargs", None)
         if isinstance(extra, dict):
             out.update(extra)

@@ -33,6 +33,7 @@ from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
 from .prompts import ParsedPrompt, object_list, parse_prompt
 from .replay import denoiser_of
+from .restart import check_restart, noise_kind, restart_latents
 
 MAX_ITERATIONS = 1000            # gradient iterations per steered step: beyond this a run would look hung
 MAX_SCREENED = 64                # initial noises screened per image
@@ -72,6 +73,11 @@ class SteeringConfig:
     binding_weight: add this times ``binding.binding_term`` (each object's modifier map on its own
         noun's map, off the other nouns') to the loss the latent descends; the step's loss target
         still reads the relation loss alone (0: off; needs averaged maps and names of 2+ words).
+    restart: (after_step, back): after step ``after_step`` re-noise the latent to the noise level of
+        step ``after_step + 1 - back`` and denoise those ``back`` steps again, unsteered, before the
+        pipeline goes on (``l2s.restart``: lets the model repair shapes the updates deformed; costs
+        ``back`` extra denoiser calls). None: off. The re-noising draws from the call's generator(s)
+        in ``generate``, from the global RNG on the callback route.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -90,6 +96,7 @@ class SteeringConfig:
     list_prompt_from: int = 0
     screen_noises: int = 1
     binding_weight: float = 0.0
+    restart: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -115,6 +122,14 @@ class SteeringConfig:
         if isinstance(self.screen_noises, bool) or not isinstance(self.screen_noises, int) \
                 or not 1 <= self.screen_noises <= MAX_SCREENED:
             raise bad("screen_noises", f"must be an integer in [1, {MAX_SCREENED}]")
+        if self.restart is not None:
+            r = self.restart
+            if not isinstance(r, (list, tuple)) or len(r) != 2 \
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in r) or r[0] < 0 or r[1] < 1:
+                raise bad("restart", "must be None or (after_step >= 0, back >= 1)")
+            if r[1] > r[0] + 1:
+                raise bad("restart", f"goes back before step 0 (back must be <= after_step + 1 = {r[0] + 1})")
+            self.restart = (int(r[0]), int(r[1]))
         for name in ("normalize", "early_exit", "keep_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
@@ -228,6 +243,9 @@ class Steerer(StepHook):
             if not self.binding_mods and parsed.triplets:
                 warnings.warn("binding_weight: no object has a modifier word (or the token indices were given by "
                               "hand): no binding term", stacklevel=2)
+        if self.config.restart is not None:
+            noise_kind(pipe.scheduler)          # an unsupported scheduler fails here, before any work
+        self._restart_generator: Any = None     # the generate() call's generator(s), for the re-noising
         self.records: list[StepRecord] = []
         self.screen_scores: np.ndarray | None = None      # [noises, images] of the last screened generate
         self._iteration = 0
@@ -265,10 +283,16 @@ class Steerer(StepHook):
         pipeline reads ``self.prompt`` in place of each of the given prompts."""
         if self.prompt is not None:
             prompt = [self.prompt] * len(prompt) if isinstance(prompt, list) else self.prompt
+        if self.active and self.config.restart is not None:
+            check_restart(self.config.restart, kwargs.get("num_inference_steps", 50))
         if self.active and self.config.screen_noises > 1 and kwargs.get("latents") is None \
                 and "callback_on_step_end" not in kwargs:
             kwargs["latents"] = self.screened_latents(pipe, prompt, kwargs)
-        return super().generate(pipe, prompt, **kwargs)
+        self._restart_generator = kwargs.get("generator")
+        try:
+            return super().generate(pipe, prompt, **kwargs)
+        finally:
+            self._restart_generator = None
 
     @torch.no_grad()
     def screened_latents(self, pipe: Any, prompt: str | list[str], kwargs: dict) -> torch.Tensor:
@@ -304,6 +328,18 @@ class Steerer(StepHook):
 
     def hooked_steps(self, num_steps: int) -> list[int]:
         return self.config.steered_steps(num_steps)
+
+    def on_step_end(self, pipe: Any, i: int, t: Any, callback_kwargs: dict) -> dict:
+        """``StepHook.on_step_end``, after the restart (``SteeringConfig.restart``) when step i is its
+        step."""
+        r = self.config.restart
+        if r is not None and i == r[0] and self.active and self.replay.last is not None:
+            num_steps = len(pipe.scheduler.timesteps)
+            if i + 1 < num_steps:               # generate() checked the run's length; the callback route cannot
+                latents = restart_latents(pipe, self.replay, callback_kwargs["latents"], r[0], r[1],
+                                          self._restart_generator)
+                callback_kwargs = {**callback_kwargs, "latents": latents}
+        return super().on_step_end(pipe, i, t, callback_kwargs)
 
     def process(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int, recorded_t: Any) -> torch.Tensor:
         return self.steer_latents(pipe, latents, step, num_steps, recorded_t)

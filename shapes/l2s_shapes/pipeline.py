@@ -35,6 +35,12 @@ class ShapesPipeline(DiffusionPipeline):
     def __init__(self, unet, text_encoder, tokenizer, scheduler):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self._guidance_scale = DEFAULT_GUIDANCE
+
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale of the current (or last) call, as diffusers' pipelines expose it."""
+        return self._guidance_scale
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -64,6 +70,7 @@ class ShapesPipeline(DiffusionPipeline):
         B = len(prompts)
         prompt_embeds = self.encode_prompt(prompts)
         guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale     # None: the tuned one
+        self._guidance_scale = guidance_scale
         do_cfg = guidance_scale > 1.0
         negative_prompt_embeds = None
         if do_cfg:
