@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--screen-noises", type=int_in(1, 64), default=None, metavar="N", help="start the steered image "
                      "from the best-scored of N initial noises drawn from --seed (1: from the seed's own noise, as the "
                      "vanilla panel; default: recommended, 8 for the shipped classifier)")
+    gen.add_argument("--restart", type=int_in(0, 1000), nargs=2, default=None, metavar=("R", "K"), help="after "
+                     "step R, re-noise the latent to step R+1-K's noise level and denoise those K steps again, "
+                     "unsteered: the model repairs shapes the steering deformed (K extra denoiser steps; default off)")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
@@ -427,8 +430,17 @@ def _generate(args) -> int:
             raise SystemExit("l2s generate: error: --plots needs matplotlib (pip install l2s[plots])")
     knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
                                ("loss_target", args.loss_target), ("list_prompt_from", args.list_prompt_from),
-                               ("screen_noises", args.screen_noises))
+                               ("screen_noises", args.screen_noises),
+                               ("restart", tuple(args.restart) if args.restart else None))
              if v is not None}
+    if args.restart:
+        from .restart import check_restart
+        try:
+            check_restart(tuple(args.restart), args.steps)
+            from .steer import SteeringConfig
+            SteeringConfig(restart=tuple(args.restart))
+        except ValueError as exc:
+            raise SystemExit(f"l2s generate: error: --restart: {exc}")
     pipe = load_shipped(args.model)
     _warn_unknown_words(pipe, args.prompt)
     if args.preset == "paper":

@@ -69,6 +69,10 @@ CASES = [
     (["generate", "a cat", "--loss-target", "nan"], "--loss-target: must be a finite number"),
     (["generate", "a cat", "--list-prompt-from", "-1"], "--list-prompt-from: must be an integer between 0"),
     (["generate", "a cat", "--screen-noises", "0"], "--screen-noises: must be an integer between 1"),
+    (["generate", "a cat", "--restart", "12"], "--restart: expected 2 arguments"),
+    (["generate", "a cat", "--restart", "24", "8"], "--restart: restart after step 24: the run has 25 steps"),
+    (["generate", "a cat", "--restart", "5", "7"], "--restart: restart 5 7: goes back before step 0"),
+    (["generate", "a cat", "--restart", "5", "0"], "SteeringConfig.restart"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
@@ -163,6 +167,14 @@ def test_list_prompt_from_generates_from_the_object_list(files, capsys):
     assert rc == 0 and report["steered_generated_from"] == "a red circle, a blue square and a green triangle", err
     rc, err, stdout = _outcome(["generate", prompt, "--list-prompt-from", "3", "--steps", "4", "--out", out], capsys)
     assert rc == 0 and "steered_generated_from" not in json.loads(stdout), err
+
+
+@needs_shapes
+def test_restart_generates(files, capsys):
+    out = os.path.join(files["dir"], "r.png")
+    rc, err, stdout = _outcome(["generate", "a red circle above a blue square", "--restart", "2", "2", "--steps", "4",
+                                "--screen-noises", "1", "--out", out], capsys)
+    assert rc == 0 and os.path.exists(out) and "verdict" in json.loads(stdout)["steered"], (err, stdout)
 
 
 @needs_shapes
