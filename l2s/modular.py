@@ -20,6 +20,7 @@ SD 1.x/2.x have no modular pipeline: use the callback route (``Steerer.callback(
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 from typing import Any, Iterator
 
@@ -107,7 +108,12 @@ def remove_steering(blocks_or_pipe: Any) -> None:
 
 @contextlib.contextmanager
 def steering(pipe: Any, steerer: Any) -> Iterator[Any]:
-    """Within the block, ``pipe``'s steering blocks use ``steerer`` (made on this pipeline)."""
+    """Within the block, ``pipe``'s steering blocks use ``steerer`` (made on this pipeline).
+    ``SteeringConfig.restart`` is not applied here (the loop batches its guidance passes itself;
+    warned)."""
+    if getattr(getattr(steerer, "config", None), "restart", None) is not None:
+        warnings.warn("l2s: SteeringConfig.restart is not applied inside a Modular Diffusers loop; use "
+                      "Steerer.generate or the callback route for it", stacklevel=3)
     _ACTIVE[pipe] = steerer
     try:
         yield steerer

@@ -51,6 +51,9 @@ def test_the_block_steers_inside_the_loop_and_only_when_attached(build, classifi
     assert st.records[1].loss < st.records[0].loss                      # the iterations lower the loss
     assert np.abs(steered - plain).max() > 1e-3
     np.testing.assert_array_equal(run(), plain)                         # detached again: bit-identical
+    with Steerer(mp, classifier, PROMPT, restart=(2, 1)) as st, pytest.warns(UserWarning, match="restart is not applied"):
+        with steering(mp, st):
+            pass
     remove_steering(mp)
     assert not any(isinstance(b, SteeringLoopBlock) for b in mp._blocks.sub_blocks.values())
     np.testing.assert_array_equal(run(), plain)
