@@ -77,7 +77,8 @@ class SteeringConfig:
         step ``after_step + 1 - back`` and denoise those ``back`` steps again, unsteered, before the
         pipeline goes on (``l2s.restart``: lets the model repair shapes the updates deformed; costs
         ``back`` extra denoiser calls). None: off. The re-noising draws from the call's generator(s)
-        in ``generate``, from the global RNG on the callback route.
+        in ``generate``, from the global RNG on the callback route. Step indices are absolute, as in
+        ``steps``: a run with no step after ``after_step`` is generated without restart (warned).
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -283,8 +284,6 @@ class Steerer(StepHook):
         pipeline reads ``self.prompt`` in place of each of the given prompts."""
         if self.prompt is not None:
             prompt = [self.prompt] * len(prompt) if isinstance(prompt, list) else self.prompt
-        if self.active and self.config.restart is not None:
-            check_restart(self.config.restart, kwargs.get("num_inference_steps", 50))
         if self.active and self.config.screen_noises > 1 and kwargs.get("latents") is None \
                 and "callback_on_step_end" not in kwargs:
             kwargs["latents"] = self.screened_latents(pipe, prompt, kwargs)
@@ -333,12 +332,18 @@ class Steerer(StepHook):
         """``StepHook.on_step_end``, after the restart (``SteeringConfig.restart``) when step i is its
         step."""
         r = self.config.restart
-        if r is not None and i == r[0] and self.active and self.replay.last is not None:
+        if r is not None and self.active and self.replay.last is not None:
             num_steps = len(pipe.scheduler.timesteps)
-            if i + 1 < num_steps:               # generate() checked the run's length; the callback route cannot
-                latents = restart_latents(pipe, self.replay, callback_kwargs["latents"], r[0], r[1],
-                                          self._restart_generator)
-                callback_kwargs = {**callback_kwargs, "latents": latents}
+            try:
+                check_restart(r, num_steps)
+            except ValueError as exc:           # absolute step indices, as ``steps``: a short run skips it
+                if i == 0:
+                    warnings.warn(f"l2s: {exc}: no restart in this run", stacklevel=2)
+            else:
+                if i == r[0]:
+                    latents = restart_latents(pipe, self.replay, callback_kwargs["latents"], r[0], r[1],
+                                              self._restart_generator)
+                    callback_kwargs = {**callback_kwargs, "latents": latents}
         return super().on_step_end(pipe, i, t, callback_kwargs)
 
     def process(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int, recorded_t: Any) -> torch.Tensor:

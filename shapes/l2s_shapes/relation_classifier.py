@@ -26,8 +26,10 @@ MAP_SIZE = 16
 # the steering settings this classifier recommends (saved in its meta, read by Steerer). Tuned on
 # held-out-pair prompts that the benchmark never uses (python benchmarks/bench_steering.py --prompt-set tuning --grid benchmarks/grids/tuning.jsonl):
 # skipping step 0 and stopping at loss 0.2 mattered most; pushing the loss to 0.05 fused objects
+# (+ screening, list prompt: docs/results.md, stop 16; restart after step 10 back to step 3's noise
+# level: stop 18, benchmarks/grids/restart_tuning*.jsonl)
 SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.07, "loss_target": 0.2,
-                   "screen_noises": 8, "list_prompt_from": 2}
+                   "screen_noises": 8, "list_prompt_from": 2, "restart": [10, 8]}
 
 SHIPPED_CLASSIFIER = Path(__file__).resolve().parent / "weights" / "shapes-classifier"    # a Hub-style folder
 
