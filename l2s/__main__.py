@@ -102,9 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--screen-noises", type=int_in(1, 64), default=None, metavar="N", help="start the steered image "
                      "from the best-scored of N initial noises drawn from --seed (1: from the seed's own noise, as the "
                      "vanilla panel; default: recommended, 8 for the shipped classifier)")
-    gen.add_argument("--restart", type=int_in(0, 1000), nargs=2, default=None, metavar=("R", "K"), help="after "
-                     "step R, re-noise the latent to step R+1-K's noise level and denoise those K steps again, "
-                     "unsteered: the model repairs shapes the steering deformed (K extra denoiser steps; default off)")
+    restart = gen.add_mutually_exclusive_group()
+    restart.add_argument("--restart", type=int_in(0, 1000), nargs=2, default=None, metavar=("R", "K"), help="after "
+                         "step R, re-noise the latent to step R+1-K's noise level and denoise those K steps again, "
+                         "unsteered: the model repairs shapes the steering deformed (K extra denoiser steps; default: "
+                         "recommended, 10 8 for the shipped classifier)")
+    restart.add_argument("--no-restart", action="store_true", help="steer without the recommended restart")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
@@ -433,6 +436,8 @@ def _generate(args) -> int:
                                ("screen_noises", args.screen_noises),
                                ("restart", tuple(args.restart) if args.restart else None))
              if v is not None}
+    if args.no_restart:
+        knobs["restart"] = None
     if args.restart:
         from .restart import check_restart
         try:

@@ -73,6 +73,7 @@ CASES = [
     (["generate", "a cat", "--restart", "24", "8"], "--restart: restart after step 24: the run has 25 steps"),
     (["generate", "a cat", "--restart", "5", "7"], "--restart: restart 5 7: goes back before step 0"),
     (["generate", "a cat", "--restart", "5", "0"], "SteeringConfig.restart"),
+    (["generate", "a cat", "--restart", "5", "2", "--no-restart"], "not allowed with argument --restart"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
@@ -175,6 +176,14 @@ def test_restart_generates(files, capsys):
     rc, err, stdout = _outcome(["generate", "a red circle above a blue square", "--restart", "2", "2", "--steps", "4",
                                 "--screen-noises", "1", "--out", out], capsys)
     assert rc == 0 and os.path.exists(out) and "verdict" in json.loads(stdout)["steered"], (err, stdout)
+    # the shipped classifier recommends restart (10, 8): a 4-step run goes without it, in one warning line;
+    # --no-restart turns it off silently
+    rc, err, _ = _outcome(["generate", "a red circle above a blue square", "--steps", "4", "--out", out], capsys)
+    assert rc == 0 and [e for e in err if "restart" in e] == [
+        "l2s: warning: restart after step 10: the run has 4 steps, so no step follows it: no restart in this run"], err
+    rc, err, _ = _outcome(["generate", "a red circle above a blue square", "--steps", "4", "--no-restart", "--out", out],
+                          capsys)
+    assert rc == 0 and not [e for e in err if "restart" in e], err
 
 
 @needs_shapes
