@@ -14,8 +14,8 @@ Every supported scheduler holds the latent that step j denoises as ``x = a_j * x
 
 so one re-noising formula and one deterministic step serve them all: from the denoiser's output
 the step forms (x0, eps) and moves to ``a' * x0 + s' * eps`` at the next level (DDIM for "vp",
-Euler for "ve" and "flow"). The replayed steps use a copy of nothing: the pipeline's scheduler is
-only read, so its own state (step index, multistep history) is untouched.
+Euler for "ve" and "flow"). The replayed steps only read the pipeline's scheduler (timesteps,
+noise levels, prediction type): its own state (step index, multistep history) is untouched.
 """
 from __future__ import annotations
 
