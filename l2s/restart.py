@@ -24,9 +24,6 @@ from typing import Any, Sequence
 
 import torch
 
-KINDS = ("vp", "ve", "flow")
-
-
 def noise_kind(scheduler: Any) -> str:
     """How ``scheduler`` holds its latents ("vp", "ve" or "flow"); ValueError if l2s cannot tell."""
     name = type(scheduler).__name__
@@ -84,14 +81,14 @@ def x0_eps(out: torch.Tensor, x: torch.Tensor, kind: str, level: tuple[float, fl
     raise ValueError(f"restart: prediction type {prediction_type!r} is not supported")
 
 
-def check_restart(restart: Sequence[int], num_steps: int) -> None:
-    """ValueError unless ``restart`` (after_step, back) fits a run of ``num_steps`` steps: a later
-    step must follow ``after_step`` and the re-noised level must be one of the run's own."""
+def check_restart(restart: Sequence[int], num_steps: int | None = None) -> None:
+    """ValueError unless ``restart`` (after_step, back) goes back no further than step 0 and (given
+    ``num_steps``) fits a run of that many steps: a later step must follow ``after_step``."""
     after, back = restart
-    if after + 1 >= num_steps:
-        raise ValueError(f"restart after step {after}: the run has {num_steps} steps, so no step follows it")
     if back > after + 1:
         raise ValueError(f"restart {after} {back}: goes back before step 0 (back must be <= {after + 1})")
+    if num_steps is not None and after + 1 >= num_steps:
+        raise ValueError(f"restart after step {after}: the run has {num_steps} steps, so no step follows it")
 
 
 @torch.no_grad()
@@ -108,6 +105,7 @@ def restart_latents(pipe: Any, replay: Any, latents: torch.Tensor, after: int, b
     sch = pipe.scheduler
     kind = noise_kind(sch)
     prediction = getattr(getattr(sch, "config", None), "prediction_type", None) or "epsilon"
+    scale = getattr(pipe, "guidance_scale", None)       # used when the recorded call holds both CFG halves
     B = latents.shape[0]
     recorded_t = sch.timesteps[after]
     first = after + 1 - back
@@ -126,7 +124,6 @@ def restart_latents(pipe: Any, replay: Any, latents: torch.Tensor, after: int, b
         out = replay.run(call)
         out = (out[0] if isinstance(out, (tuple, list)) else out.sample).float()
         if doubled:
-            scale = getattr(pipe, "guidance_scale", None)
             if scale is None:
                 raise ValueError(f"restart: {type(pipe).__name__} batches classifier-free guidance but has no "
                                  "guidance_scale attribute")

@@ -128,8 +128,10 @@ class SteeringConfig:
             if not isinstance(r, (list, tuple)) or len(r) != 2 \
                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in r) or r[0] < 0 or r[1] < 1:
                 raise bad("restart", "must be None or (after_step >= 0, back >= 1)")
-            if r[1] > r[0] + 1:
-                raise bad("restart", f"goes back before step 0 (back must be <= after_step + 1 = {r[0] + 1})")
+            try:
+                check_restart(r)                # the run's length is checked when it is known
+            except ValueError as exc:
+                raise bad("restart", str(exc)) from None
             self.restart = (int(r[0]), int(r[1]))
         for name in ("normalize", "early_exit", "keep_maps"):
             if not isinstance(getattr(self, name), bool):
