@@ -20,7 +20,7 @@ noise levels, prediction type): its own state (step index, multistep history) is
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -91,15 +91,29 @@ def check_restart(restart: Sequence[int], num_steps: int | None = None) -> None:
         raise ValueError(f"restart after step {after}: the run has {num_steps} steps, so no step follows it")
 
 
+class InputAt:
+    """A stand-in for the scheduler's ``scale_model_input`` at a replayed step's level (the pipeline's
+    scheduler stands at another step, and its state is not ours to move)."""
+
+    def __init__(self, kind: str, level: tuple[float, float]) -> None:
+        self.kind, self.level = kind, level
+
+    def scale_model_input(self, z: torch.Tensor, t: Any = None) -> torch.Tensor:
+        return model_input(z, self.kind, self.level)
+
+
 @torch.no_grad()
 def restart_latents(pipe: Any, replay: Any, latents: torch.Tensor, after: int, back: int,
-                    generator: Any = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+                    generator: Any = None, noise: torch.Tensor | None = None,
+                    steer: Callable[[torch.Tensor, int, InputAt], torch.Tensor] | None = None) -> torch.Tensor:
     """The latent the pipeline holds after step ``after``, re-noised to the level of step
     ``after + 1 - back`` and denoised again through steps ``after + 1 - back .. after`` with the
     pipeline's recorded denoiser call (``replay``: a ``replay.DenoiserCall``), classifier-free
     guidance as the pipeline applies it (``pipe.guidance_scale`` when the call holds both halves),
     and a deterministic step. ``generator``: the call's generator(s), as ``randn_tensor`` takes them
-    (None: the global RNG); ``noise``: the re-noising noise itself (tests), instead of a draw."""
+    (None: the global RNG); ``noise``: the re-noising noise itself (tests), instead of a draw;
+    ``steer(x, j, input_at)``: called on the latent before each replayed step j (``input_at``
+    scales it for the denoiser at that step), returns the latent the step denoises."""
     from diffusers.utils.torch_utils import randn_tensor
 
     sch = pipe.scheduler
@@ -116,6 +130,8 @@ def restart_latents(pipe: Any, replay: Any, latents: torch.Tensor, after: int, b
     for j in range(first, after + 1):
         t = sch.timesteps[j]
         level = noise_level(sch, kind, j)
+        if steer is not None:           # it records its own graph (enable_grad) from x on
+            x = steer(x.to(latents.dtype), j, InputAt(kind, level)).float()
         call = replay.arguments(B, t, recorded_t, full=True)
         doubled = call["encoder_hidden_states"].shape[0] == 2 * B
         z = model_input(x, kind, level).to(latents.dtype)

@@ -79,6 +79,9 @@ class SteeringConfig:
         ``back`` extra denoiser calls). None: off. The re-noising draws from the call's generator(s)
         in ``generate``, from the global RNG on the callback route. Step indices are absolute, as in
         ``steps``: a run with no step after ``after_step`` is generated without restart (warned).
+    restart_steer: steer the replayed steps that are in ``steps`` too, at this fraction of their
+        step size, gated by the loss target as usual (a layout the restart kept is left alone; one
+        the re-noising loosened is pulled back). 0: the replay is unsteered.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -98,18 +101,20 @@ class SteeringConfig:
     screen_noises: int = 1
     binding_weight: float = 0.0
     restart: Sequence[int] | None = None
+    restart_steer: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"SteeringConfig.{name} = {getattr(self, name)!r}: {why}")
 
-        for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target", "binding_weight"):
+        for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target", "binding_weight",
+                     "restart_steer"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad(name, "must be a finite number")
         if not 0.0 <= self.steer_fraction <= 1.0:
             raise bad("steer_fraction", "must lie in [0, 1]")
-        for name in ("step_size", "grad_blur", "binding_weight"):
+        for name in ("step_size", "grad_blur", "binding_weight", "restart_steer"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.step_decay <= 0:
@@ -176,6 +181,7 @@ class StepRecord:
     skipped: str = ""
     label: int = 0                   # index of ``relation`` in ``probs`` (the loss's relation order)
     maps: np.ndarray | None = field(default=None, repr=False)   # [B, 2, S, S] classifier input
+    replayed: bool = False           # made while a restart replayed the step (``restart_steer``)
 
 
 class Steerer(StepHook):
@@ -344,18 +350,37 @@ class Steerer(StepHook):
             else:
                 if i == r[0]:
                     latents = restart_latents(pipe, self.replay, callback_kwargs["latents"], r[0], r[1],
-                                              self._restart_generator)
+                                              self._restart_generator, steer=self._replay_steering(pipe, num_steps, t))
                     callback_kwargs = {**callback_kwargs, "latents": latents}
         return super().on_step_end(pipe, i, t, callback_kwargs)
+
+    def _replay_steering(self, pipe: Any, num_steps: int, recorded_t: Any) -> Any:
+        """What steers a restart's replayed steps (``restart_steer``), or None."""
+        if self.config.restart_steer <= 0:
+            return None
+        steered = self.config.steered_steps(num_steps)
+
+        def steer(x: torch.Tensor, step: int, input_at: Any) -> torch.Tensor:
+            if step not in steered:
+                return x
+            first = len(self.records)
+            x = self.steer_latents(pipe, x, step, num_steps, recorded_t, input_at=input_at,
+                                   size_factor=self.config.restart_steer)
+            for rec in self.records[first:]:
+                rec.replayed = True
+            return x
+        return steer
 
     def process(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int, recorded_t: Any) -> torch.Tensor:
         return self.steer_latents(pipe, latents, step, num_steps, recorded_t)
 
     # -- the loop of one step ------------------------------------------------------------------------
     def steer_latents(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int,
-                      recorded_t: Any) -> torch.Tensor:
+                      recorded_t: Any, input_at: Any = None, size_factor: float = 1.0) -> torch.Tensor:
         """Run the gradient iterations of one step on ``latents`` (as the pipeline holds them) and
-        return the steered latents (a new tensor; the input is not modified)."""
+        return the steered latents (a new tensor; the input is not modified). ``input_at``: what
+        scales the latent for the denoiser (default: the pipeline's scheduler, which stands at
+        ``step``; a restart's replay passes its own); ``size_factor`` scales the step size."""
         cfg = self.config
         t = pipe.scheduler.timesteps[step]
         args = self.replay.arguments(latents.shape[0], t, recorded_t)
@@ -363,7 +388,7 @@ class Steerer(StepHook):
         per_sample = z[0].numel()
         steered = cfg.steered_steps(num_steps)
         n_steered = steered.index(step) if step in steered else 0
-        size = cfg.step_size * (cfg.step_decay ** n_steered)
+        size = cfg.step_size * (cfg.step_decay ** n_steered) * size_factor
         scale = size * math.sqrt(per_sample) if cfg.normalize else size
         B = z.shape[0]
         steps = np.full(B, self.loss.step_row(step, num_steps), np.int32)
@@ -373,7 +398,8 @@ class Steerer(StepHook):
             self._iteration += 1
             trip = self.parsed.triplets[k]
             labels = np.full(B, self.labels[k], np.int32)
-            with self.loss_pass(pipe, z, latents.dtype, t, args, trip, labels, steps) as (x, losses, probs, grad):
+            with self.loss_pass(pipe, z, latents.dtype, t, args, trip, labels, steps,
+                                input_at or pipe.scheduler) as (x, losses, probs, grad):
                 # samples are independent: a sample whose loss is not finite is left alone, the others go on
                 finite = torch.isfinite(losses.detach())
                 loss_mean = float(losses.detach()[finite].float().mean()) if bool(finite.any()) else float("nan")
@@ -416,7 +442,7 @@ class Steerer(StepHook):
     # -- the gradient pass ------------------------------------------------------------------------
     @contextlib.contextmanager
     def loss_pass(self, pipe: Any, z: torch.Tensor, dtype: torch.dtype, t: Any, args: dict, trip: Any,
-                  labels: np.ndarray, steps: np.ndarray) -> Iterator[tuple]:
+                  labels: np.ndarray, steps: np.ndarray, input_at: Any) -> Iterator[tuple]:
         """One forward of the replayed call on latent z, for one triplet: yields the maps
         [B, 2, S, S], the per-sample losses [B], the probabilities and ``grad()``, which returns
         d(sum of losses)/dz through the one autograd graph (maps -> loss -> latent).
@@ -429,7 +455,7 @@ class Steerer(StepHook):
         # scaling included: Euler divides by sqrt(sigma^2 + 1)) must record the graph
         with torch.enable_grad():
             z_in = z.detach().to(dtype).requires_grad_(True)
-            call, grid, n_text = self.replay.with_sample(args, z_in, t, pipe.scheduler)
+            call, grid, n_text = self.replay.with_sample(args, z_in, t, input_at)
             mods, nouns = self.binding_mods, self.binding_nouns
             groups = self.token_groups(trip) + [list(g) for g in mods + nouns]
             with self.replay.capture_maps(call, self.layers, groups, grid, n_text,

@@ -66,9 +66,27 @@ def test_replayed_steps_retrace_the_pipelines_own(name, tmp_path):
     assert noise_kind(pipe.scheduler) == kind
     steps, after, back = 5, 3, 2
     kw = dict(num_inference_steps=steps, output_type="np", **call)
-    plain = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    fed: list[torch.Tensor] = []                               # the denoiser's input at each step
+
+    def record(module, args, kwargs):
+        fed.append((args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))).clone())
+    hook = denoiser.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        plain = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
+    finally:
+        hook.remove()
+    assert len(fed) == steps
     held: dict[int, torch.Tensor] = {}
-    checked = []
+    checked, steered = [], []
+
+    def steer(x, j, input_at):
+        """Replay steering's view: the latent it gets is the one the pipeline held before step j,
+        and ``input_at`` scales it as the pipeline scaled its input at that step."""
+        torch.testing.assert_close(x, held[j], atol=2e-4, rtol=1e-3)
+        torch.testing.assert_close(input_at.scale_model_input(x), fed[j][:x.shape[0]], atol=2e-4, rtol=1e-3)
+        steered.append(j)
+        return x
 
     def callback(p, i, t, cb):
         held[i + 1] = cb["latents"].clone()                    # the latent step i + 1 denoises
@@ -76,7 +94,7 @@ def test_replayed_steps_retrace_the_pipelines_own(name, tmp_path):
             keep, add = renoise_coefficients(noise_level(p.scheduler, kind, after + 1),
                                              noise_level(p.scheduler, kind, after + 1 - back))
             noise = (held[after + 1 - back].float() - keep * cb["latents"].float()) / add
-            out = restart_latents(p, replay, cb["latents"], after, back, noise=noise)
+            out = restart_latents(p, replay, cb["latents"], after, back, noise=noise, steer=steer)
             torch.testing.assert_close(out, cb["latents"], atol=2e-4, rtol=1e-3)
             checked.append(i)
             return {"latents": out}
@@ -84,7 +102,7 @@ def test_replayed_steps_retrace_the_pipelines_own(name, tmp_path):
 
     with DenoiserCall(pipe) as replay:
         first = pipe(PROMPT, generator=torch.Generator().manual_seed(0), callback_on_step_end=callback, **kw).images
-    assert checked == [after]
+    assert checked == [after] and steered == list(range(after + 1 - back, after + 1))
     np.testing.assert_allclose(first, plain, atol=2e-3)
 
 
@@ -102,6 +120,34 @@ def test_unsupported_scheduler_and_bad_lengths_are_refused(sd):
 def test_bad_restart_settings_raise_at_construction(value):
     with pytest.raises(ValueError, match="SteeringConfig.restart"):
         SteeringConfig(restart=value)
+
+
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf"), "1", True])
+def test_bad_restart_steer_raises_at_construction(value):
+    with pytest.raises(ValueError, match="SteeringConfig.restart_steer"):
+        SteeringConfig(restart=(3, 2), restart_steer=value)
+
+
+def test_replayed_steps_are_steered_when_asked(sd, classifier):
+    """``restart_steer``: the replayed steps that are in ``steps`` get gradient iterations at that
+    fraction of the step size (records marked ``replayed``), the others none; 0 steers no replay.
+    With the loss target out of reach every replayed steered step updates the latent."""
+    args = dict(num_inference_steps=6, guidance_scale=3.0, output_type="np")
+    common = dict(iterations=1, step_size=0.1, steps=[0, 1, 2], loss_target=-1.0, restart=(3, 3))
+
+    def run(**kw):
+        with Steerer(sd, classifier, PROMPT, **common, **kw) as steer:
+            image = steer.generate(sd, PROMPT, generator=torch.Generator().manual_seed(0), **args).images
+        return image, steer.records
+
+    unsteered, records = run()
+    assert not any(r.replayed for r in records) and [r.step for r in records] == [0, 1, 2]
+    image, records = run(restart_steer=0.5)
+    replayed = [r for r in records if r.replayed]
+    assert [r.step for r in records if not r.replayed] == [0, 1, 2]
+    assert [r.step for r in replayed] == [1, 2]                 # steps 1..3 replayed, 3 is not steered
+    assert all(r.step_size == pytest.approx(0.05) and all(np.isfinite(r.grad_norm)) for r in replayed)
+    assert np.isfinite(image).all() and not np.allclose(image, unsteered, atol=1e-3)
 
 
 def test_steerer_restarts_each_image_from_its_own_generator(sd, classifier):
