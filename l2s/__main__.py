@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "unsteered: the model repairs shapes the steering deformed (K extra denoiser steps; default: "
                          "recommended, 10 8 for the shipped classifier)")
     restart.add_argument("--no-restart", action="store_true", help="steer without the recommended restart")
+    gen.add_argument("--restart-steer", type=float_in(0.0, 10.0), default=None, metavar="F", help="steer the "
+                     "restart's replayed steps too, at F times the step size, where a relation's loss is over the "
+                     "target (0: unsteered replay; default: recommended)")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
@@ -434,7 +437,8 @@ def _generate(args) -> int:
     knobs = {k: v for k, v in (("iterations", args.iterations), ("step_size", args.step_size),
                                ("loss_target", args.loss_target), ("list_prompt_from", args.list_prompt_from),
                                ("screen_noises", args.screen_noises),
-                               ("restart", tuple(args.restart) if args.restart else None))
+                               ("restart", tuple(args.restart) if args.restart else None),
+                               ("restart_steer", args.restart_steer))
              if v is not None}
     if args.no_restart:
         knobs["restart"] = None

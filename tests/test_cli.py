@@ -74,6 +74,8 @@ CASES = [
     (["generate", "a cat", "--restart", "5", "7"], "--restart: restart 5 7: goes back before step 0"),
     (["generate", "a cat", "--restart", "5", "0"], "SteeringConfig.restart"),
     (["generate", "a cat", "--restart", "5", "2", "--no-restart"], "not allowed with argument --restart"),
+    (["generate", "a cat", "--restart-steer", "-1"], "--restart-steer: must be >= 0.0"),
+    (["generate", "a cat", "--restart-steer", "nan"], "--restart-steer: must be a finite number"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
@@ -174,7 +176,7 @@ def test_list_prompt_from_generates_from_the_object_list(files, capsys):
 def test_restart_generates(files, capsys):
     out = os.path.join(files["dir"], "r.png")
     rc, err, stdout = _outcome(["generate", "a red circle above a blue square", "--restart", "2", "2", "--steps", "4",
-                                "--screen-noises", "1", "--out", out], capsys)
+                                "--restart-steer", "0.5", "--screen-noises", "1", "--out", out], capsys)
     assert rc == 0 and os.path.exists(out) and "verdict" in json.loads(stdout)["steered"], (err, stdout)
     # the shipped classifier recommends restart (10, 8): a 4-step run goes without it, in one warning line;
     # --no-restart turns it off silently
