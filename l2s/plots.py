@@ -27,8 +27,10 @@ def _pyplot():
 
 
 def first_iterations(records: Sequence[Any]) -> list[Any]:
-    """The first gradient iteration of each steered step, in step order."""
-    return sorted((r for r in records if r.iteration == 0), key=lambda r: r.step)
+    """The first gradient iteration of each steered step, in step order (a restart's replayed steps,
+    ``restart_steer``, are left out: one row per step)."""
+    return sorted((r for r in records if r.iteration == 0 and not getattr(r, "replayed", False)),
+                  key=lambda r: r.step)
 
 
 def plot_attention(records: Sequence[Any], image: np.ndarray | None = None, names: Sequence[str] = ("subject", "object"),

@@ -399,7 +399,7 @@ class Steerer(StepHook):
             trip = self.parsed.triplets[k]
             labels = np.full(B, self.labels[k], np.int32)
             with self.loss_pass(pipe, z, latents.dtype, t, args, trip, labels, steps,
-                                input_at or pipe.scheduler) as (x, losses, probs, grad):
+                                pipe.scheduler if input_at is None else input_at) as (x, losses, probs, grad):
                 # samples are independent: a sample whose loss is not finite is left alone, the others go on
                 finite = torch.isfinite(losses.detach())
                 loss_mean = float(losses.detach()[finite].float().mean()) if bool(finite.any()) else float("nan")

@@ -148,6 +148,8 @@ def test_replayed_steps_are_steered_when_asked(sd, classifier):
     assert [r.step for r in replayed] == [1, 2]                 # steps 1..3 replayed, 3 is not steered
     assert all(r.step_size == pytest.approx(0.05) and all(np.isfinite(r.grad_norm)) for r in replayed)
     assert np.isfinite(image).all() and not np.allclose(image, unsteered, atol=1e-3)
+    from l2s.plots import first_iterations
+    assert [r.step for r in first_iterations(records)] == [0, 1, 2]     # one plot row per step
 
 
 def test_steerer_restarts_each_image_from_its_own_generator(sd, classifier):
