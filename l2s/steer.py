@@ -399,7 +399,7 @@ class Steerer(StepHook):
             trip = self.parsed.triplets[k]
             labels = np.full(B, self.labels[k], np.int32)
             with self.loss_pass(pipe, z, latents.dtype, t, args, trip, labels, steps,
-                                pipe.scheduler if input_at is None else input_at) as (x, losses, probs, grad):
+                                input_at) as (x, losses, probs, grad):
                 # samples are independent: a sample whose loss is not finite is left alone, the others go on
                 finite = torch.isfinite(losses.detach())
                 loss_mean = float(losses.detach()[finite].float().mean()) if bool(finite.any()) else float("nan")
@@ -442,10 +442,11 @@ class Steerer(StepHook):
     # -- the gradient pass ------------------------------------------------------------------------
     @contextlib.contextmanager
     def loss_pass(self, pipe: Any, z: torch.Tensor, dtype: torch.dtype, t: Any, args: dict, trip: Any,
-                  labels: np.ndarray, steps: np.ndarray, input_at: Any) -> Iterator[tuple]:
+                  labels: np.ndarray, steps: np.ndarray, input_at: Any = None) -> Iterator[tuple]:
         """One forward of the replayed call on latent z, for one triplet: yields the maps
         [B, 2, S, S], the per-sample losses [B], the probabilities and ``grad()``, which returns
-        d(sum of losses)/dz through the one autograd graph (maps -> loss -> latent).
+        d(sum of losses)/dz through the one autograd graph (maps -> loss -> latent). ``input_at``:
+        what scales z for the denoiser (None: the pipeline's scheduler).
 
         The capture stays installed until the block ends so that gradient checkpointing, which
         re-runs the checkpointed blocks during backward, recomputes the very same ops (without
@@ -455,7 +456,8 @@ class Steerer(StepHook):
         # scaling included: Euler divides by sqrt(sigma^2 + 1)) must record the graph
         with torch.enable_grad():
             z_in = z.detach().to(dtype).requires_grad_(True)
-            call, grid, n_text = self.replay.with_sample(args, z_in, t, input_at)
+            call, grid, n_text = self.replay.with_sample(args, z_in, t,
+                                                         pipe.scheduler if input_at is None else input_at)
             mods, nouns = self.binding_mods, self.binding_nouns
             groups = self.token_groups(trip) + [list(g) for g in mods + nouns]
             with self.replay.capture_maps(call, self.layers, groups, grid, n_text,
