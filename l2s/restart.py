@@ -130,11 +130,12 @@ def restart_latents(pipe: Any, replay: Any, latents: torch.Tensor, after: int, b
     for j in range(first, after + 1):
         t = sch.timesteps[j]
         level = noise_level(sch, kind, j)
+        input_at = InputAt(kind, level)     # one scaler for the step and its steering
         if steer is not None:           # it records its own graph (enable_grad) from x on
-            x = steer(x.to(latents.dtype), j, InputAt(kind, level)).float()
+            x = steer(x.to(latents.dtype), j, input_at).float()
         call = replay.arguments(B, t, recorded_t, full=True)
         doubled = call["encoder_hidden_states"].shape[0] == 2 * B
-        z = model_input(x, kind, level).to(latents.dtype)
+        z = input_at.scale_model_input(x).to(latents.dtype)
         # scheduler=None: the input is scaled above for step j, not at the scheduler's own step index
         call, _, _ = replay.with_sample(call, torch.cat([z, z]) if doubled else z, t, None)
         out = replay.run(call)
