@@ -441,6 +441,9 @@ def _generate(args) -> int:
                                ("restart_steer", args.restart_steer))
              if v is not None}
     if args.no_restart:
+        if args.restart_steer:
+            raise SystemExit("l2s generate: error: --restart-steer: steers the restart's replayed steps; "
+                             "not allowed with --no-restart")
         knobs["restart"] = None
     if args.restart:
         from .restart import check_restart

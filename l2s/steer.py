@@ -81,7 +81,7 @@ class SteeringConfig:
         ``steps``: a run with no step after ``after_step`` is generated without restart (warned).
     restart_steer: steer the replayed steps that are in ``steps`` too, at this fraction of their
         step size, gated by the loss target as usual (a layout the restart kept is left alone; one
-        the re-noising loosened is pulled back). 0: the replay is unsteered.
+        the re-noising loosened is pulled back). 0: the replay is unsteered. Needs ``restart``.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -138,6 +138,9 @@ class SteeringConfig:
             except ValueError as exc:
                 raise bad("restart", str(exc)) from None
             self.restart = (int(r[0]), int(r[1]))
+        if self.restart_steer > 0 and self.restart is None:      # it would do nothing, silently
+            raise bad("restart_steer", "steers a restart's replayed steps: it needs restart=(after_step, back), "
+                                       "or set it to 0")
         for name in ("normalize", "early_exit", "keep_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")

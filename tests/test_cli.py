@@ -76,6 +76,7 @@ CASES = [
     (["generate", "a cat", "--restart", "5", "2", "--no-restart"], "not allowed with argument --restart"),
     (["generate", "a cat", "--restart-steer", "-1"], "--restart-steer: must be >= 0.0"),
     (["generate", "a cat", "--restart-steer", "nan"], "--restart-steer: must be a finite number"),
+    (["generate", "a cat", "--no-restart", "--restart-steer", "0.5"], "not allowed with --no-restart"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),

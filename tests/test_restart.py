@@ -128,6 +128,13 @@ def test_bad_restart_steer_raises_at_construction(value):
         SteeringConfig(restart=(3, 2), restart_steer=value)
 
 
+def test_restart_steer_without_restart_is_refused():
+    """A steered replay with no restart would silently do nothing: refused; 0 without restart is fine."""
+    with pytest.raises(ValueError, match="SteeringConfig.restart_steer.*needs restart"):
+        SteeringConfig(restart_steer=0.5)
+    assert SteeringConfig(restart_steer=0.0).restart is None
+
+
 def test_replayed_steps_are_steered_when_asked(sd, classifier):
     """``restart_steer``: the replayed steps that are in ``steps`` get gradient iterations at that
     fraction of the step size (records marked ``replayed``), the others none; 0 steers no replay.
