@@ -331,6 +331,31 @@ def object_list(parsed: ParsedPrompt, tokenizer: Any | None = None) -> ParsedPro
     return out
 
 
+def distinguishing_tokens(parsed: ParsedPrompt, tokenizer: Any) -> ParsedPrompt:
+    """The same prompt with each object's tokens cut to the words that tell it apart from the
+    prompt's other objects: beside "orange cross", "orange diamond" keeps "diamond" only. A word
+    two objects share gets nearly the same map for both, which pulls the two objects' maps toward
+    each other; an object with no word of its own (or with tokens given by hand) keeps all of them.
+
+    >>> from transformers import AutoTokenizer  # doctest: +SKIP
+    >>> p = parse_prompt("a red cross left of a red circle", tokenizer)  # doctest: +SKIP
+    >>> [o.tokens for o in distinguishing_tokens(p, tokenizer).objects]  # doctest: +SKIP
+    [(3,), (8,)]
+    """
+    words = [[(m.start(), m.end(), m.group().lower()) for m in re.finditer(r"\S+", o.name)] for o in parsed.objects]
+    out = ParsedPrompt(parsed.prompt, triplets=list(parsed.triplets), unsupported=list(parsed.unsupported))
+    for i, obj in enumerate(parsed.objects):
+        others = {w for j, ws in enumerate(words) if j != i for *_, w in ws}
+        own = [(s, e) for s, e, w in words[i] if w not in others]
+        start, end = obj.span
+        if not obj.tokens or parsed.prompt[start:end] != obj.name or not own or len(own) == len(words[i]):
+            out.objects.append(obj)
+            continue
+        tokens = sorted({t for s, e in own for t in token_indices(tokenizer, parsed.prompt, (start + s, start + e))})
+        out.objects.append(PromptObject(obj.name, obj.span, tuple(tokens)))
+    return out
+
+
 def make_triplets(objects: Sequence[Sequence[int]], triplets: Sequence[tuple[int, str, int]],
                   names: Sequence[str] | None = None, prompt: str = "") -> ParsedPrompt:
     """Explicit override: token indices per object and (subject, relation, object) index triplets.

@@ -31,7 +31,7 @@ from .callbacks import StepHook
 from .capture import select_layers, stack_layers
 from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
-from .prompts import ParsedPrompt, object_list, parse_prompt
+from .prompts import ParsedPrompt, distinguishing_tokens, object_list, parse_prompt
 from .replay import denoiser_of
 from .restart import check_restart, noise_kind, restart_latents
 
@@ -82,6 +82,9 @@ class SteeringConfig:
     restart_steer: steer the replayed steps that are in ``steps`` too, at this fraction of their
         step size, gated by the loss target as usual (a layout the restart kept is left alone; one
         the re-noising loosened is pulled back). 0: the replay is unsteered. Needs ``restart``.
+    distinct_tokens: read each object's maps from the words that tell it apart from the prompt's
+        other objects ("orange diamond" beside "orange cross": "diamond"; ``prompts.distinguishing_tokens``)
+        instead of all its words. Applies to prompts the steerer parses, not to ``parsed`` given by hand.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -102,6 +105,7 @@ class SteeringConfig:
     binding_weight: float = 0.0
     restart: Sequence[int] | None = None
     restart_steer: float = 0.0
+    distinct_tokens: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -141,7 +145,7 @@ class SteeringConfig:
         if self.restart_steer > 0 and self.restart is None:      # it would do nothing, silently
             raise bad("restart_steer", "steers a restart's replayed steps: it needs restart=(after_step, back), "
                                        "or set it to 0")
-        for name in ("normalize", "early_exit", "keep_maps"):
+        for name in ("normalize", "early_exit", "keep_maps", "distinct_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
         if self.loss_targets is not None and (isinstance(self.loss_targets, (str, bytes)) or not self.loss_targets
@@ -228,6 +232,7 @@ class Steerer(StepHook):
         self.adapter = adapter_for(self.denoiser)
         # the text the denoiser must read when it is not the caller's (the maps' tokens are in it)
         self.prompt: str | None = None
+        parsed_here = parsed is None
         if parsed is None:
             if prompt is None:
                 raise ValueError("give a prompt or parsed triplets")
@@ -236,6 +241,9 @@ class Steerer(StepHook):
             if 0 < self.config.list_prompt_from <= len(parsed.triplets):
                 parsed = object_list(parsed, tokenizer)
                 self.prompt = parsed.prompt
+        named = parsed                          # every word of each name (the binding term splits them)
+        if self.config.distinct_tokens and parsed_here:
+            parsed = distinguishing_tokens(named, self.adapter.object_tokenizer(pipe))
         if classifier.n_maps != 2:
             raise ValueError(f"the classifier reads {classifier.n_maps} maps; steering needs 2 (subject, object)")
         device = next(self.denoiser.parameters()).device
@@ -251,7 +259,7 @@ class Steerer(StepHook):
         if self.config.binding_weight > 0:
             if self.stack:
                 raise ValueError("binding_weight needs a classifier of averaged maps, not map stacks")
-            self.binding_mods, self.binding_nouns = binding_groups(parsed, self.adapter.object_tokenizer(pipe))
+            self.binding_mods, self.binding_nouns = binding_groups(named, self.adapter.object_tokenizer(pipe))
             if not self.binding_mods and parsed.triplets:
                 warnings.warn("binding_weight: no object has a modifier word (or the token indices were given by "
                               "hand): no binding term", stacklevel=2)

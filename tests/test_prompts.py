@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from l2s.prompts import PromptParseError, make_triplets, object_list, parse_prompt
+from l2s.prompts import PromptParseError, distinguishing_tokens, make_triplets, object_list, parse_prompt
 from l2s.testing import write_clip_tokenizer, write_t5_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -197,3 +197,39 @@ def test_object_list_drops_the_relation_words_and_keeps_the_triplets(clip_tok_lo
     for o in out.objects:                       # each object's tokens decode to its name in the list
         assert listed[o.span[0]:o.span[1]] == o.name
         assert clip_tok_long.decode([ids[i] for i in o.tokens]).strip() == o.name
+
+
+DISTINCT = [  # prompt, each object's distinguishing words (all its words where none or all are its own)
+    ("a red cross to the left of a red circle", ["cross", "circle"]),
+    ("a cyan circle above a green circle right of a red square", ["cyan", "green", "red square"]),
+    ("a red cross left of a blue circle", ["red cross", "blue circle"]),
+    ("a red cross left of a red cross", ["red cross", "red cross"]),        # nothing of its own: all words
+    ("a big red dog left of a small red dog", ["big", "small"]),
+]
+
+
+@pytest.mark.parametrize("prompt, words", DISTINCT)
+def test_distinguishing_tokens_keep_the_words_an_object_does_not_share(clip_tok_long, t5_tok, prompt, words):
+    """Exact indices in CLIP BPE, T5 unigram and (shapes prompts) the word-level tokenizer; the
+    triplets, spans and names are unchanged."""
+    toks = [clip_tok_long, t5_tok]
+    shapes_model = pytest.importorskip("l2s_shapes.model")
+    if all(w in shapes_model.WORDS for w in prompt.split()):
+        toks.append(shapes_model.build_tokenizer())
+    for tok in toks:
+        parsed = parse_prompt(prompt, tok)
+        out = distinguishing_tokens(parsed, tok)
+        assert out.describe() == parsed.describe() and out.prompt == parsed.prompt
+        assert [(o.name, o.span) for o in out.objects] == [(o.name, o.span) for o in parsed.objects]
+        for o, full, expect in zip(out.objects, parsed.objects, words):
+            assert set(o.tokens) <= set(full.tokens)
+            ids = tok(prompt).input_ids
+            pieces = "".join(tok.convert_ids_to_tokens([ids[i] for i in o.tokens]))
+            for mark in ("</w>", "\u2581"):
+                pieces = pieces.replace(mark, "")
+            assert pieces == expect.replace(" ", ""), (tok.__class__.__name__, o.name, pieces)
+
+
+def test_distinguishing_tokens_leave_hand_given_indices_alone():
+    p = make_triplets([[2], [6, 7]], [(0, "left of", 1)], names=["red cross", "red circle"])
+    assert distinguishing_tokens(p, None).token_lists() == [[2], [6, 7]]

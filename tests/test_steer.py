@@ -406,6 +406,7 @@ def test_gaussian_blur_matches_a_numpy_reference(rng):
     ("iterations", -1), ("iterations", 100000), ("iterations", 2.5), ("step_size", float("nan")),
     ("step_size", -0.1), ("steer_fraction", 1.5), ("step_decay", 0.0), ("loss_target", float("inf")),
     ("steps", [1, -2]), ("steps", "1,2"), ("normalize", "yes"), ("grad_blur", -1.0), ("blocks", "up"),
+    ("distinct_tokens", 1),
 ])
 def test_bad_steering_settings_raise_at_construction(field, value):
     with pytest.raises(ValueError, match=f"SteeringConfig.{field}"):
@@ -470,6 +471,27 @@ def test_list_prompt_from_makes_the_denoiser_read_only_the_objects(sd, classifie
         assert one.prompt is None and one.parsed.prompt == PROMPT     # fewer relations: untouched
     with pytest.raises(ValueError, match="list_prompt_from"):
         SteeringConfig(list_prompt_from=-1)
+
+
+def test_distinct_tokens_read_each_object_from_its_own_words(sd, classifier):
+    """``distinct_tokens``: a word two objects share is left out of both objects' maps (in the list
+    prompt too), which changes what the classifier reads; a prompt without shared words is unchanged."""
+    prompt = "a red dog above a red cat to the left of a ball"
+    kw = dict(iterations=1, step_size=0.1, loss_target=-1.0, steps=[1])
+    with Steerer(sd, classifier, prompt, **kw) as full, \
+            Steerer(sd, classifier, prompt, distinct_tokens=True, **kw) as own:
+        ids = sd.tokenizer(prompt).input_ids
+        words = ["".join(sd.tokenizer.convert_ids_to_tokens([ids[i] for i in o.tokens])).replace("</w>", "")
+                 for o in own.parsed.objects]
+        assert words == ["dog", "cat", "ball"] and own.parsed.describe() == full.parsed.describe()
+        a, b = _run(sd, full, prompt=prompt), _run(sd, own, prompt=prompt)
+        assert full.records[0].loss != own.records[0].loss and not np.array_equal(a, b)
+    with Steerer(sd, classifier, prompt, distinct_tokens=True, list_prompt_from=2) as listed:
+        ids = sd.tokenizer(listed.prompt).input_ids
+        assert [sd.tokenizer.convert_ids_to_tokens([ids[i] for i in o.tokens]) for o in listed.parsed.objects] \
+            == [["dog</w>"], ["cat</w>"], ["ball</w>"]]
+    with Steerer(sd, classifier, PROMPT, distinct_tokens=True) as plain, Steerer(sd, classifier, PROMPT) as ref:
+        assert plain.parsed.token_lists() == ref.parsed.token_lists()
 
 
 def test_screen_noises_starts_each_image_from_its_best_scored_noise(sd, classifier):
