@@ -43,6 +43,20 @@ def object_failures(row: dict, objects_of: dict[str, list[tuple[str, str]]]) -> 
     return out
 
 
+def rows_with_objects(path: str, prompt_set: str):
+    """(row, {prompt text: [(colour, shape), ...]}) for each relational row of an eval JSON."""
+    with open(path) as fh:
+        run = json.load(fh)
+    for row in run["rows"]:
+        if row["relations"] == 0:
+            continue
+        specs = benchmark_prompts(row["relations"], len({r["prompt"] for r in row["results"]}), prompt_set)
+        objects_of = {s.text: s.objects for s in specs}
+        if not all(r["prompt"] in objects_of for r in row["results"]):
+            raise SystemExit(f"{path}: prompts not in the {prompt_set} set (pass --prompt-set)")
+        yield row, objects_of
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="JSON files written by `python -m l2s eval --json`")
@@ -51,15 +65,7 @@ def main() -> None:
     print("| run | relations | arm | images | objects not found | " + " | ".join(KINDS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(KINDS))
     for path in args.runs:
-        with open(path) as fh:
-            run = json.load(fh)
-        for row in run["rows"]:
-            if row["relations"] == 0:
-                continue
-            specs = benchmark_prompts(row["relations"], len({r["prompt"] for r in row["results"]}), args.prompt_set)
-            objects_of = {s.text: s.objects for s in specs}
-            if not all(r["prompt"] in objects_of for r in row["results"]):
-                raise SystemExit(f"{path}: prompts not in the {args.prompt_set} set (pass --prompt-set)")
+        for row, objects_of in rows_with_objects(path, args.prompt_set):
             c = object_failures(row, objects_of)
             n = sum(c.values())
             cells = " | ".join(f"{c[k]} ({c[k] / n:.2f})" if n else "0" for k in KINDS)
