@@ -336,11 +336,7 @@ def distinguishing_tokens(parsed: ParsedPrompt, tokenizer: Any) -> ParsedPrompt:
     prompt's other objects: beside "orange cross", "orange diamond" keeps "diamond" only. A word
     two objects share gets nearly the same map for both, which pulls the two objects' maps toward
     each other; an object with no word of its own (or with tokens given by hand) keeps all of them.
-
-    >>> from transformers import AutoTokenizer  # doctest: +SKIP
-    >>> p = parse_prompt("a red cross left of a red circle", tokenizer)  # doctest: +SKIP
-    >>> [o.tokens for o in distinguishing_tokens(p, tokenizer).objects]  # doctest: +SKIP
-    [(3,), (8,)]
+    Names, spans and triplets are unchanged; only ``PromptObject.tokens`` narrow.
     """
     words = [[(m.start(), m.end(), m.group().lower()) for m in re.finditer(r"\S+", o.name)] for o in parsed.objects]
     out = ParsedPrompt(parsed.prompt, triplets=list(parsed.triplets), unsupported=list(parsed.unsupported))
