@@ -43,18 +43,18 @@ def object_failures(row: dict, objects_of: dict[str, list[tuple[str, str]]]) -> 
     return out
 
 
-def rows_with_objects(path: str, prompt_set: str):
-    """(row, {prompt text: [(colour, shape), ...]}) for each relational row of an eval JSON."""
+def rows_with_specs(path: str, prompt_set: str):
+    """(row, {prompt text: its PromptSpec}) for each relational row of an eval JSON."""
     with open(path) as fh:
         run = json.load(fh)
     for row in run["rows"]:
         if row["relations"] == 0:
             continue
         specs = benchmark_prompts(row["relations"], len({r["prompt"] for r in row["results"]}), prompt_set)
-        objects_of = {s.text: s.objects for s in specs}
-        if not all(r["prompt"] in objects_of for r in row["results"]):
+        by_text = {s.text: s for s in specs}
+        if not all(r["prompt"] in by_text for r in row["results"]):
             raise SystemExit(f"{path}: prompts not in the {prompt_set} set (pass --prompt-set)")
-        yield row, objects_of
+        yield row, by_text
 
 
 def main() -> None:
@@ -65,8 +65,8 @@ def main() -> None:
     print("| run | relations | arm | images | objects not found | " + " | ".join(KINDS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(KINDS))
     for path in args.runs:
-        for row, objects_of in rows_with_objects(path, args.prompt_set):
-            c = object_failures(row, objects_of)
+        for row, specs in rows_with_specs(path, args.prompt_set):
+            c = object_failures(row, {text: spec.objects for text, spec in specs.items()})
             n = sum(c.values())
             cells = " | ".join(f"{c[k]} ({c[k] / n:.2f})" if n else "0" for k in KINDS)
             print(f"| {path.split('/')[-1]} | {row['relations']} | {row['arm']} | {len(row['results'])} | {n} | {cells} |")

@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter, defaultdict
 
-from bench_missing_objects import rows_with_objects
+from bench_missing_objects import rows_with_specs
 from l2s.relations import OPPOSITE
-from l2s_shapes.benchmark import benchmark_prompts
 
 FAILURES = ("missing", "fused", "misplaced")
 GROUPS = {"words": ("all distinct", "a colour shared", "a shape shared", "colour and shape shared"),
@@ -54,8 +53,7 @@ def main() -> None:
     pooled: dict[tuple[int, str, str], Counter] = defaultdict(Counter)
     prompts: dict[tuple[int, str, str], set] = defaultdict(set)
     for path in args.runs:
-        for row, objects_of in rows_with_objects(path, args.prompt_set):
-            specs = {s.text: s for s in benchmark_prompts(row["relations"], len(objects_of), args.prompt_set)}
+        for row, specs in rows_with_specs(path, args.prompt_set):
             for r in row["results"]:
                 key = (row["relations"], row["arm"], group_of(specs[r["prompt"]]))
                 pooled[key][r["failure"]] += 1
