@@ -232,18 +232,17 @@ class Steerer(StepHook):
         self.adapter = adapter_for(self.denoiser)
         # the text the denoiser must read when it is not the caller's (the maps' tokens are in it)
         self.prompt: str | None = None
-        parsed_here = parsed is None
+        named = parsed                          # every word of each name (the binding term splits them)
         if parsed is None:
             if prompt is None:
                 raise ValueError("give a prompt or parsed triplets")
             tokenizer = self.adapter.object_tokenizer(pipe)
-            parsed = parse_prompt(prompt, tokenizer)
+            named = parsed = parse_prompt(prompt, tokenizer)
             if 0 < self.config.list_prompt_from <= len(parsed.triplets):
-                parsed = object_list(parsed, tokenizer)
+                named = parsed = object_list(parsed, tokenizer)
                 self.prompt = parsed.prompt
-        named = parsed                          # every word of each name (the binding term splits them)
-        if self.config.distinct_tokens and parsed_here:
-            parsed = distinguishing_tokens(named, self.adapter.object_tokenizer(pipe))
+            if self.config.distinct_tokens:
+                parsed = distinguishing_tokens(named, tokenizer)
         if classifier.n_maps != 2:
             raise ValueError(f"the classifier reads {classifier.n_maps} maps; steering needs 2 (subject, object)")
         device = next(self.denoiser.parameters()).device
