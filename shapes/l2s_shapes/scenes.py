@@ -94,6 +94,31 @@ def _place(rng: np.random.Generator, n: int, min_side: float, max_side: float, t
     return boxes if len(boxes) == n else None
 
 
+LINE_SIDES = (0.18, 0.26)   # line layouts use smaller objects: three must fit along one axis with gaps
+
+
+def _place_line(rng: np.random.Generator, n: int, min_side: float = LINE_SIDES[0], max_side: float = LINE_SIDES[1]):
+    """n square boxes in a row, a column or along a diagonal, each past the previous one along the line
+    (so some order of them forms a straight chain "A r B r C"), with small jitter across the line."""
+    sides = rng.uniform(min_side, max_side, n)
+    axis = str(rng.choice(["row", "column", "diagonal", "antidiagonal"]))
+    free = 0.96 - sides.sum() - 0.03 * (n - 1)        # 0.03: the smallest gap between neighbours, as _place
+    if free < 0:
+        return None
+    gaps = rng.dirichlet(np.ones(n + 1)) * free         # free space before, between and after the boxes
+    gaps[1:n] += 0.03
+    along = 0.02 + np.cumsum(gaps[:n]) + np.concatenate([[0.0], np.cumsum(sides[:-1])])
+    boxes = []
+    for k in range(n):
+        if axis in ("row", "column"):
+            across = float(np.clip(0.5 - sides[k] / 2 + rng.uniform(-0.12, 0.12), 0.02, 0.98 - sides[k]))
+            x0, y0 = (along[k], across) if axis == "row" else (across, along[k])
+        else:
+            x0, y0 = along[k], (along[k] if axis == "diagonal" else 1.0 - along[k] - sides[k])
+        boxes.append((float(x0), float(y0), float(x0 + sides[k]), float(y0 + sides[k])))
+    return boxes
+
+
 def caption(objects: list[SceneObject], relations: list[tuple[int, str, int]], rng: np.random.Generator) -> str:
     """Template caption: a chain "a A rel a B rel a C" when relations are given, else a list."""
     if relations:
@@ -119,14 +144,17 @@ def _chain_relations(objects: list[SceneObject], rng: np.random.Generator) -> li
 
 
 def generate_scene(seed: int, size: int = 64, n_objects: int | None = None, relational_fraction: float = 0.1,
-                   heldout: set[tuple[str, str]] = frozenset(), min_side: float = 0.22, max_side: float = 0.38) -> Scene:
+                   heldout: set[tuple[str, str]] = frozenset(), min_side: float = 0.22, max_side: float = 0.38,
+                   line: bool = False) -> Scene:
     """One scene from ``seed``. ``relational_fraction`` of captions state relations (those never use
-    a (colour, shape) pair in ``heldout``); the rest only list the objects."""
+    a (colour, shape) pair in ``heldout``); the rest only list the objects. ``line``: place the objects
+    along a row, column or diagonal with sides ``LINE_SIDES`` (``min_side``/``max_side`` then unused),
+    the layouts that straight chains ("A above B above C") need and free placement rarely makes."""
     rng = np.random.default_rng(seed)
     n = n_objects or int(rng.integers(2, 4))
     boxes = None
     while boxes is None:
-        boxes = _place(rng, n, min_side, max_side)
+        boxes = _place_line(rng, n) if line else _place(rng, n, min_side, max_side)
     picked = set()
     objects = []
     for box in boxes:                                  # distinct (colour, shape) per scene: names stay unique

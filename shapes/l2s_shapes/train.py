@@ -24,34 +24,38 @@ from .scenes import generate_scene, heldout_pairs
 
 OBJECT_COUNT_PROBS = (0.3, 0.4, 0.3)      # default share of scenes with 1, 2, 3 objects
 RELATIONAL_FRACTION = 0.1                 # default share of captions that state the relations (the shipped model's)
+LINE_FRACTION = 0.0                       # default share of three-object scenes laid out in a line (the shipped model's)
 
 
 def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float = RELATIONAL_FRACTION,
-                 object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS):
-    """n scenes: images [n, S, S, 3] uint8 and captions."""
+                 object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS, line_fraction: float = LINE_FRACTION):
+    """n scenes: images [n, S, S, 3] uint8 and captions. ``line_fraction`` of the three-object scenes
+    are laid out in a row, column or diagonal (``scenes._place_line``)."""
     rng = np.random.default_rng(seed)
     held = heldout_pairs()
     images = np.empty((n, size, size, 3), np.uint8)
     captions = []
     counts = rng.choice([1, 2, 3], size=n, p=np.asarray(object_count_probs) / np.sum(object_count_probs))
+    lines = (counts == 3) & (rng.random(n) < line_fraction) if line_fraction > 0 else np.zeros(n, bool)  # drawn after counts: old data unchanged
     for i in tqdm(range(n), desc="render scenes", disable=None, leave=False):
         sc = generate_scene(seed * 1_000_003 + i, size=size, n_objects=int(counts[i]),
-                            relational_fraction=relational_fraction, heldout=held)
+                            relational_fraction=relational_fraction, heldout=held, line=bool(lines[i]))
         images[i] = sc.image
         captions.append(sc.caption)
     return images, captions
 
 
 def _load_or_make_dataset(out: Path, n: int, seed: int, object_count_probs: tuple[float, float, float],
-                          relational_fraction: float = RELATIONAL_FRACTION):
+                          relational_fraction: float = RELATIONAL_FRACTION, line_fraction: float = LINE_FRACTION):
     mix = "-".join(f"{p:g}" for p in object_count_probs)
     rel = "" if relational_fraction == RELATIONAL_FRACTION else f"-rel{relational_fraction:g}"   # old caches keep their names
+    rel += "" if line_fraction == LINE_FRACTION else f"-line{line_fraction:g}"
     cache = out / f"data-{n}-{seed}-{mix}{rel}.npz"
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
         return d["images"], [str(c) for c in d["captions"]]
     images, captions = make_dataset(n, seed, relational_fraction=relational_fraction,
-                                    object_count_probs=object_count_probs)
+                                    object_count_probs=object_count_probs, line_fraction=line_fraction)
     np.savez(cache, images=images, captions=np.array(captions))
     return images, captions
 
@@ -129,7 +133,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
           seed: int = 0, checkpoint_every: int = 500, probe_every: int = 1000, ema_decay: float = 0.999,
           device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None,
           object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS,
-          relational_fraction: float = RELATIONAL_FRACTION) -> Path:
+          relational_fraction: float = RELATIONAL_FRACTION, line_fraction: float = LINE_FRACTION) -> Path:
     """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
 
     ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
@@ -137,13 +141,16 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     ``object_count_probs``: share of training scenes with 1, 2 and 3 objects.
     ``relational_fraction``: share of captions that state the scene's relations (0.1 for the shipped
     model; a model trained with more learns to follow the relation word, which is what makes
-    relation leakage into the object tokens' maps visible)."""
+    relation leakage into the object tokens' maps visible).
+    ``line_fraction``: share of three-object scenes laid out in a row, column or diagonal (0 for the
+    shipped model, whose free placement makes such layouts, which straight chains need, in ~3%)."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs), relational_fraction)
+    images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs), relational_fraction,
+                                             line_fraction)
     pipe = build_pipeline(seed, **(unet_overrides or {})).to(device)
     if init_from is not None and not (out / "checkpoint" / "state.json").exists():
         from .pipeline import load_shipped
@@ -199,6 +206,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
             _save_checkpoint(ckpt, done, ema, opt, {"batch": batch, "lr": lr, "seed": seed,
                                                     "object_count_probs": list(object_count_probs),
                                                     "relational_fraction": relational_fraction,
+                                                    "line_fraction": line_fraction,
                                                     "init_from": str(init_from) if init_from else None})
     log.close()
     ema.swap()                                    # ship the EMA weights

@@ -56,3 +56,30 @@ def test_heldout_pairs_never_in_relational_captions():
         sc = generate_scene(s, relational_fraction=1.0, heldout=held)
         if sc.relations:
             assert not any((o.colour, o.shape) in held for o in sc.objects)
+
+
+def test_line_layouts_make_straight_chains():
+    """Every line layout has an order (A, B, C) with the same relation twice, inside the image, no overlap."""
+    import itertools
+    from l2s.geneval import relations_between
+    from l2s_shapes.scenes import LINE_SIDES
+    kinds = set()
+    for seed in range(200):
+        sc = generate_scene(seed, n_objects=3, line=True)
+        boxes = [o.box for o in sc.objects]
+        assert all(0.0 <= v <= 1.0 for b in boxes for v in b)
+        assert all(LINE_SIDES[0] <= b[2] - b[0] <= LINE_SIDES[1] for b in boxes)
+        assert not (sc.masks.sum(0) > 1).any()
+        straight = set()
+        for a, b, c in itertools.permutations(range(3), 3):
+            straight |= relations_between(boxes[a], boxes[b]) & relations_between(boxes[b], boxes[c])
+        assert straight, boxes
+        kinds.add(frozenset(straight))
+    assert {frozenset({"left of", "right of"}), frozenset({"above", "below"})} <= kinds   # rows and columns both made
+
+
+def test_line_is_off_by_default_and_changes_only_placement():
+    plain, line = generate_scene(11, n_objects=3), generate_scene(11, n_objects=3, line=True)
+    assert plain.caption.count(" a ") == line.caption.count(" a ") and len(line.objects) == 3
+    assert [o.box for o in plain.objects] != [o.box for o in line.objects]
+    assert np.array_equal(generate_scene(11, n_objects=3).image, plain.image)

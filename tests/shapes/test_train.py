@@ -27,6 +27,18 @@ def test_relational_fraction_sets_the_share_of_relational_captions():
     assert not any(name in c for c in relational(many) for name in held)
 
 
+def test_line_fraction_lays_out_only_three_object_scenes_and_keeps_old_data():
+    base_img, base_cap = make_dataset(80, seed=4)
+    img, cap = make_dataset(80, seed=4, line_fraction=1.0)
+    from l2s_shapes.scenes import COLOURS
+    objects = lambda c: sum(c.split().count(colour) for colour in COLOURS)
+    assert [objects(c) for c in cap] == [objects(c) for c in base_cap]      # same object-count draw
+    three = np.array([objects(c) == 3 for c in base_cap])
+    changed = np.array([not np.array_equal(a, b) for a, b in zip(img, base_img)])
+    assert three.any() and (changed == three).all()           # every three-object scene redrawn, no other scene
+    assert [c for c, t in zip(cap, three) if not t] == [c for c, t in zip(base_cap, three) if not t]
+
+
 def test_tiny_run_checkpoints_and_resumes(tmp_path):
     final = train(tmp_path, steps=4, batch=2, n_scenes=16, checkpoint_every=2, probe_every=100, unet_overrides=TINY_UNET)
     assert (final / "model_index.json").exists()
