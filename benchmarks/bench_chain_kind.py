@@ -28,11 +28,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="204-207")
     ap.add_argument("--grid", required=True, help="JSON-lines arms, as `l2s eval --grid` reads them")
     ap.add_argument("--json", default=None, help="write the rows (as `l2s eval --json` does) here")
+    ap.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    ap.add_argument("--classifier", default=None, help="relation classifier folder (default: the shipped one)")
     args = ap.parse_args()
     arms = load_arms(grid=args.grid)
     specs = [s for s in benchmark_prompts(args.relations, 400, "tuning") if chain_group(s) == args.kind][:args.prompts]
     seeds = seed_list(args.seeds, "tuning")
-    pipe, clf = load_shipped(), load_shipped_classifier()
+    pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
     steerings = [arm_steering(a, clf) for a in arms]
     results: list[list[dict]] = [[] for _ in arms]
     for spec in specs:
@@ -47,7 +49,7 @@ def main() -> None:
     print(f"{len(specs)} {args.kind} tuning prompts x seeds {args.seeds}\n\n{markdown_table(rows)}\n\n{paired_table(paired)}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"prompt_set": "tuning", "kind": args.kind, "prompts": [s.text for s in specs], "seeds": seeds,
+            json.dump({"prompt_set": "tuning", "kind": args.kind, "model": args.model, "classifier": args.classifier, "prompts": [s.text for s in specs], "seeds": seeds,
                        "rows": rows, "paired": paired}, fh, indent=1)
 
 
