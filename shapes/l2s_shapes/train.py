@@ -36,7 +36,8 @@ def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float =
     images = np.empty((n, size, size, 3), np.uint8)
     captions = []
     counts = rng.choice([1, 2, 3], size=n, p=np.asarray(object_count_probs) / np.sum(object_count_probs))
-    lines = (counts == 3) & (rng.random(n) < line_fraction) if line_fraction > 0 else np.zeros(n, bool)  # drawn after counts: old data unchanged
+    # drawn after the counts, and only when asked: data without lines stays what it was
+    lines = (counts == 3) & (rng.random(n) < line_fraction) if line_fraction > 0 else np.zeros(n, bool)
     for i in tqdm(range(n), desc="render scenes", disable=None, leave=False):
         sc = generate_scene(seed * 1_000_003 + i, size=size, n_objects=int(counts[i]),
                             relational_fraction=relational_fraction, heldout=held, line=bool(lines[i]))
@@ -48,9 +49,9 @@ def make_dataset(n: int, seed: int, size: int = 64, relational_fraction: float =
 def _load_or_make_dataset(out: Path, n: int, seed: int, object_count_probs: tuple[float, float, float],
                           relational_fraction: float = RELATIONAL_FRACTION, line_fraction: float = LINE_FRACTION):
     mix = "-".join(f"{p:g}" for p in object_count_probs)
-    rel = "" if relational_fraction == RELATIONAL_FRACTION else f"-rel{relational_fraction:g}"   # old caches keep their names
-    rel += "" if line_fraction == LINE_FRACTION else f"-line{line_fraction:g}"
-    cache = out / f"data-{n}-{seed}-{mix}{rel}.npz"
+    variant = "" if relational_fraction == RELATIONAL_FRACTION else f"-rel{relational_fraction:g}"   # old caches keep their names
+    variant += "" if line_fraction == LINE_FRACTION else f"-line{line_fraction:g}"
+    cache = out / f"data-{n}-{seed}-{mix}{variant}.npz"
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
         return d["images"], [str(c) for c in d["captions"]]
