@@ -10,6 +10,13 @@ rest ("A above B left of C"). --by words: whether two of the prompt's objects sh
 ("an orange diamond ... an orange cross") or a shape (the held-out pairs repeat both: three orange
 pairs, two greens, two circles...). --by both: the two crossed. Runs given together are pooled per
 (relation count, arm).
+
+--reweight N: also print each (relation count, arm)'s accuracy with its groups weighted as the
+benchmark's first N held-out prompts mix them (the tuning set's mix differs: 2 straight chains in its
+first 24 two-relation prompts, the benchmark's first 25 hold 10), an estimate of the held-out row
+from a tuning run:
+
+    python benchmarks/bench_prompt_groups.py --prompt-set tuning --reweight 25 docs/runs/tuning-distinct-tokens-r2.json
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from collections import Counter, defaultdict
 
 from bench_missing_objects import rows_with_specs
 from l2s.relations import OPPOSITE
+from l2s_shapes.benchmark import benchmark_prompts
 
 FAILURES = ("missing", "fused", "misplaced")
 GROUPS = {"words": ("all distinct", "a colour shared", "a shape shared", "colour and shape shared"),
@@ -47,6 +55,8 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="JSON files written by `python -m l2s eval --json`")
     ap.add_argument("--by", default="chain", choices=[*GROUPS, "both"])
     ap.add_argument("--prompt-set", default="heldout", choices=["heldout", "tuning"])
+    ap.add_argument("--reweight", type=int, default=0, metavar="N",
+                    help="also print accuracy reweighted to the group mix of the benchmark's first N held-out prompts")
     args = ap.parse_args()
     group_of = {"chain": chain_group, "words": words_group,
                 "both": lambda spec: f"{chain_group(spec)}, {words_group(spec)}"}[args.by]
@@ -65,6 +75,27 @@ def main() -> None:
         n = sum(c.values())
         cells = " | ".join(f"{c[k] / n:.2f}" for k in FAILURES)
         print(f"| {rel} | {arm} | {group} | {len(prompts[(rel, arm, group)])} | {n} | {c['correct'] / n:.3f} | {cells} |")
+    if args.reweight:
+        print(f"\n{reweighted_table(pooled, group_of, args.reweight)}")
+
+
+def reweighted_table(pooled: dict[tuple[int, str, str], Counter], group_of, count: int) -> str:
+    """Per (relation count, arm): accuracy as run, and with each group weighted by its share of the
+    benchmark's first ``count`` held-out prompts (n/a when the run lacks a group the benchmark has)."""
+    lines = [f"| relations | arm | accuracy as run | reweighted to the first {count} held-out prompts' mix |",
+             "|---|---|---|---|"]
+    for rel, arm in sorted({(k[0], k[1]) for k in pooled}):
+        mix = Counter(group_of(spec) for spec in benchmark_prompts(rel, count, "heldout"))
+        groups = {k[2]: c for k, c in pooled.items() if k[:2] == (rel, arm)}
+        total = sum(sum(c.values()) for c in groups.values())
+        as_run = sum(c["correct"] for c in groups.values()) / total
+        if set(mix) <= set(groups):
+            estimate = sum(mix[g] / count * groups[g]["correct"] / sum(groups[g].values()) for g in mix)
+            cell = f"{estimate:.3f} (" + ", ".join(f"{g} {mix[g]}" for g in sorted(mix)) + ")"
+        else:
+            cell = "n/a: the run lacks " + ", ".join(sorted(set(mix) - set(groups)))
+        lines.append(f"| {rel} | {arm} | {as_run:.3f} | {cell} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
