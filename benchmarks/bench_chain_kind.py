@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench_prompt_groups import GROUPS, chain_group
-from l2s_shapes.benchmark import (arm_label, arm_steering, benchmark_prompts, load_arms, markdown_table,
-                                  paired_comparisons, paired_table, seed_list)
+from bench_prompt_groups import GROUPS, tuning_prompts_of_kind
+from l2s_shapes.benchmark import (arm_label, arm_steering, load_arms, markdown_table, paired_comparisons, paired_table,
+                                  seed_list)
 from l2s_shapes.evaluate import evaluate, summarize
 from l2s_shapes.pipeline import load_shipped
 from l2s_shapes.relation_classifier import load_shipped_classifier
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--classifier", default=None, help="relation classifier folder (default: the shipped one)")
     args = ap.parse_args()
     arms = load_arms(grid=args.grid)
-    specs = [s for s in benchmark_prompts(args.relations, 400, "tuning") if chain_group(s) == args.kind][:args.prompts]
+    specs = tuning_prompts_of_kind(args.kind, args.prompts, args.relations)
     seeds = seed_list(args.seeds, "tuning")
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
     steerings = [arm_steering(a, clf) for a in arms]
@@ -49,8 +49,8 @@ def main() -> None:
     print(f"{len(specs)} {args.kind} tuning prompts x seeds {args.seeds}\n\n{markdown_table(rows)}\n\n{paired_table(paired)}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"prompt_set": "tuning", "kind": args.kind, "model": args.model, "classifier": args.classifier, "prompts": [s.text for s in specs], "seeds": seeds,
-                       "rows": rows, "paired": paired}, fh, indent=1)
+            json.dump({"prompt_set": "tuning", "kind": args.kind, "model": args.model, "classifier": args.classifier,
+                       "prompts": [s.text for s in specs], "seeds": seeds, "rows": rows, "paired": paired}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,31 +14,20 @@ chains, seeds 204-211; the share among images with exactly three detections.
 from __future__ import annotations
 
 import argparse
-import itertools
 
 import numpy as np
 
-from l2s.geneval import relations_between
-from l2s_shapes.scenes import _place, _place_line
-
-
-def straight_relations(boxes) -> set[str]:
-    """The relations r for which some order (A, B, C) of the boxes has A r B and B r C."""
-    out: set[str] = set()
-    for a, b, c in itertools.permutations(range(len(boxes)), 3):
-        out |= relations_between(boxes[a], boxes[b]) & relations_between(boxes[b], boxes[c])
-    return out
+from l2s_shapes.scenes import LINE_SIDES, _place, _place_line, straight_relations
 
 
 def drawn_layouts(model: str | None, prompts: int = 12, seeds: range = range(204, 212)) -> list[list]:
     """Detected boxes of every image with exactly three detections, for the straight chains' object lists."""
     import torch
-    from bench_prompt_groups import chain_group
+    from bench_prompt_groups import tuning_prompts_of_kind
     from l2s.prompts import list_phrases
-    from l2s_shapes.benchmark import benchmark_prompts
     from l2s_shapes.detect import detect
     from l2s_shapes.pipeline import load_shipped
-    specs = [s for s in benchmark_prompts(2, 400, "tuning") if chain_group(s) == "straight"][:prompts]
+    specs = tuning_prompts_of_kind("straight", prompts)
     pipe, layouts = load_shipped(model), []
     for spec in specs:
         text = list_phrases([f"a {colour} {shape}" for colour, shape in spec.objects])
@@ -55,7 +44,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-side", type=float, default=0.22)
     ap.add_argument("--max-side", type=float, default=0.38)
-    ap.add_argument("--line", action="store_true", help="the generator's line layouts (sides 0.18-0.26)")
+    ap.add_argument("--line", action="store_true", help="the generator's line layouts (sides LINE_SIDES)")
     ap.add_argument("--drawn", action="store_true", help="layouts a model draws for list prompts")
     ap.add_argument("--model", default=None, help="pipeline folder for --drawn (default: the shipped model)")
     args = ap.parse_args()
@@ -65,7 +54,8 @@ def main() -> None:
     else:
         place = (lambda: _place_line(rng, 3)) if args.line else (lambda: _place(rng, 3, args.min_side, args.max_side))
         layouts = [b for b in (place() for _ in range(args.layouts)) if b is not None]
-        what = "line (sides 0.18-0.26)" if args.line else f"(sides {args.min_side}-{args.max_side})"
+        sides = LINE_SIDES if args.line else (args.min_side, args.max_side)
+        what = f"{'line ' if args.line else ''}(sides {sides[0]}-{sides[1]})"
     sides = np.array([[b[2] - b[0] for b in boxes] for boxes in layouts])
     straight = np.array([bool(straight_relations(boxes)) for boxes in layouts])
     print(f"{len(layouts)} three-object layouts {what}: {straight.sum()} "

@@ -50,6 +50,11 @@ def chain_group(spec) -> str:
     return "turns"
 
 
+def tuning_prompts_of_kind(kind: str, count: int, relations: int = 2) -> list:
+    """The tuning set's first ``count`` prompts with ``relations`` relations whose chain is ``kind``."""
+    return [s for s in benchmark_prompts(relations, 400, "tuning") if chain_group(s) == kind][:count]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="JSON files written by `python -m l2s eval --json`")

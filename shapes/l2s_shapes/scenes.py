@@ -6,6 +6,7 @@ failure the steering method fixes. Held-out (colour, shape) pairs never appear i
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,6 +118,15 @@ def _place_line(rng: np.random.Generator, n: int, min_side: float = LINE_SIDES[0
             x0, y0 = along[k], (along[k] if axis == "diagonal" else 1.0 - along[k] - sides[k])
         boxes.append((float(x0), float(y0), float(x0 + sides[k]), float(y0 + sides[k])))
     return boxes
+
+
+def straight_relations(boxes) -> set[str]:
+    """The relations r for which some order (A, B, C) of the boxes has A r B and B r C by GenEval's
+    rule: the layouts a straight chain ("A above B above C") can be judged right in."""
+    out: set[str] = set()
+    for a, b, c in itertools.permutations(range(len(boxes)), 3):
+        out |= relations_between(boxes[a], boxes[b]) & relations_between(boxes[b], boxes[c])
+    return out
 
 
 def caption(objects: list[SceneObject], relations: list[tuple[int, str, int]], rng: np.random.Generator) -> str:

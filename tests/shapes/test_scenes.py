@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from l2s.geneval import relation_holds
-from l2s_shapes.scenes import COLOURS, SHAPES, generate_scene, heldout_pairs, render_shape_mask
+from l2s_shapes.scenes import COLOURS, SHAPES, generate_scene, heldout_pairs, render_shape_mask, straight_relations
 
 
 def test_vocabulary_size():
@@ -60,8 +60,6 @@ def test_heldout_pairs_never_in_relational_captions():
 
 def test_line_layouts_make_straight_chains():
     """Every line layout has an order (A, B, C) with the same relation twice, inside the image, no overlap."""
-    import itertools
-    from l2s.geneval import relations_between
     from l2s_shapes.scenes import LINE_SIDES
     kinds = set()
     for seed in range(200):
@@ -70,9 +68,7 @@ def test_line_layouts_make_straight_chains():
         assert all(0.0 <= v <= 1.0 for b in boxes for v in b)
         assert all(LINE_SIDES[0] <= b[2] - b[0] <= LINE_SIDES[1] for b in boxes)
         assert not (sc.masks.sum(0) > 1).any()
-        straight = set()
-        for a, b, c in itertools.permutations(range(3), 3):
-            straight |= relations_between(boxes[a], boxes[b]) & relations_between(boxes[b], boxes[c])
+        straight = straight_relations(boxes)
         assert straight, boxes
         kinds.add(frozenset(straight))
     assert {frozenset({"left of", "right of"}), frozenset({"above", "below"})} <= kinds   # rows and columns both made
@@ -82,4 +78,11 @@ def test_line_is_off_by_default_and_changes_only_placement():
     plain, line = generate_scene(11, n_objects=3), generate_scene(11, n_objects=3, line=True)
     assert plain.caption.count(" a ") == line.caption.count(" a ") and len(line.objects) == 3
     assert [o.box for o in plain.objects] != [o.box for o in line.objects]
-    assert np.array_equal(generate_scene(11, n_objects=3).image, plain.image)
+    assert np.array_equal(generate_scene(11, n_objects=3, line=False).image, plain.image)   # the default is off
+
+
+def test_straight_relations_reads_geneval_twice_in_one_order():
+    row = [(0.02, 0.4, 0.22, 0.6), (0.4, 0.4, 0.6, 0.6), (0.78, 0.4, 0.98, 0.6)]
+    assert straight_relations(row) == {"left of", "right of"}
+    corner = [(0.02, 0.02, 0.22, 0.22), (0.78, 0.02, 0.98, 0.22), (0.02, 0.78, 0.22, 0.98)]   # an L: no line
+    assert straight_relations(corner) == set()
