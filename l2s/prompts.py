@@ -35,7 +35,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .relations import PHRASES, RELATIONS
+from .relations import PHRASES, RELATIONS, relation
 
 # phrasing -> canonical relation (``relations.TABLE``); matched case-insensitively on word boundaries
 RELATION_PHRASES: dict[str, str] = PHRASES
@@ -349,6 +349,43 @@ def distinguishing_tokens(parsed: ParsedPrompt, tokenizer: Any) -> ParsedPrompt:
             continue
         tokens = sorted({t for s, e in own for t in token_indices(tokenizer, parsed.prompt, (start + s, start + e))})
         out.objects.append(PromptObject(obj.name, obj.span, tuple(tokens)))
+    return out
+
+
+def implied_triplets(parsed: ParsedPrompt) -> ParsedPrompt:
+    """The same prompt with the relations its triplets imply added after them: "A left of B left
+    of C" also gives (A, left of, C). On each axis the stated relations order the objects; every
+    ordered pair the order implies and no triplet states (either way round) is added, in the
+    relation word the prompt used first on that axis. Pairs a contradictory prompt orders both ways
+    get nothing. Steering the implied pair pushes the chain's ends apart, which leaves room for the
+    middle object (a straight chain's usual failure: both later objects drawn on the same side).
+
+    >>> implied_triplets(parse_prompt("a cat left of a dog left of a bird")).describe()[-1]
+    'cat | left of | bird'
+    """
+    out = ParsedPrompt(parsed.prompt, list(parsed.objects), list(parsed.triplets), list(parsed.unsupported))
+    n = len(parsed.objects)
+    for axis in (0, 1):
+        stated = [t for t in parsed.triplets if relation(t.relation).axis == axis]
+        if not stated:
+            continue
+        before = [[False] * n for _ in range(n)]        # before[u][v]: u's coordinate is below v's
+        for t in stated:
+            low, high = (t.subject, t.object) if relation(t.relation).sign < 0 else (t.object, t.subject)
+            before[low][high] = True
+        for k in range(n):                              # transitive closure (Warshall)
+            for u in range(n):
+                if before[u][k]:
+                    for v in range(n):
+                        before[u][v] = before[u][v] or before[k][v]
+        said = {frozenset((t.subject, t.object)) for t in stated}
+        word = stated[0].relation
+        for u in range(n):
+            for v in range(n):
+                if u != v and before[u][v] and not before[v][u] and frozenset((u, v)) not in said:
+                    subject, obj = (u, v) if relation(word).sign < 0 else (v, u)
+                    out.triplets.append(Triplet(subject, word, obj))
+                    said.add(frozenset((u, v)))
     return out
 
 

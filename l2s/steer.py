@@ -31,7 +31,7 @@ from .callbacks import StepHook
 from .capture import select_layers, stack_layers
 from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
-from .prompts import ParsedPrompt, distinguishing_tokens, object_list, parse_prompt
+from .prompts import ParsedPrompt, distinguishing_tokens, implied_triplets, object_list, parse_prompt
 from .replay import denoiser_of
 from .restart import check_restart, noise_kind, restart_latents
 
@@ -85,6 +85,9 @@ class SteeringConfig:
     distinct_tokens: read each object's maps from the words that tell it apart from the prompt's
         other objects ("orange diamond" beside "orange cross": "diamond"; ``prompts.distinguishing_tokens``)
         instead of all its words. Applies to prompts the steerer parses, not to ``parsed`` given by hand.
+    implied_relations: also steer the relations the prompt's triplets imply on one axis ("A left of
+        B left of C": A left of C too; ``prompts.implied_triplets``), in the round robin after the
+        stated ones. The loss target and noise screening read them as well.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -106,6 +109,7 @@ class SteeringConfig:
     restart: Sequence[int] | None = None
     restart_steer: float = 0.0
     distinct_tokens: bool = False
+    implied_relations: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -145,7 +149,7 @@ class SteeringConfig:
         if self.restart_steer > 0 and self.restart is None:      # it would do nothing, silently
             raise bad("restart_steer", "steers a restart's replayed steps: it needs restart=(after_step, back), "
                                        "or set it to 0")
-        for name in ("normalize", "early_exit", "keep_maps", "distinct_tokens"):
+        for name in ("normalize", "early_exit", "keep_maps", "distinct_tokens", "implied_relations"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
         if self.loss_targets is not None and (isinstance(self.loss_targets, (str, bytes)) or not self.loss_targets
@@ -243,6 +247,8 @@ class Steerer(StepHook):
                 self.prompt = parsed.prompt
             if self.config.distinct_tokens:
                 parsed = distinguishing_tokens(named, tokenizer)
+        if self.config.implied_relations:
+            parsed = implied_triplets(parsed)
         if classifier.n_maps != 2:
             raise ValueError(f"the classifier reads {classifier.n_maps} maps; steering needs 2 (subject, object)")
         device = next(self.denoiser.parameters()).device

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from l2s.prompts import PromptParseError, distinguishing_tokens, make_triplets, object_list, parse_prompt
+from l2s.prompts import (PromptParseError, distinguishing_tokens, implied_triplets, make_triplets, object_list,
+                         parse_prompt)
 from l2s.testing import write_clip_tokenizer, write_t5_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -233,3 +234,31 @@ def test_distinguishing_tokens_keep_the_words_an_object_does_not_share(clip_tok_
 def test_distinguishing_tokens_leave_hand_given_indices_alone():
     p = make_triplets([[2], [6, 7]], [(0, "left of", 1)], names=["red cross", "red circle"])
     assert distinguishing_tokens(p, None).token_lists() == [[2], [6, 7]]
+
+
+IMPLIED = [  # prompt, the triplets implied_triplets adds after the stated ones
+    ("a cat left of a dog left of a bird", ["cat | left of | bird"]),
+    ("a cat right of a dog right of a bird", ["cat | right of | bird"]),
+    ("a cat below a dog below a bird below a cow",
+     ["cat | below | bird", "cat | below | cow", "dog | below | cow"]),
+    ("a cat above a dog and a bird below it", ["cat | above | bird"]),        # stated two ways round
+    ("a cat above a dog below a bird", []),                     # folds back: the ends are not ordered
+    ("a cat above a dog left of a bird", []),                   # turns: no axis holds two relations
+    ("a cat left of a dog and a bird above a cow", []),
+]
+
+
+@pytest.mark.parametrize("prompt, added", IMPLIED)
+def test_implied_triplets_add_what_one_axis_orders(prompt, added):
+    parsed = parse_prompt(prompt)
+    out = implied_triplets(parsed)
+    assert out.describe() == parsed.describe() + added
+    assert [(o.name, o.tokens) for o in out.objects] == [(o.name, o.tokens) for o in parsed.objects]
+    assert implied_triplets(out).describe() == out.describe()              # nothing more to add
+
+
+def test_implied_triplets_leave_the_input_alone():
+    p = make_triplets([[1], [3], [5]], [(0, "above", 1), (1, "above", 2)])
+    assert implied_triplets(p).describe()[-1] == "object0 | above | object2" and len(p.triplets) == 2
+    cycle = make_triplets([[1], [3], [5]], [(0, "left of", 1), (1, "left of", 2), (2, "left of", 0)])
+    assert implied_triplets(cycle).describe() == cycle.describe()             # contradictory: nothing implied

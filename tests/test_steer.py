@@ -406,7 +406,7 @@ def test_gaussian_blur_matches_a_numpy_reference(rng):
     ("iterations", -1), ("iterations", 100000), ("iterations", 2.5), ("step_size", float("nan")),
     ("step_size", -0.1), ("steer_fraction", 1.5), ("step_decay", 0.0), ("loss_target", float("inf")),
     ("steps", [1, -2]), ("steps", "1,2"), ("normalize", "yes"), ("grad_blur", -1.0), ("blocks", "up"),
-    ("distinct_tokens", 1),
+    ("distinct_tokens", 1), ("implied_relations", "yes"),
 ])
 def test_bad_steering_settings_raise_at_construction(field, value):
     with pytest.raises(ValueError, match=f"SteeringConfig.{field}"):
@@ -522,3 +522,16 @@ def test_screen_noises_starts_each_image_from_its_best_scored_noise(sd, classifi
         np.testing.assert_allclose(out[b], sd(PROMPT, latents=candidates[best], **args).images[0], atol=1e-5)
     with pytest.raises(ValueError, match="screen_noises"):
         SteeringConfig(screen_noises=0)
+
+
+def test_implied_relations_steer_the_chain_ends_too(sd, classifier):
+    """``implied_relations``: a straight chain's ends become a third steered pair, in the round robin
+    after the stated ones; a chain that turns steers only what it states."""
+    prompt = "a dog left of a cat left of a ball"
+    kw = dict(iterations=3, step_size=0.1, loss_target=-1.0, steps=[1])
+    with Steerer(sd, classifier, prompt, implied_relations=True, **kw) as steer:
+        assert steer.parsed.describe() == ["dog | left of | cat", "cat | left of | ball", "dog | left of | ball"]
+        _run(sd, steer, prompt=prompt)
+        assert [r.triplet for r in steer.records] == [0, 1, 2]
+    with Steerer(sd, classifier, "a dog above a cat left of a ball", implied_relations=True, **kw) as turn:
+        assert len(turn.parsed.triplets) == 2
