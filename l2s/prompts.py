@@ -369,7 +369,7 @@ def implied_triplets(parsed: ParsedPrompt) -> ParsedPrompt:
         stated = [t for t in parsed.triplets if relation(t.relation).axis == axis]
         if not stated:
             continue
-        before = [[False] * n for _ in range(n)]        # before[u][v]: u's coordinate is below v's
+        before = [[False] * n for _ in range(n)]        # before[u][v]: u's coordinate is smaller than v's
         for t in stated:
             low, high = (t.subject, t.object) if relation(t.relation).sign < 0 else (t.object, t.subject)
             before[low][high] = True
