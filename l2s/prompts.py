@@ -385,7 +385,6 @@ def implied_triplets(parsed: ParsedPrompt) -> ParsedPrompt:
                 if u != v and before[u][v] and not before[v][u] and frozenset((u, v)) not in said:
                     subject, obj = (u, v) if relation(word).sign < 0 else (v, u)
                     out.triplets.append(Triplet(subject, word, obj))
-                    said.add(frozenset((u, v)))
     return out
 
 
