@@ -37,7 +37,7 @@ def shapes_installed() -> bool:
 def uses_shapes(args: argparse.Namespace) -> bool:
     """Whether the command loads the shapes world (train-classifier only by default or for its data)."""
     if args.command == "train-classifier":
-        return args.pipeline is None or args.data == "shapes"
+        return args.pipeline is None or args.data.startswith("shapes")
     return args.command in SHAPES_COMMANDS
 
 
@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pipeline folder (anything DiffusionPipeline.from_pretrained opens offline; default: the "
                          "shipped shapes model)")
     tc.add_argument("--data", type=data_spec, default="shapes", help="boxes:FOLDER (FOLDER/boxes.json), "
-                    "gqa:SCENE_GRAPHS.json,IMAGE_DIR or shapes (default)")
+                    "gqa:SCENE_GRAPHS.json,IMAGE_DIR, shapes (default) or shapes:F (a share F of the shapes "
+                    "examples from three objects in a line, two of them named)")
     tc.add_argument("--kind", default="mlp", choices=["mlp", "transformer"], help="classifier kind: mlp (fused C) on "
                     "layer- and head-averaged maps (default), or the authors' transformer (torch, a narrower width than "
                     "theirs) on per-(layer, head) map stacks")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed data spec: kind ("boxes", "gqa", "shapes") and its paths."""
+    """A parsed data spec: kind ("boxes", "gqa", "shapes") and its paths (shapes: its line fraction, if given)."""
     kind: str
     paths: tuple[str, ...] = ()
 
@@ -18,11 +18,20 @@ class DataSpec:
 
 
 def parse_data_spec(text: str) -> DataSpec:
-    """``boxes:FOLDER`` (``FOLDER/boxes.json``), ``gqa:SCENE_GRAPHS.json,IMAGE_DIR`` or ``shapes``;
-    the paths must exist."""
+    """``boxes:FOLDER`` (``FOLDER/boxes.json``), ``gqa:SCENE_GRAPHS.json,IMAGE_DIR``, ``shapes`` or
+    ``shapes:LINE_FRACTION`` (that share of the shapes examples from three objects in a line); the
+    paths must exist."""
     kind, _, rest = text.partition(":")
     if kind == "shapes" and not rest:
         return DataSpec("shapes")
+    if kind == "shapes":
+        try:
+            share = float(rest)
+        except ValueError:
+            share = -1.0
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"shapes:LINE_FRACTION takes a share in [0, 1], got {rest!r}")
+        return DataSpec("shapes", (rest,))
     if kind == "boxes" and rest:
         if not (Path(rest) / "boxes.json").is_file():
             raise ValueError(f"boxes:{rest}: {Path(rest) / 'boxes.json'} does not exist")
@@ -34,4 +43,5 @@ def parse_data_spec(text: str) -> DataSpec:
         if not Path(images).is_dir():
             raise ValueError(f"gqa: image folder {images!r} does not exist")
         return DataSpec("gqa", (graphs, images))
-    raise ValueError(f"must be boxes:FOLDER, gqa:SCENE_GRAPHS.json,IMAGE_DIR or shapes, got {text!r}")
+    raise ValueError(f"must be boxes:FOLDER, gqa:SCENE_GRAPHS.json,IMAGE_DIR, shapes or shapes:LINE_FRACTION, "
+                     f"got {text!r}")

@@ -195,20 +195,31 @@ def heldout_pairs(count: int = 8, seed: int = 1234) -> set[tuple[str, str]]:
     return {pairs[i] for i in rng.choice(len(pairs), count, replace=False)}
 
 
-def relation_examples(n: int, seed: int, size: int = 64, exclude: set[tuple[str, str]] | None = None):
+def relation_examples(n: int, seed: int, size: int = 64, exclude: set[tuple[str, str]] | None = None,
+                      line_fraction: float = 0.0):
     """n two-object scenes as ``inversion.RelationExample``s: a random ordered pair and one relation
     that holds between them by GenEval's rule (scenes where none holds are skipped). Objects from
-    ``exclude`` (default: the held-out pairs) never appear, so evaluation pairs stay unseen."""
+    ``exclude`` (default: the held-out pairs) never appear, so evaluation pairs stay unseen.
+    ``line_fraction``: that share of the examples are instead three objects in a line (``generate_scene(...,
+    line=True)``: smaller, closer objects, as straight chains need) and name two of them, the third drawn
+    but unnamed (0: the examples of the shipped classifier, the same draws)."""
     from l2s.inversion import RelationExample
+    if not 0.0 <= line_fraction <= 1.0:
+        raise ValueError(f"line_fraction must be in [0, 1], got {line_fraction}")
     exclude = heldout_pairs() if exclude is None else exclude
     rng = np.random.default_rng(seed)
     out, k = [], 0
     while len(out) < n:
-        scene = generate_scene(seed * 7_000_003 + k, size=size, n_objects=2, relational_fraction=0.0)
+        line = line_fraction > 0 and rng.random() < line_fraction        # no extra draw at 0: same examples
+        scene = generate_scene(seed * 7_000_003 + k, size=size, n_objects=3 if line else 2, relational_fraction=0.0,
+                               line=line)
         k += 1
         if any((o.colour, o.shape) in exclude for o in scene.objects):
             continue
-        a, b = (0, 1) if rng.random() < 0.5 else (1, 0)
+        if line:
+            a, b = (int(i) for i in rng.permutation(3)[:2])
+        else:
+            a, b = (0, 1) if rng.random() < 0.5 else (1, 0)
         held = sorted(relations_between(scene.objects[a].box, scene.objects[b].box))
         if held:
             out.append(RelationExample(scene.image, scene.objects[a].name, scene.objects[b].name, str(rng.choice(held))))

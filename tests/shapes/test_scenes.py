@@ -81,6 +81,33 @@ def test_line_is_off_by_default_and_changes_only_placement():
     assert np.array_equal(generate_scene(11, n_objects=3, line=False).image, plain.image)   # the default is off
 
 
+def test_relation_examples_line_fraction_draws_named_pairs_from_lines():
+    """Line examples: three objects drawn, two named (not held out), their relation one of the four;
+    0 keeps the shipped classifier's examples; a share outside [0, 1] is refused."""
+    from l2s_shapes.scenes import relation_examples
+    palette = {tuple(int(round(v)) for v in c) for c in COLOURS.values()}
+
+    def colours(ex):                                       # the object colours an image shows (exact pixels)
+        return {tuple(int(v) for v in c) for c in np.unique(ex.image.reshape(-1, 3), axis=0)} & palette
+
+    plain, again = relation_examples(12, seed=4), relation_examples(12, seed=4, line_fraction=0.0)
+    assert all(np.array_equal(a.image, b.image) and (a.subject, a.relation, a.object) == (b.subject, b.relation, b.object)
+               for a, b in zip(plain, again))
+    held = heldout_pairs()
+    counts = {}
+    for share in (0.0, 0.5, 1.0):
+        examples = relation_examples(60, seed=4, line_fraction=share)
+        for ex in examples:
+            assert tuple(ex.subject.split()) not in held and tuple(ex.object.split()) not in held
+            named = {tuple(int(round(v)) for v in COLOURS[n.split()[0]]) for n in (ex.subject, ex.object)}
+            assert named <= colours(ex)
+        assert len({ex.relation for ex in examples}) == 4
+        counts[share] = sum(len(colours(ex)) == 3 for ex in examples)        # only a third object makes three
+    assert counts[0.0] == 0 and 0 < counts[0.5] < counts[1.0], counts
+    with pytest.raises(ValueError, match="line_fraction"):
+        relation_examples(2, seed=0, line_fraction=1.5)
+
+
 def test_straight_relations_reads_geneval_twice_in_one_order():
     row = [(0.02, 0.4, 0.22, 0.6), (0.4, 0.4, 0.6, 0.6), (0.78, 0.4, 0.98, 0.6)]
     assert straight_relations(row) == {"left of", "right of"}
