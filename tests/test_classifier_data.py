@@ -186,7 +186,7 @@ def test_bad_inputs_name_the_file_or_field(folders, tmp_path, capsys):
     line = _one_line_error(["train-classifier", "--pipeline", str(folders / "sd"), "--data", f"boxes:{tmp_path}"], capsys)
     assert "--data" in line and "boxes.json does not exist" in line
     line = _one_line_error(["train-classifier", "--pipeline", str(folders / "sd"), "--data", "coco:x"], capsys)
-    assert "must be boxes:FOLDER, gqa:SCENE_GRAPHS.json,IMAGE_DIR or shapes" in line
+    assert "must be boxes:FOLDER, gqa:SCENE_GRAPHS.json,IMAGE_DIR, shapes or shapes:LINE_FRACTION" in line
     assert not (tmp_path / "o1" / "maps" / "manifest.json").exists()      # nothing half-made is presented as done
 
 
