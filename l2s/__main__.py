@@ -302,12 +302,14 @@ def _train_classifier(args) -> int:
     from .train_classifier import accuracy, split_shards, train_classifier, train_transformer
     out, spec = Path(args.out), parse_data_spec(args.data)
     stack = args.kind == "transformer"
-    shapes_world = spec.kind == "shapes" and args.pipeline is None and not stack
     if args.attributes and spec.kind == "shapes":
         raise ValueError("--attributes needs boxes: or gqa: data (shapes scenes carry no attribute words)")
     items = list_items(spec, args.examples, args.seed, attributes=args.attributes)   # checked before the model loads
     rank, world, barrier, device = distributed_rank(args.device)
-    pipe, _ = load_pipeline(args.pipeline)
+    pipe, describe = load_pipeline(args.pipeline)
+    # the shipped shapes model or a fine-tune of it (a ShapesPipeline folder): the shipped classifier's shape and
+    # tuned steering schedule (without them a new classifier would steer with SteeringConfig's generic defaults)
+    shapes_world = spec.kind == "shapes" and describe is not None and not stack
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)     # the probes' progress bars; the shards have their own
     steps = args.read_steps or list(range(1, args.inference_steps // 2 + 1))
@@ -327,13 +329,15 @@ def _train_classifier(args) -> int:
         from l2s_shapes.relation_classifier import train_shapes_classifier
         clf, hist, val = train_shapes_classifier(data.load(), dual=not args.single, seed=args.seed,
                                                  epochs=args.epochs, lr=args.lr)
+        if args.pipeline is not None:
+            clf.config.meta["pipeline"] = str(args.pipeline)
     else:                                          # streamed shard by shard: the maps need not fit in memory
         train, val = split_shards(data, 0.15, seed=args.seed, positive_only=args.single)
         trainer = train_transformer if stack else train_classifier
         clf, hist = trainer(train, val, epochs=args.epochs, lr=args.lr, seed=args.seed)
         meta = clf.meta if stack else clf.config.meta
         meta.update({"dual_inversion": not args.single, "pipeline": str(args.pipeline or "shapes")})
-        if spec.kind == "shapes" and args.pipeline is None:     # the shipped model: its tuned schedule
+        if spec.kind == "shapes" and describe is not None:      # a shapes model: its tuned schedule
             from l2s_shapes.relation_classifier import SHAPES_STEERING
             meta["steering"] = dict(SHAPES_STEERING)
     path = out / (("transformer" if stack else "classifier") + ("-single" if args.single else ""))

@@ -204,6 +204,23 @@ def test_unknown_relations_and_a_pipeline_without_cross_attention(folders, tmp_p
     assert "UNet2DModel has no cross-attention layer" in line
 
 
+def test_a_shapes_pipeline_folder_trains_the_shapes_classifier_with_its_schedule(tmp_path, capsys):
+    """`--model FOLDER` of a fine-tuned shapes model (a ShapesPipeline folder) is the shapes world: the
+    classifier records the tuned steering schedule (without it, steering would fall back to generic
+    defaults) and the folder it was made for; line examples (`--data shapes:F`) are accepted."""
+    pytest.importorskip("l2s_shapes", reason="the shapes world is not installed")
+    from l2s_shapes.pipeline import build_pipeline
+    from l2s_shapes.relation_classifier import SHAPES_STEERING
+    build_pipeline(seed=0, block_out_channels=(8, 8, 16, 16), attention_head_dim=4,
+                   norm_num_groups=4).save_pretrained(tmp_path / "ft")
+    assert main(["train-classifier", "--model", str(tmp_path / "ft"), "--data", "shapes:0.5", "--out", str(tmp_path / "o"),
+                 "--examples", "8", "--shard-size", "4", "--read-steps", "1-2", "--epochs", "2"]) == 0
+    capsys.readouterr()
+    meta = json.loads((tmp_path / "o" / "classifier" / "config.json").read_text())["meta"]
+    assert meta["steering"] == SHAPES_STEERING and meta["pipeline"] == str(tmp_path / "ft")
+    assert json.loads((tmp_path / "o" / "maps" / "settings.json").read_text())["data"] == "shapes:0.5"
+
+
 def test_data_spec_parsing(tmp_path):
     (tmp_path / "g.json").write_text("{}")
     assert parse_data_spec("shapes") == DataSpec("shapes")
