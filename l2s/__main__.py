@@ -376,6 +376,8 @@ def _eval(args) -> int:
     from .distributed import distributed_gather, distributed_rank
     rank, world, _, _ = distributed_rank()
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
+    if rank == 0 and any(arm.get("arm") == "l2s" for arm in arms) and schedule_warning(clf):
+        print(schedule_warning(clf), file=sys.stderr)
     rows = run_benchmark(pipe, clf, arms, relations, args.prompts, seeds, args.prompt_set, args.steps,
                          args.guidance, report=lambda row: print(row_line(row), flush=True) if rank == 0 else None,
                          rank=rank, world=world, gather=distributed_gather)
@@ -477,7 +479,10 @@ def _generate(args) -> int:
         runs["vanilla"] = (image, seconds)
     if not args.no_steer:
         from l2s_shapes.relation_classifier import load_shipped_classifier
-        image, steer, seconds = _render(*common, classifier=load_shipped_classifier(args.classifier), **knobs)
+        clf = load_shipped_classifier(args.classifier)
+        if schedule_warning(clf):
+            print(schedule_warning(clf), file=sys.stderr)
+        image, steer, seconds = _render(*common, classifier=clf, **knobs)
         runs["steered"] = (image, seconds)
         generated_from = steer.prompt               # the object list, with --list-prompt-from
         if not steer.active:
@@ -566,6 +571,18 @@ def load_pipeline(folder: str | None):
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     return DiffusionPipeline.from_pretrained(folder, local_files_only=True), None
+
+
+def schedule_warning(classifier) -> str | None:
+    """The warning for a classifier that records no steering schedule (``meta["steering"]``): steering it
+    in the shapes world falls back to ``SteeringConfig``'s generic defaults, which fuse objects there
+    (0.240 against 0.656 with the tuned schedule on the tuning prompts, docs/results.md, stop 23)."""
+    from .steer import recommended_settings
+    if recommended_settings(classifier):
+        return None
+    return ("l2s: warning: the classifier records no steering schedule, so steered arms use SteeringConfig's "
+            "defaults, not the shapes world's tuned one (l2s_shapes.relation_classifier.SHAPES_STEERING): retrain "
+            "it with `train-classifier --model FOLDER`, or give the settings in --grid")
 
 
 def _warn_unknown_words(pipe, prompt: str) -> None:

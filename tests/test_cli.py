@@ -200,3 +200,16 @@ def test_judge_warns_on_an_image_without_the_objects(files, capsys):
 def test_judge_refuses_a_non_square_image_before_judging(files, capsys):
     rc, err, _ = _outcome(["judge", "a red circle to the left of a blue square", "--image", files["wide"]], capsys)
     assert rc != 0 and len(err) == 1 and "expected a square image" in err[0], err
+
+
+def test_schedule_warning_names_a_classifier_without_a_steering_schedule():
+    """The shipped classifier records its tuned schedule (no warning); one without it is named, since
+    eval and generate would steer it with SteeringConfig's generic defaults."""
+    pytest.importorskip("l2s_shapes", reason="the shapes world is not installed")
+    from l2s.__main__ import schedule_warning
+    from l2s_shapes.relation_classifier import load_shipped_classifier
+    clf = load_shipped_classifier()
+    assert schedule_warning(clf) is None
+    clf.meta.pop("steering")
+    line = schedule_warning(clf)
+    assert line.startswith("l2s: warning:") and "SHAPES_STEERING" in line and "\n" not in line
