@@ -376,8 +376,8 @@ def _eval(args) -> int:
     from .distributed import distributed_gather, distributed_rank
     rank, world, _, _ = distributed_rank()
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
-    if rank == 0 and any(arm.get("arm") == "l2s" for arm in arms) and schedule_warning(clf):
-        print(schedule_warning(clf), file=sys.stderr)
+    if rank == 0 and any(arm.get("arm") == "l2s" for arm in arms):
+        _warn_without_schedule(clf)
     rows = run_benchmark(pipe, clf, arms, relations, args.prompts, seeds, args.prompt_set, args.steps,
                          args.guidance, report=lambda row: print(row_line(row), flush=True) if rank == 0 else None,
                          rank=rank, world=world, gather=distributed_gather)
@@ -480,8 +480,7 @@ def _generate(args) -> int:
     if not args.no_steer:
         from l2s_shapes.relation_classifier import load_shipped_classifier
         clf = load_shipped_classifier(args.classifier)
-        if schedule_warning(clf):
-            print(schedule_warning(clf), file=sys.stderr)
+        _warn_without_schedule(clf)
         image, steer, seconds = _render(*common, classifier=clf, **knobs)
         runs["steered"] = (image, seconds)
         generated_from = steer.prompt               # the object list, with --list-prompt-from
@@ -583,6 +582,13 @@ def schedule_warning(classifier) -> str | None:
     return ("l2s: warning: the classifier records no steering schedule, so steered arms use SteeringConfig's "
             "defaults, not the shapes world's tuned one (l2s_shapes.relation_classifier.SHAPES_STEERING): retrain "
             "it with `train-classifier --model FOLDER`, or give the settings in --grid")
+
+
+def _warn_without_schedule(classifier) -> None:
+    """Print ``schedule_warning``'s line, if any, to stderr."""
+    warning = schedule_warning(classifier)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def _warn_unknown_words(pipe, prompt: str) -> None:

@@ -36,8 +36,8 @@ def list_items(spec: DataSpec, max_items: int | None, seed: int = 0, attributes:
         where = spec.paths[0]
     else:
         from l2s_shapes.scenes import relation_examples
-        line_fraction = float(spec.paths[0]) if spec.paths else 0.0
-        items, where = relation_examples(max_items or 2000, seed=seed, line_fraction=line_fraction), "the shapes world"
+        items = relation_examples(max_items or 2000, seed=seed, line_fraction=spec.line_fraction)
+        where = "the shapes world"
     if not items:
         raise ValueError(f"{where} gives no usable example (two differently named objects in exactly one "
                          f"relation of {list(RELATIONS)})")

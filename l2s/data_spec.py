@@ -12,6 +12,11 @@ class DataSpec:
     kind: str
     paths: tuple[str, ...] = ()
 
+    @property
+    def line_fraction(self) -> float:
+        """shapes: the share of examples drawn as three objects in a line (0 unless given)."""
+        return float(self.paths[0]) if self.kind == "shapes" and self.paths else 0.0
+
     def text(self) -> str:
         """The spec as written on the command line."""
         return self.kind + (":" + ",".join(self.paths) if self.paths else "")

@@ -225,6 +225,7 @@ def test_data_spec_parsing(tmp_path):
     (tmp_path / "g.json").write_text("{}")
     assert parse_data_spec("shapes") == DataSpec("shapes")
     assert parse_data_spec("shapes:0.25") == DataSpec("shapes", ("0.25",)) and DataSpec("shapes", ("0.25",)).text() == "shapes:0.25"
+    assert parse_data_spec("shapes:0.25").line_fraction == 0.25 and parse_data_spec("shapes").line_fraction == 0.0
     assert parse_data_spec(f"gqa:{tmp_path}/g.json,{tmp_path}").paths == (f"{tmp_path}/g.json", str(tmp_path))
     for bad, message in (("gqa:nope.json,x", "do not exist"), (f"gqa:{tmp_path}/g.json", "must be"),
                          ("shapes:x", "takes a share"), ("shapes:1.5", "takes a share"), ("boxes:", "must be")):
