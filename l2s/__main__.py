@@ -581,7 +581,7 @@ def schedule_warning(classifier) -> str | None:
         return None
     return ("l2s: warning: the classifier records no steering schedule, so steered arms use SteeringConfig's "
             "defaults, not the shapes world's tuned one (l2s_shapes.relation_classifier.SHAPES_STEERING): retrain "
-            "it with `train-classifier --model FOLDER`, or give the settings in --grid")
+            "it with `train-classifier --model FOLDER`, or pass those settings (an `l2s eval --grid` arm, or SteeringConfig)")
 
 
 def _warn_without_schedule(classifier) -> None:
