@@ -13,6 +13,9 @@ negative rows and on disobeying images, where "reads the word" gives the share o
 classified as the PROMPTED relation instead of the drawn one.
 
     python benchmarks/bench_inversion_ablation.py --model runs/leak/pipeline --cache runs/leak-ablation
+
+``--gen-pairs seen`` generates with the (colour, shape) pairs relational training captions use, where
+a model trained on such captions follows the relation word (held-out pairs by default).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from l2s_shapes.evaluate import generation_maps, heldout_prompts
+from l2s_shapes.evaluate import generation_maps, heldout_prompts, seen_pairs
 from l2s_shapes.pipeline import load_shipped
 from l2s_shapes.relation_classifier import MAP_SIZE, NUM_INFERENCE_STEPS, STEP_INDICES, inversion_dataset, \
     split_scenes, train_shapes_classifier
@@ -35,6 +38,8 @@ def main() -> None:
     ap.add_argument("--cache", default="runs/ablation", help="folder caching the map dataset")
     ap.add_argument("--gen-prompts", type=int, default=40)
     ap.add_argument("--gen-seeds", type=int, default=4)
+    ap.add_argument("--gen-pairs", choices=("heldout", "seen"), default="heldout",
+                    help="(colour, shape) pairs of the generation prompts: held out of relational captions, or seen in them")
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", default=None, help="folder to save both classifiers in (SAVE/single, SAVE/dual), "
@@ -42,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     pipe = load_shipped(args.model)
     data = inversion_dataset(pipe, args.examples, seed=args.seed, cache=f"{args.cache}/maps-{args.examples}-{args.seed}")
-    gen = generation_maps(pipe, heldout_prompts(1, args.gen_prompts, seed=11), list(range(100, 100 + args.gen_seeds)),
+    gen = generation_maps(pipe, heldout_prompts(1, args.gen_prompts, seed=11, pairs=seen_pairs() if args.gen_pairs == "seen" else None), list(range(100, 100 + args.gen_seeds)),
                           list(STEP_INDICES), map_size=MAP_SIZE, steps=NUM_INFERENCE_STEPS)
     print(f"inversion rows {len(data)} ({args.examples} scenes x 2 prompts x {len(STEP_INDICES)} steps); "
           f"generation rows {len(gen)} from {gen.meta['images']} images with both objects and one relation")

@@ -35,21 +35,28 @@ def spec_from_chain(objects: list[tuple[str, str]], relations: list[str]) -> Pro
     return PromptSpec(text, list(objects), [(i, rel, i + 1) for i, rel in enumerate(relations)])
 
 
-def distinct_prompt_count(n_relations: int) -> int:
+def seen_pairs() -> set[tuple[str, str]]:
+    """(colour, shape) pairs that relational training captions use: every pair not held out."""
+    return {(c, s) for c in COLOURS for s in SHAPES} - heldout_pairs()
+
+
+def distinct_prompt_count(n_relations: int, pairs: Collection[tuple[str, str]] | None = None) -> int:
     """How many different ``heldout_prompts`` texts exist with ``n_relations`` relations."""
-    n_pairs = len(heldout_pairs())
+    n_pairs = len(heldout_pairs() if pairs is None else set(pairs))
     return math.perm(n_pairs, n_relations + 1) * len(RELATIONS) ** n_relations
 
 
-def heldout_prompts(n_relations: int, count: int, seed: int = 0, exclude: Collection[str] = ()) -> list[PromptSpec]:
+def heldout_prompts(n_relations: int, count: int, seed: int = 0, exclude: Collection[str] = (),
+                    pairs: Collection[tuple[str, str]] | None = None) -> list[PromptSpec]:
     """``count`` different prompts whose objects are all held-out pairs (distinct within a prompt),
     none of whose texts is in ``exclude``. Drawn in a seeded sequence, repeats skipped: the first k
-    prompts of a longer set are the k-prompt set."""
-    available = distinct_prompt_count(n_relations) - len(set(exclude))
+    prompts of a longer set are the k-prompt set. ``pairs``: draw from these (colour, shape) pairs
+    instead (e.g. ``seen_pairs()``, where a model trained on relational captions follows the words)."""
+    available = distinct_prompt_count(n_relations, pairs) - len(set(exclude))
     if count > available:
         raise ValueError(f"only {available} different {n_relations}-relation prompts can be drawn, asked for {count}")
     rng = np.random.default_rng(seed)
-    pairs = sorted(heldout_pairs())
+    pairs = sorted(heldout_pairs() if pairs is None else set(pairs))
     out, seen = [], set(exclude)
     while len(out) < count:
         idx = rng.choice(len(pairs), n_relations + 1, replace=False)

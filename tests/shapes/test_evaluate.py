@@ -5,7 +5,8 @@ import numpy as np
 
 from l2s.geneval import OPPOSITE
 from l2s.relations import RELATIONS
-from l2s_shapes.evaluate import evaluate, heldout_prompts, single_object_prompts, spec_from_chain
+from l2s_shapes.evaluate import distinct_prompt_count, evaluate, heldout_prompts, seen_pairs, single_object_prompts, \
+    spec_from_chain
 from l2s_shapes.scenes import COLOURS, heldout_pairs, render_shape_mask
 
 STEP = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}
@@ -47,6 +48,15 @@ def test_prompt_sets_use_only_heldout_pairs():
         assert all(len(s.relations) == n and set(s.objects) <= held and len(set(s.objects)) == n + 1 for s in specs)
     assert len(single_object_prompts()) == 35
     assert spec_from_chain([("red", "circle"), ("blue", "square")], ["above"]).text == "a red circle above a blue square"
+
+
+def test_prompt_sets_over_seen_pairs():
+    """The pairs relational captions use: disjoint from the held-out ones, together every pair."""
+    seen = seen_pairs()
+    assert not seen & heldout_pairs() and len(seen | heldout_pairs()) == 35
+    specs = heldout_prompts(1, 40, seed=11, pairs=seen)
+    assert len({s.text for s in specs}) == 40 and all(set(s.objects) <= seen for s in specs)
+    assert distinct_prompt_count(1, seen) == len(seen) * (len(seen) - 1) * len(RELATIONS)
 
 
 def test_perfect_and_flipped_generators():
