@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the scene's relations (default 0.1, the shipped model; the leakage world uses more)")
     tm.add_argument("--line-fraction", type=float_in(0.0, 1.0), default=0.0, help="share of three-object scenes laid "
                     "out in a row, column or diagonal, the layouts straight chains need (default 0, the shipped model)")
+    tm.add_argument("--min-timestep", type=int_in(0, 999), default=0, help="train only on timesteps >= this (default 0; "
+                    "e.g. 800: the noisiest steps, where generation lays objects out)")
     tc = sub.add_parser("train-classifier", help="train a relation classifier for a pipeline (dual inversion, sharded "
                                                  "map datasets, data-parallel under accelerate/torchrun)",
                         description="Invert images with known boxes through a diffusers pipeline with the true and a "
@@ -266,7 +268,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from l2s_shapes.train import train
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
                       device=args.device, init_from=args.init_from, object_count_probs=args.object_mix,
-                      relational_fraction=args.relational_fraction, line_fraction=args.line_fraction)
+                      relational_fraction=args.relational_fraction, line_fraction=args.line_fraction,
+                      min_timestep=args.min_timestep)
         print(f"pipeline saved to {final}")
         return 0
 

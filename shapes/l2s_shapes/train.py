@@ -134,7 +134,8 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
           seed: int = 0, checkpoint_every: int = 500, probe_every: int = 1000, ema_decay: float = 0.999,
           device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None,
           object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS,
-          relational_fraction: float = RELATIONAL_FRACTION, line_fraction: float = LINE_FRACTION) -> Path:
+          relational_fraction: float = RELATIONAL_FRACTION, line_fraction: float = LINE_FRACTION,
+          min_timestep: int = 0) -> Path:
     """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
 
     ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
@@ -144,7 +145,9 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     model; a model trained with more learns to follow the relation word, which is what makes
     relation leakage into the object tokens' maps visible).
     ``line_fraction``: share of three-object scenes laid out in a row, column or diagonal (0 for the
-    shipped model, whose free placement makes such layouts, which straight chains need, in ~3%)."""
+    shipped model, whose free placement makes such layouts, which straight chains need, in ~3%).
+    ``min_timestep``: sample training timesteps from [min_timestep, T) only (0: all; the noisiest
+    steps are where generation lays objects out, so where a relation word can lower the loss)."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
@@ -182,7 +185,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
         drop = torch.from_numpy(rng.random(batch) < 0.1)
         ids[drop] = empty_ids[0]
         noise = torch.randn_like(x)
-        t = torch.from_numpy(rng.integers(0, noise_sched.config.num_train_timesteps, batch)).to(device)
+        t = torch.from_numpy(rng.integers(min_timestep, noise_sched.config.num_train_timesteps, batch)).to(device)
         noisy = noise_sched.add_noise(x, noise, t)
         cond = pipe.text_encoder(ids.to(device)).last_hidden_state
         target = noise_sched.get_velocity(x, noise, t) if noise_sched.config.prediction_type == "v_prediction" else noise
@@ -207,7 +210,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
             _save_checkpoint(ckpt, done, ema, opt, {"batch": batch, "lr": lr, "seed": seed,
                                                     "object_count_probs": list(object_count_probs),
                                                     "relational_fraction": relational_fraction,
-                                                    "line_fraction": line_fraction,
+                                                    "line_fraction": line_fraction, "min_timestep": min_timestep,
                                                     "init_from": str(init_from) if init_from else None})
     log.close()
     ema.swap()                                    # ship the EMA weights

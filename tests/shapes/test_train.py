@@ -77,3 +77,18 @@ def test_init_from_a_pipeline_folder(tmp_path):
     flat = lambda p: torch.cat([q.detach().flatten() for q in p.unet.parameters()])
     trained = flat(load_shipped(final))
     assert (trained - flat(start)).abs().max() < 0.05 < (trained - flat(fresh)).abs().max()
+
+
+def test_min_timestep_trains_only_on_the_noisiest_steps(tmp_path, monkeypatch):
+    from diffusers import DDPMScheduler
+    seen = []
+    add_noise = DDPMScheduler.add_noise
+
+    def recording(self, x, noise, t):
+        seen.extend(int(v) for v in t)
+        return add_noise(self, x, noise, t)
+    monkeypatch.setattr(DDPMScheduler, "add_noise", recording)
+    train(tmp_path, steps=3, batch=4, n_scenes=8, checkpoint_every=3, probe_every=100, unet_overrides=TINY_UNET,
+          min_timestep=900)
+    assert len(seen) == 12 and min(seen) >= 900
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["min_timestep"] == 900
