@@ -142,12 +142,12 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     the shipped model further); ignored when ``out`` already holds a checkpoint to resume.
     ``object_count_probs``: share of training scenes with 1, 2 and 3 objects.
     ``relational_fraction``: share of captions that state the scene's relations (0.1 for the shipped
-    model; a model trained with more learns to follow the relation word, which is what makes
-    relation leakage into the object tokens' maps visible).
+    model; more is meant to teach the model the relation word, which relation leakage needs — measured:
+    at 44% of captions it still ignores the word, docs/results.md "A second leak world").
     ``line_fraction``: share of three-object scenes laid out in a row, column or diagonal (0 for the
     shipped model, whose free placement makes such layouts, which straight chains need, in ~3%).
     ``min_timestep``: sample training timesteps from [min_timestep, T) only (0: all; the noisiest
-    steps are where generation lays objects out, so where a relation word can lower the loss)."""
+    steps are where generation lays objects out; measured: 600 such steps did not teach the word either)."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
