@@ -47,8 +47,9 @@ def main() -> None:
     args = ap.parse_args()
     pipe = load_shipped(args.model)
     data = inversion_dataset(pipe, args.examples, seed=args.seed, cache=f"{args.cache}/maps-{args.examples}-{args.seed}")
-    gen = generation_maps(pipe, heldout_prompts(1, args.gen_prompts, seed=11, pairs=seen_pairs() if args.gen_pairs == "seen" else None), list(range(100, 100 + args.gen_seeds)),
-                          list(STEP_INDICES), map_size=MAP_SIZE, steps=NUM_INFERENCE_STEPS)
+    prompts = heldout_prompts(1, args.gen_prompts, seed=11, pairs=seen_pairs() if args.gen_pairs == "seen" else None)
+    gen = generation_maps(pipe, prompts, list(range(100, 100 + args.gen_seeds)), list(STEP_INDICES),
+                          map_size=MAP_SIZE, steps=NUM_INFERENCE_STEPS)
     print(f"inversion rows {len(data)} ({args.examples} scenes x 2 prompts x {len(STEP_INDICES)} steps); "
           f"generation rows {len(gen)} from {gen.meta['images']} images with both objects and one relation")
     _, val_all = split_scenes(data, args.seed)                         # the scenes train_shapes_classifier holds out

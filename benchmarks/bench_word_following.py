@@ -32,8 +32,15 @@ from l2s_shapes.evaluate import evaluate, heldout_prompts, seen_pairs
 from l2s_shapes.pipeline import load_shipped
 from l2s_shapes.relation_classifier import inversion_dataset
 from l2s_shapes.scenes import generate_scene
+from l2s_shapes.train import images_to_model, training_target
 
 GAP_TIMESTEPS = (999, 960, 900)
+
+
+def _per_image_errors(unet, noisy, t, cond, target, chunk: int = 64) -> torch.Tensor:
+    """Each image's mean squared error of the UNet's prediction, ``chunk`` images per call."""
+    return torch.cat([((unet(noisy[i:i + chunk], t[i:i + chunk], encoder_hidden_states=cond[i:i + chunk]).sample
+                        - target[i:i + chunk]) ** 2).mean((1, 2, 3)) for i in range(0, len(noisy), chunk)])
 
 
 @torch.no_grad()
@@ -53,20 +60,17 @@ def word_loss_gap(pipe, scenes: int = 256, timesteps=GAP_TIMESTEPS, seed: int = 
             images.append(scene.image)
             true_caps.append(scene.caption)
             wrong_caps.append(scene.caption.replace(f" {rel} ", f" {OPPOSITE[rel]} "))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = images_to_model(np.stack(images))
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    tok = pipe.tokenizer
-    cond = [pipe.text_encoder(tok(c, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                                  return_tensors="pt").input_ids).last_hidden_state for c in (true_caps, wrong_caps, [""] * len(images))]
+    cond = [pipe.encode_prompt(c) for c in (true_caps, wrong_caps, [""] * len(images))]
     gen = torch.Generator().manual_seed(seed)
     out = []
     for tv in timesteps:
         noise = torch.randn(x.shape, generator=gen)
         t = torch.full((len(x),), tv)
         noisy = sched.add_noise(x, noise, t)
-        target = sched.get_velocity(x, noise, t) if sched.config.prediction_type == "v_prediction" else noise
-        losses = [torch.cat([((pipe.unet(noisy[i:i + 64], t[i:i + 64], encoder_hidden_states=c[i:i + 64]).sample
-                               - target[i:i + 64]) ** 2).mean((1, 2, 3)) for i in range(0, len(x), 64)]) for c in cond]
+        target = training_target(sched, x, noise, t)
+        losses = [_per_image_errors(pipe.unet, noisy, t, c, target) for c in cond]
         gap = (losses[1] - losses[0]).numpy()
         out.append((float(gap.mean()), float(gap.std() / np.sqrt(len(gap))), float(losses[0].mean()),
                     float((losses[2] - losses[0]).mean())))

@@ -84,6 +84,17 @@ class EMA:
             s.copy_(tmp)
 
 
+def images_to_model(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 images (N, H, W, 3) as the model's input: (N, 3, H, W) floats in [-1, 1]."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def training_target(sched, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict for ``x`` noised with ``noise`` at ``t``: the velocity under
+    v-prediction (the shapes model), else the noise."""
+    return sched.get_velocity(x, noise, t) if sched.config.prediction_type == "v_prediction" else noise
+
+
 def _lr(step: int, base: float, warmup: int, total: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -180,7 +191,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     bar = tqdm(range(start, steps), desc="train shapes model", initial=start, total=steps, disable=None)
     for step in bar:
         idx = rng.integers(0, len(images), batch)
-        x = torch.from_numpy(images[idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = images_to_model(images[idx], device)
         ids = ids_all[idx].clone()
         drop = torch.from_numpy(rng.random(batch) < 0.1)
         ids[drop] = empty_ids[0]
@@ -188,7 +199,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
         t = torch.from_numpy(rng.integers(min_timestep, noise_sched.config.num_train_timesteps, batch)).to(device)
         noisy = noise_sched.add_noise(x, noise, t)
         cond = pipe.text_encoder(ids.to(device)).last_hidden_state
-        target = noise_sched.get_velocity(x, noise, t) if noise_sched.config.prediction_type == "v_prediction" else noise
+        target = training_target(noise_sched, x, noise, t)
         loss = torch.nn.functional.mse_loss(pipe.unet(noisy, t, encoder_hidden_states=cond).sample, target)
         for g in opt.param_groups:
             g["lr"] = _lr(step, lr, 200, steps)
