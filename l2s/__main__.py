@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "out in a row, column or diagonal, the layouts straight chains need (default 0, the shipped model)")
     tm.add_argument("--min-timestep", type=int_in(0, 999), default=0, help="train only on timesteps >= this (default 0; "
                     "e.g. 800: the noisiest steps, where generation lays objects out)")
+    tm.add_argument("--coords", action="store_true", help="give the UNet two pixel-coordinate input channels "
+                    "(zero-initialised from a plain --init-from model), so it can tie relation words to places")
     tc = sub.add_parser("train-classifier", help="train a relation classifier for a pipeline (dual inversion, sharded "
                                                  "map datasets, data-parallel under accelerate/torchrun)",
                         description="Invert images with known boxes through a diffusers pipeline with the true and a "
@@ -269,7 +271,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
                       device=args.device, init_from=args.init_from, object_count_probs=args.object_mix,
                       relational_fraction=args.relational_fraction, line_fraction=args.line_fraction,
-                      min_timestep=args.min_timestep)
+                      min_timestep=args.min_timestep, coords=args.coords)
         print(f"pipeline saved to {final}")
         return 0
 

@@ -55,11 +55,17 @@ def build_text_encoder(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> CLI
     return CLIPTextModel(cfg)
 
 
-def build_unet(seed: int = 0, **overrides):
+def build_unet(seed: int = 0, coords: bool = False, **overrides):
+    """The shipped UNet architecture; ``coords``: the variant that also reads pixel coordinates
+    (``coord_unet.CoordUNet2DConditionModel``)."""
     import torch
     from diffusers import UNet2DConditionModel
     torch.manual_seed(seed)
-    return UNet2DConditionModel(**{**UNET_CONFIG, **overrides})
+    if coords:
+        from .coord_unet import CoordUNet2DConditionModel as cls
+    else:
+        cls = UNet2DConditionModel
+    return cls(**{**UNET_CONFIG, **overrides})
 
 
 def build_scheduler():

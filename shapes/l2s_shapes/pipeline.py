@@ -116,11 +116,12 @@ class ShapesPipeline(DiffusionPipeline):
         return ShapesPipelineOutput(images=images)
 
 
-def build_pipeline(seed: int = 0, **unet_overrides) -> ShapesPipeline:
-    """A randomly initialised pipeline of the shipped architecture (for training or tests)."""
+def build_pipeline(seed: int = 0, coords: bool = False, **unet_overrides) -> ShapesPipeline:
+    """A randomly initialised pipeline of the shipped architecture (for training or tests);
+    ``coords``: its UNet also reads pixel coordinates (``coord_unet.CoordUNet2DConditionModel``)."""
     from .model import build_scheduler, build_text_encoder, build_tokenizer, build_unet
     tok = build_tokenizer()
-    return ShapesPipeline(unet=build_unet(seed, **unet_overrides), text_encoder=build_text_encoder(tok, seed),
+    return ShapesPipeline(unet=build_unet(seed, coords, **unet_overrides), text_encoder=build_text_encoder(tok, seed),
                           tokenizer=tok, scheduler=build_scheduler())
 
 

@@ -146,7 +146,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
           device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None,
           object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS,
           relational_fraction: float = RELATIONAL_FRACTION, line_fraction: float = LINE_FRACTION,
-          min_timestep: int = 0) -> Path:
+          min_timestep: int = 0, coords: bool = False) -> Path:
     """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
 
     ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
@@ -158,7 +158,9 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     ``line_fraction``: share of three-object scenes laid out in a row, column or diagonal (0 for the
     shipped model, whose free placement makes such layouts, which straight chains need, in ~3%).
     ``min_timestep``: sample training timesteps from [min_timestep, T) only (0: all; the noisiest
-    steps are where generation lays objects out; measured: 600 such steps did not teach the word either)."""
+    steps are where generation lays objects out; measured: 600 such steps did not teach the word either).
+    ``coords``: train the UNet variant that also reads pixel coordinates (``coord_unet.CoordUNet2DConditionModel``); from
+    a plain ``init_from`` the coordinate weights start at zero, so the run starts at that model exactly."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
@@ -166,11 +168,12 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     torch.manual_seed(seed)
     images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs), relational_fraction,
                                              line_fraction)
-    pipe = build_pipeline(seed, **(unet_overrides or {})).to(device)
+    pipe = build_pipeline(seed, coords=coords, **(unet_overrides or {})).to(device)
     if init_from is not None and not (out / "checkpoint" / "state.json").exists():
+        from .coord_unet import load_into
         from .pipeline import load_shipped
         start_pipe = load_shipped(init_from)
-        pipe.unet.load_state_dict(start_pipe.unet.state_dict())
+        load_into(pipe.unet, start_pipe.unet.state_dict())
         pipe.text_encoder.load_state_dict(start_pipe.text_encoder.state_dict())
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
@@ -221,7 +224,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
             _save_checkpoint(ckpt, done, ema, opt, {"batch": batch, "lr": lr, "seed": seed,
                                                     "object_count_probs": list(object_count_probs),
                                                     "relational_fraction": relational_fraction,
-                                                    "line_fraction": line_fraction, "min_timestep": min_timestep,
+                                                    "line_fraction": line_fraction, "min_timestep": min_timestep, "coords": coords,
                                                     "init_from": str(init_from) if init_from else None})
     log.close()
     ema.swap()                                    # ship the EMA weights

@@ -92,3 +92,16 @@ def test_min_timestep_trains_only_on_the_noisiest_steps(tmp_path, monkeypatch):
           min_timestep=900)
     assert len(seen) == 12 and min(seen) >= 900
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["min_timestep"] == 900
+
+
+def test_coords_run_starts_from_a_plain_pipeline_and_records_it(tmp_path):
+    """--coords from a plain --init-from model: the coordinate weights start at zero and train."""
+    from l2s_shapes.coord_unet import CoordUNet2DConditionModel
+    from l2s_shapes.pipeline import build_pipeline, load_shipped
+    build_pipeline(seed=7, **TINY_UNET).save_pretrained(tmp_path / "start")
+    final = train(tmp_path / "run", steps=2, batch=2, n_scenes=8, checkpoint_every=2, probe_every=100,
+                  unet_overrides=TINY_UNET, init_from=tmp_path / "start", coords=True)
+    unet = load_shipped(final).unet
+    assert isinstance(unet, CoordUNet2DConditionModel)
+    assert unet.conv_in.weight[:, 3:].abs().max() > 0       # moved off zero by training
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["coords"] is True
