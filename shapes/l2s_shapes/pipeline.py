@@ -134,6 +134,7 @@ def load_shipped(path=None, device: str = "cpu") -> ShapesPipeline:
     folder = Path(path) if path else SHIPPED_MODEL
     if not (folder / "model_index.json").exists():
         raise FileNotFoundError(f"no pipeline at {folder} (train one: python -m l2s train-model --out runs/shapes)")
+    from . import coord_unet  # noqa: F401  (diffusers loads a saved CoordUNet only from an imported module)
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
     dlog.disable_progress_bar(); tlog.disable_progress_bar()
