@@ -22,7 +22,7 @@ def torch_device(text: str) -> str:
 
 
 # commands that load the shapes world's model, classifier or evaluator (the optional l2s-shapes package)
-SHAPES_COMMANDS = frozenset({"generate", "judge", "eval", "train-model", "train-classifier", "app"})
+SHAPES_COMMANDS = frozenset({"generate", "judge", "eval", "train-model", "train-text-encoder", "train-classifier", "app"})
 
 
 def shapes_installed() -> bool:
@@ -212,6 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "e.g. 800: the noisiest steps, where generation lays objects out)")
     tm.add_argument("--coords", action="store_true", help="give the UNet two pixel-coordinate input channels "
                     "(zero-initialised from a plain --init-from model), so it can tie relation words to places")
+    tm.add_argument("--text-encoder", type=folder_in, default=None, help="a text-encoder folder to use frozen (e.g. "
+                    "from `l2s_shapes.text_pretrain`, a contrastively trained CLIP in miniature); only the UNet trains")
+    tt = sub.add_parser("train-text-encoder", help="pre-train a shapes-world text encoder contrastively (a CLIP "
+                        "in miniature, for train-model --text-encoder)",
+                        description="Match captions to scene images against the batch's other images and against "
+                        "each caption with its relations reversed (so the encoder must read the relation word), "
+                        "as CLIP was trained apart from SD's UNet. Writes OUT/text_encoder.")
+    tt.add_argument("--out", type=folder_out, default="runs/text-encoder", help="run folder: data cache, log, "
+                    "text_encoder/")
+    tt.add_argument("--steps", type=int_in(1, 10 ** 7), default=3000, help="optimiser steps (default 3000)")
+    tt.add_argument("--batch", type=int_in(2, 10 ** 5), default=256, help="scenes per batch (default 256)")
+    tt.add_argument("--lr", type=float_in(0.0, 10.0, above=True), default=1e-3, help="peak learning rate (default 1e-3)")
+    tt.add_argument("--scenes", type=int_in(2, 10 ** 8), default=30000, help="scenes rendered once and cached "
+                    "(default 30000; the last 1000 validate)")
+    tt.add_argument("--seed", type=int_in(0, SEED_MAX), default=3, help="seed of data and initialisation (default 3)")
+    tt.add_argument("--object-mix", type=object_mix, default="0.2,0.6,0.2", help="share of scenes with 1,2,3 objects "
+                    "(default 0.2,0.6,0.2)")
+    tt.add_argument("--relational-fraction", type=float_in(0.0, 1.0), default=1.0, help="share of captions that "
+                    "state the scene's relations (default 1.0)")
     tc = sub.add_parser("train-classifier", help="train a relation classifier for a pipeline (dual inversion, sharded "
                                                  "map datasets, data-parallel under accelerate/torchrun)",
                         description="Invert images with known boxes through a diffusers pipeline with the true and a "
@@ -271,10 +290,19 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         final = train(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes, seed=args.seed,
                       device=args.device, init_from=args.init_from, object_count_probs=args.object_mix,
                       relational_fraction=args.relational_fraction, line_fraction=args.line_fraction,
-                      min_timestep=args.min_timestep, coords=args.coords)
+                      min_timestep=args.min_timestep, coords=args.coords,
+                      text_encoder=args.text_encoder)
         print(f"pipeline saved to {final}")
         return 0
-
+    if args.command == "train-text-encoder":
+        from l2s_shapes.text_pretrain import pretrain_text_encoder
+        if args.scenes <= 1000 + args.batch:
+            parser.error(f"--scenes must exceed the 1000 validation scenes + --batch ({1000 + args.batch})")
+        folder = pretrain_text_encoder(args.out, steps=args.steps, batch=args.batch, lr=args.lr, n_scenes=args.scenes,
+                                       seed=args.seed, object_count_probs=args.object_mix,
+                                       relational_fraction=args.relational_fraction)
+        print(f"text encoder saved to {folder}")
+        return 0
     if args.command == "train-classifier":
         return _train_classifier(args)
     if args.command == "app":

@@ -120,6 +120,12 @@ CASES = [
     (["train-model", "--device", "tpu"], "--device: must be cpu, cuda or cuda:N"),
     (["train-model", "--init-from", "/nonexistent-l2s"], "folder '/nonexistent-l2s' does not exist"),
     (["train-model", "--out", "{a_file}"], "exists and is not a folder"),
+    (["train-model", "--text-encoder", "/nonexistent-l2s"], "folder '/nonexistent-l2s' does not exist"),
+    # train-text-encoder
+    (["train-text-encoder", "--steps", "0"], "--steps: must be an integer between 1"),
+    (["train-text-encoder", "--batch", "1"], "--batch: must be an integer between 2"),
+    (["train-text-encoder", "--relational-fraction", "2"], "--relational-fraction: must be"),
+    (["train-text-encoder", "--scenes", "500"], "--scenes must exceed the 1000 validation scenes"),
     # train-classifier
     (["train-classifier", "--examples", "1"], "--examples: must be an integer between 2"),
     (["train-classifier", "--epochs", "0"], "--epochs: must be an integer between 1"),

@@ -146,7 +146,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
           device: str = "cpu", unet_overrides: dict | None = None, init_from: str | Path | None = None,
           object_count_probs: tuple[float, float, float] = OBJECT_COUNT_PROBS,
           relational_fraction: float = RELATIONAL_FRACTION, line_fraction: float = LINE_FRACTION,
-          min_timestep: int = 0, coords: bool = False) -> Path:
+          min_timestep: int = 0, coords: bool = False, text_encoder: str | Path | None = None) -> Path:
     """Train (or resume) and return the folder of the final EMA pipeline (``out/pipeline``).
 
     ``init_from``: a pipeline folder whose UNet and text-encoder weights start a NEW run (fine-tuning
@@ -160,7 +160,9 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     ``min_timestep``: sample training timesteps from [min_timestep, T) only (0: all; the noisiest
     steps are where generation lays objects out; measured: 600 such steps did not teach the word either).
     ``coords``: train the UNet variant that also reads pixel coordinates (``coord_unet.CoordUNet2DConditionModel``); from
-    a plain ``init_from`` the coordinate weights start at zero, so the run starts at that model exactly."""
+    a plain ``init_from`` the coordinate weights start at zero, so the run starts at that model exactly.
+    ``text_encoder``: a CLIPTextModel folder (``text_pretrain.pretrain_text_encoder``) used FROZEN, as SD
+    uses CLIP: only the UNet trains (it overrides ``init_from``'s encoder)."""
     from diffusers import DDPMScheduler
     from .pipeline import build_pipeline
     out = Path(out)
@@ -175,8 +177,12 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
         start_pipe = load_shipped(init_from)
         load_into(pipe.unet, start_pipe.unet.state_dict())
         pipe.text_encoder.load_state_dict(start_pipe.text_encoder.state_dict())
+    if text_encoder is not None:
+        from transformers import CLIPTextModel
+        pipe.text_encoder.load_state_dict(CLIPTextModel.from_pretrained(text_encoder).state_dict())
+        pipe.text_encoder.requires_grad_(False)
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    params = [p for p in [*pipe.unet.parameters(), *pipe.text_encoder.parameters()] if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     ema = EMA(params, ema_decay)
     start = 0
@@ -225,6 +231,7 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
                                                     "object_count_probs": list(object_count_probs),
                                                     "relational_fraction": relational_fraction,
                                                     "line_fraction": line_fraction, "min_timestep": min_timestep, "coords": coords,
+                                                    "text_encoder": str(text_encoder) if text_encoder else None,
                                                     "init_from": str(init_from) if init_from else None})
     log.close()
     ema.swap()                                    # ship the EMA weights

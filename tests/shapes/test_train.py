@@ -105,3 +105,16 @@ def test_coords_run_starts_from_a_plain_pipeline_and_records_it(tmp_path):
     assert isinstance(unet, CoordUNet2DConditionModel)
     assert unet.conv_in.weight[:, 3:].abs().max() > 0       # moved off zero by training
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["coords"] is True
+
+
+def test_a_frozen_text_encoder_stays_as_given(tmp_path):
+    import torch
+    from l2s_shapes.model import build_text_encoder, build_tokenizer
+    from l2s_shapes.pipeline import load_shipped
+    given = build_text_encoder(build_tokenizer(), seed=5)
+    given.save_pretrained(tmp_path / "enc")
+    final = train(tmp_path / "run", steps=2, batch=2, n_scenes=8, checkpoint_every=2, probe_every=100,
+                  unet_overrides=TINY_UNET, text_encoder=tmp_path / "enc")
+    back = load_shipped(final).text_encoder.state_dict()
+    assert all(torch.equal(v, back[k]) for k, v in given.state_dict().items())
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["text_encoder"].endswith("enc")
