@@ -170,6 +170,12 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     torch.manual_seed(seed)
     images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs), relational_fraction,
                                              line_fraction)
+    if (out / "checkpoint" / "state.json").exists():            # a resume must rebuild the same trainable set
+        saved = json.loads((out / "checkpoint" / "state.json").read_text())
+        for key, now in (("coords", coords), ("text_encoder", str(text_encoder) if text_encoder else None)):
+            if saved.get(key, None if key == "text_encoder" else False) != now:
+                raise ValueError(f"{out} holds a checkpoint trained with {key}={saved.get(key)!r}; resume it with "
+                                 f"the same setting (got {now!r}) or use another --out")
     pipe = build_pipeline(seed, coords=coords, **(unet_overrides or {})).to(device)
     if init_from is not None and not (out / "checkpoint" / "state.json").exists():
         from .coord_unet import load_into

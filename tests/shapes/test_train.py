@@ -118,3 +118,16 @@ def test_a_frozen_text_encoder_stays_as_given(tmp_path):
     back = load_shipped(final).text_encoder.state_dict()
     assert all(torch.equal(v, back[k]) for k, v in given.state_dict().items())
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["text_encoder"].endswith("enc")
+
+
+def test_resuming_with_another_text_encoder_or_unet_kind_is_refused(tmp_path):
+    import pytest
+    from l2s_shapes.model import build_text_encoder, build_tokenizer
+    build_text_encoder(build_tokenizer(), seed=5).save_pretrained(tmp_path / "enc")
+    train(tmp_path / "run", steps=1, batch=2, n_scenes=8, checkpoint_every=1, probe_every=100,
+          unet_overrides=TINY_UNET, text_encoder=tmp_path / "enc")
+    with pytest.raises(ValueError, match="text_encoder"):
+        train(tmp_path / "run", steps=2, batch=2, n_scenes=8, checkpoint_every=1, probe_every=100, unet_overrides=TINY_UNET)
+    with pytest.raises(ValueError, match="coords"):
+        train(tmp_path / "run", steps=2, batch=2, n_scenes=8, checkpoint_every=1, probe_every=100,
+              unet_overrides=TINY_UNET, text_encoder=tmp_path / "enc", coords=True)
