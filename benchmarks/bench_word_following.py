@@ -31,7 +31,7 @@ from bench_inversion_ablation import word_effect
 from l2s_shapes.evaluate import evaluate, heldout_prompts, seen_pairs
 from l2s_shapes.pipeline import load_shipped
 from l2s_shapes.relation_classifier import inversion_dataset
-from l2s_shapes.scenes import generate_scene
+from l2s_shapes.scenes import generate_scene, reverse_relations
 from l2s_shapes.train import images_to_model, training_target
 
 GAP_TIMESTEPS = (999, 960, 900)
@@ -49,17 +49,15 @@ def word_loss_gap(pipe, scenes: int = 256, timesteps=GAP_TIMESTEPS, seed: int = 
     scenes whose captions state their relation (seeds 900000..), the mean loss with the true word, and
     the mean rise with an empty caption (the control)."""
     from diffusers import DDPMScheduler
-    from l2s.geneval import OPPOSITE
     images, true_caps, wrong_caps = [], [], []
     k = 0
     while len(images) < scenes:
         scene = generate_scene(900_000 + k, n_objects=2, relational_fraction=1.0)
         k += 1
         if scene.relations:
-            rel = scene.relations[0][1]
             images.append(scene.image)
             true_caps.append(scene.caption)
-            wrong_caps.append(scene.caption.replace(f" {rel} ", f" {OPPOSITE[rel]} "))
+            wrong_caps.append(reverse_relations(scene.caption))   # a two-object caption states one relation
     x = images_to_model(np.stack(images))
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     cond = [pipe.encode_prompt(c) for c in (true_caps, wrong_caps, [""] * len(images))]

@@ -47,6 +47,12 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
                                    unk_token="[UNK]", model_max_length=MAX_LENGTH)
 
 
+def caption_ids(tokenizer: PreTrainedTokenizerFast, captions: list[str]):
+    """Token ids [N, MAX_LENGTH] of captions, padded and truncated as the text encoder reads them."""
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
 def build_text_encoder(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> CLIPTextModel:
     import torch
     torch.manual_seed(seed)

@@ -44,9 +44,8 @@ class ShapesPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(self.device)
-        return self.text_encoder(ids).last_hidden_state
+        from .model import caption_ids
+        return self.text_encoder(caption_ids(self.tokenizer, prompts).to(self.device)).last_hidden_state
 
     @staticmethod
     def to_images(latents: torch.Tensor) -> np.ndarray:

@@ -7,11 +7,12 @@ failure the steering method fixes. Held-out (colour, shape) pairs never appear i
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from l2s.geneval import relations_between
+from l2s.geneval import OPPOSITE, relations_between
 from l2s.prompts import list_phrases
 from l2s.relations import RELATIONS
 
@@ -139,6 +140,16 @@ def caption(objects: list[SceneObject], relations: list[tuple[int, str, int]], r
         return rng.choice(["{}", "a photo of {}"]).format(text)
     names = [f"a {o.name}" for o in objects]
     return rng.choice(["{}", "a photo of {}", "{} on a plain background"]).format(list_phrases(names))
+
+
+_RELATION_PHRASE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, OPPOSITE), key=len, reverse=True)) + r")\b")
+
+
+def reverse_relations(text: str) -> str | None:
+    """The caption with every relation phrase replaced by its opposite ("left of" <-> "right of",
+    "above" <-> "below"); None if it states none."""
+    out, n = _RELATION_PHRASE.subn(lambda m: OPPOSITE[m.group(1)], text)
+    return out if n else None
 
 
 def _chain_relations(objects: list[SceneObject], rng: np.random.Generator) -> list[tuple[int, str, int]]:

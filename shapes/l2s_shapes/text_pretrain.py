@@ -15,7 +15,6 @@ frozen, as SD's UNet was trained against CLIP.
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -23,15 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from l2s.geneval import OPPOSITE
-
-_RELATION = re.compile(r"\b(" + "|".join(sorted(map(re.escape, OPPOSITE), key=len, reverse=True)) + r")\b")
-
-
-def reverse_relations(caption: str) -> str | None:
-    """The caption with every relation phrase replaced by its opposite; None if it states none."""
-    out, n = _RELATION.subn(lambda m: OPPOSITE[m.group(1)], caption)
-    return out if n else None
+from .model import build_text_encoder, build_tokenizer, caption_ids
+from .scenes import reverse_relations
+from .train import _load_or_make_dataset, _lr, images_to_model
 
 
 class ImageEncoder(torch.nn.Module):
@@ -55,7 +48,6 @@ def _embed_text(text_encoder, proj, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _embed_images(image_encoder, images: np.ndarray) -> torch.Tensor:
-    from .train import images_to_model
     return torch.nn.functional.normalize(image_encoder(images_to_model(images)), dim=-1)
 
 
@@ -67,11 +59,10 @@ def relation_choice_accuracy(text_encoder, proj, image_encoder, tokenizer, image
     keep = [i for i, c in enumerate(captions) if reverse_relations(c)]
     if not keep:
         raise ValueError("no caption states a relation")
-    tok = lambda cs: tokenizer(cs, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                               return_tensors="pt").input_ids
     img = _embed_images(image_encoder, images[keep])
-    right = (img * _embed_text(text_encoder, proj, tok([captions[i] for i in keep]))).sum(-1)
-    wrong = (img * _embed_text(text_encoder, proj, tok([reverse_relations(captions[i]) for i in keep]))).sum(-1)
+    right = (img * _embed_text(text_encoder, proj, caption_ids(tokenizer, [captions[i] for i in keep]))).sum(-1)
+    wrong = (img * _embed_text(text_encoder, proj, caption_ids(tokenizer, [reverse_relations(captions[i])
+                                                                          for i in keep]))).sum(-1)
     return float(((right > wrong).float() + 0.5 * (right == wrong).float()).mean())   # a tie is a coin toss
 
 
@@ -81,8 +72,6 @@ def pretrain_text_encoder(out: str | Path, steps: int = 3000, batch: int = 128, 
     """Train the text encoder contrastively (reversed captions as extra negatives); save it to
     ``out/text_encoder`` (a CLIPTextModel folder) and return that folder. The data is ``train-model``'s
     (same cache); the last ``validation`` scenes are held out for ``relation_choice_accuracy``."""
-    from .model import build_text_encoder, build_tokenizer
-    from .train import _load_or_make_dataset
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -95,20 +84,18 @@ def pretrain_text_encoder(out: str | Path, steps: int = 3000, batch: int = 128, 
     log_temp = torch.nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
     params = [*text_encoder.parameters(), *proj.parameters(), *image_encoder.parameters(), log_temp]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    ids_all = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+    ids_all = caption_ids(tok, captions)
+    # each relational caption's reversed twin, tokenised once: row reversed_row[i] of reversed_ids
     reversed_caps = [reverse_relations(c) for c in captions]
+    has_reversed = np.array([r is not None for r in reversed_caps])
+    reversed_ids = caption_ids(tok, [r for r in reversed_caps if r is not None] or [""])
+    reversed_row = np.cumsum(has_reversed) - 1
     rng = np.random.default_rng(seed)
     log = open(out / "text_pretrain_log.jsonl", "a")
     t0 = time.time()
-    from .train import _lr
     for step in tqdm(range(steps), desc="pretrain text encoder", disable=None):
         idx = rng.choice(n_train, batch, replace=False)
-        neg = [reversed_caps[i] for i in idx if reversed_caps[i]]
-        ids = ids_all[idx]
-        if neg:
-            ids = torch.cat([ids, tok(neg, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                                      return_tensors="pt").input_ids])
+        ids = torch.cat([ids_all[idx], reversed_ids[reversed_row[idx[has_reversed[idx]]]]])
         text = _embed_text(text_encoder, proj, ids)
         img = _embed_images(image_encoder, images[idx])
         logits = log_temp.clamp(max=np.log(100)).exp() * img @ text.T        # [B, B + reversed]

@@ -164,20 +164,25 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     ``text_encoder``: a CLIPTextModel folder (``text_pretrain.pretrain_text_encoder``) used FROZEN, as SD
     uses CLIP: only the UNet trains (it overrides ``init_from``'s encoder)."""
     from diffusers import DDPMScheduler
+    from .model import caption_ids
     from .pipeline import build_pipeline
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     images, captions = _load_or_make_dataset(out, n_scenes, seed, tuple(object_count_probs), relational_fraction,
                                              line_fraction)
-    if (out / "checkpoint" / "state.json").exists():            # a resume must rebuild the same trainable set
-        saved = json.loads((out / "checkpoint" / "state.json").read_text())
-        for key, now in (("coords", coords), ("text_encoder", str(text_encoder) if text_encoder else None)):
-            if saved.get(key, None if key == "text_encoder" else False) != now:
+    ckpt = out / "checkpoint"
+    resuming = (ckpt / "state.json").exists()
+    if resuming:                                  # a resume must rebuild the same trainable set
+        saved = json.loads((ckpt / "state.json").read_text())
+        # checkpoints from before these options lack the keys: they had neither
+        for key, now, before in (("coords", coords, False),
+                                 ("text_encoder", str(text_encoder) if text_encoder else None, None)):
+            if saved.get(key, before) != now:
                 raise ValueError(f"{out} holds a checkpoint trained with {key}={saved.get(key)!r}; resume it with "
                                  f"the same setting (got {now!r}) or use another --out")
     pipe = build_pipeline(seed, coords=coords, **(unet_overrides or {})).to(device)
-    if init_from is not None and not (out / "checkpoint" / "state.json").exists():
+    if init_from is not None and not resuming:
         from .coord_unet import load_into
         from .pipeline import load_shipped
         start_pipe = load_shipped(init_from)
@@ -191,14 +196,10 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     params = [p for p in [*pipe.unet.parameters(), *pipe.text_encoder.parameters()] if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     ema = EMA(params, ema_decay)
-    start = 0
-    ckpt = out / "checkpoint"
-    if (ckpt / "state.json").exists():
-        start = _load_checkpoint(ckpt, ema, opt)
+    start = _load_checkpoint(ckpt, ema, opt) if resuming else 0
     tok = pipe.tokenizer
-    ids_all = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-    empty_ids = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    ids_all = caption_ids(tok, captions)
+    empty_ids = caption_ids(tok, [""])
     rng = np.random.default_rng(seed + start)
     log = open(out / "train_log.jsonl", "a")
     pipe.unet.train(); pipe.text_encoder.train()

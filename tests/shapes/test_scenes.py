@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from l2s.geneval import relation_holds
-from l2s_shapes.scenes import COLOURS, SHAPES, generate_scene, heldout_pairs, render_shape_mask, straight_relations
+from l2s_shapes.scenes import COLOURS, SHAPES, generate_scene, heldout_pairs, render_shape_mask, reverse_relations, \
+    straight_relations
 
 
 def test_vocabulary_size():
@@ -113,3 +114,10 @@ def test_straight_relations_reads_geneval_twice_in_one_order():
     assert straight_relations(row) == {"left of", "right of"}
     corner = [(0.02, 0.02, 0.22, 0.22), (0.78, 0.02, 0.98, 0.22), (0.02, 0.78, 0.22, 0.98)]   # an L: no line
     assert straight_relations(corner) == set()
+
+
+def test_reverse_relations_swaps_every_phrase_and_only_those():
+    assert reverse_relations("a red circle left of a blue square") == "a red circle right of a blue square"
+    assert (reverse_relations("a cyan cross above a red circle and a red circle right of a blue square")
+            == "a cyan cross below a red circle and a red circle left of a blue square")
+    assert reverse_relations("a photo of a red circle and a blue square") is None
