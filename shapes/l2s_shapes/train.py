@@ -176,9 +176,10 @@ def train(out: str | Path, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
     if resuming:                                  # a resume must rebuild the same trainable set
         saved = json.loads((ckpt / "state.json").read_text())
         # checkpoints from before these options lack the keys: they had neither
-        for key, now, before in (("coords", coords, False),
-                                 ("text_encoder", str(text_encoder) if text_encoder else None, None)):
-            if saved.get(key, before) != now:
+        folder = lambda v: Path(v).resolve() if v else None     # one encoder folder however it is spelled
+        for key, now, before, norm in (("coords", coords, False, bool),
+                                       ("text_encoder", str(text_encoder) if text_encoder else None, None, folder)):
+            if norm(saved.get(key, before)) != norm(now):
                 raise ValueError(f"{out} holds a checkpoint trained with {key}={saved.get(key)!r}; resume it with "
                                  f"the same setting (got {now!r}) or use another --out")
     pipe = build_pipeline(seed, coords=coords, **(unet_overrides or {})).to(device)

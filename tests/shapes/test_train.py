@@ -131,3 +131,8 @@ def test_resuming_with_another_text_encoder_or_unet_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="coords"):
         train(tmp_path / "run", steps=2, batch=2, n_scenes=8, checkpoint_every=1, probe_every=100,
               unet_overrides=TINY_UNET, text_encoder=tmp_path / "enc", coords=True)
+    # the same folder spelled another way resumes
+    spelled = f"{tmp_path}/./enc/"
+    train(tmp_path / "run", steps=2, batch=2, n_scenes=8, checkpoint_every=1, probe_every=100,
+          unet_overrides=TINY_UNET, text_encoder=spelled)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 2
