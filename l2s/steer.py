@@ -29,6 +29,7 @@ from . import core
 from .binding import binding_groups, binding_term
 from .callbacks import StepHook
 from .capture import select_layers, stack_layers
+from .layout import centroids, layout_term, plan_layout, shares_an_axis
 from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
 from .prompts import ParsedPrompt, distinguishing_tokens, implied_triplets, object_list, parse_prompt
@@ -88,6 +89,12 @@ class SteeringConfig:
     implied_relations: also steer the relations the prompt's triplets imply on one axis ("A left of
         B left of C": A left of C too; ``prompts.implied_triplets``), in the round robin after the
         stated ones. The loss target and noise screening read them as well.
+    layout_weight: add this times ``layout.layout_term`` (each object's map centroid pulled to its
+        place in a layout planned, at the first steered step, to hold every relation at once:
+        ``layout.plan_layout``) to the loss the latent descends, on prompts where two relations
+        share an axis ("A left of B left of C", "A above B below C": the pairs compete for room;
+        ``layout.shares_an_axis``); the step's loss target still reads the relation loss alone (0:
+        off; needs averaged maps).
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -110,19 +117,20 @@ class SteeringConfig:
     restart_steer: float = 0.0
     distinct_tokens: bool = False
     implied_relations: bool = False
+    layout_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"SteeringConfig.{name} = {getattr(self, name)!r}: {why}")
 
         for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target", "binding_weight",
-                     "restart_steer"):
+                     "restart_steer", "layout_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad(name, "must be a finite number")
         if not 0.0 <= self.steer_fraction <= 1.0:
             raise bad("steer_fraction", "must lie in [0, 1]")
-        for name in ("step_size", "grad_blur", "binding_weight", "restart_steer"):
+        for name in ("step_size", "grad_blur", "binding_weight", "restart_steer", "layout_weight"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.step_decay <= 0:
@@ -268,6 +276,18 @@ class Steerer(StepHook):
             if not self.binding_mods and parsed.triplets:
                 warnings.warn("binding_weight: no object has a modifier word (or the token indices were given by "
                               "hand): no binding term", stacklevel=2)
+        # every object's token group and the relations of the layout term (l2s.layout); empty: no term
+        self.layout_groups: list = []
+        self.layout_relations = [(t.subject, t.relation, t.object) for t in parsed.triplets]
+        self._layout_targets: torch.Tensor | None = None      # [B, objects, 2], planned at the first steered step
+        if self.config.layout_weight > 0 and shares_an_axis(self.layout_relations):
+            if self.stack:
+                raise ValueError("layout_weight needs a classifier of averaged maps, not map stacks")
+            if plan_layout(len(parsed.objects), self.layout_relations) is None:
+                warnings.warn("layout_weight: no layout holds every relation of the prompt (contradictory, or too "
+                              "many objects): no layout term", stacklevel=2)
+            else:
+                self.layout_groups = [list(o.tokens) for o in parsed.objects]
         if self.config.restart is not None:
             noise_kind(pipe.scheduler)          # an unsupported scheduler fails here, before any work
         self._restart_generator: Any = None     # the generate() call's generator(s), for the re-noising
@@ -408,6 +428,8 @@ class Steerer(StepHook):
         scale = size * math.sqrt(per_sample) if cfg.normalize else size
         B = z.shape[0]
         steps = np.full(B, self.loss.step_row(step, num_steps), np.int32)
+        if steered and step == steered[0] and input_at is None:
+            self._layout_targets = None     # a new image: the layout is planned on its first steered maps
         satisfied = 0                       # consecutive relations found under the loss target
         for it in range(cfg.iterations):
             k = self._iteration % len(self.parsed.triplets)      # round robin over relations
@@ -455,6 +477,13 @@ class Steerer(StepHook):
             warnings.warn(f"l2s: {why} at step {rec.step}: update skipped, latent kept (warned once)", RuntimeWarning)
             self._warned = True
 
+    def plan(self, maps: torch.Tensor) -> torch.Tensor:
+        """Per-sample planned centres [B, objects, 2] (``layout.plan_layout``) nearest to where the
+        objects' maps [B, objects, S, S] put them now."""
+        now = centroids(maps.detach().double()).cpu().numpy()
+        planned = [plan_layout(len(self.layout_groups), self.layout_relations, c) for c in now]
+        return torch.as_tensor(np.stack(planned), device=maps.device)
+
     # -- the gradient pass ------------------------------------------------------------------------
     @contextlib.contextmanager
     def loss_pass(self, pipe: Any, z: torch.Tensor, dtype: torch.dtype, t: Any, args: dict, trip: Any,
@@ -474,17 +503,23 @@ class Steerer(StepHook):
             z_in = z.detach().to(dtype).requires_grad_(True)
             call, grid, n_text = self.replay.with_sample(args, z_in, t,
                                                          pipe.scheduler if input_at is None else input_at)
-            mods, nouns = self.binding_mods, self.binding_nouns
-            groups = self.token_groups(trip) + [list(g) for g in mods + nouns]
+            mods, nouns, placed = self.binding_mods, self.binding_nouns, self.layout_groups
+            groups = self.token_groups(trip) + [list(g) for g in mods + nouns] + placed
             with self.replay.capture_maps(call, self.layers, groups, grid, n_text,
                                           self.loss.map_size, self.config.early_exit, self.stack) as (maps, cap):
                 x = maps[:, :2].contiguous()
                 losses, probs = relation_loss(self.loss, x, labels, steps)
                 objective = losses.sum()
+                m, n = len(mods), len(nouns)
                 if mods:        # the binding term moves the latent too; the step's target reads the relation loss
-                    m = len(mods)
                     objective = objective + self.config.binding_weight * binding_term(
-                        maps[:, 2:2 + m], maps[:, 2 + m:]).sum().to(objective.dtype)
+                        maps[:, 2:2 + m], maps[:, 2 + m:2 + m + n]).sum().to(objective.dtype)
+                if placed:
+                    placed_maps = maps[:, 2 + m + n:]
+                    if self._layout_targets is None or self._layout_targets.shape[0] != placed_maps.shape[0]:
+                        self._layout_targets = self.plan(placed_maps)
+                    objective = objective + self.config.layout_weight * layout_term(
+                        placed_maps, self._layout_targets).sum().to(objective.dtype)
 
                 def grad() -> torch.Tensor:
                     cap.replaying = True

@@ -1,0 +1,154 @@
+"""l2s/layout.py: planned layouts checked with GenEval's rule, the term against a float64 reference
+and finite differences, and its place in the steering gradient."""
+import numpy as np
+import pytest
+import torch
+
+from l2s.geneval import relation_holds
+from l2s.layout import SIZES, centroids, feasible_layouts, layout_term, plan_layout, shares_an_axis
+from l2s.prompts import make_triplets
+from l2s.steer import Steerer, SteeringConfig
+from helpers import sd_replay
+
+CHAINS = [
+    [(0, "left of", 1), (1, "left of", 2)],                       # straight: three in a row
+    [(0, "above", 1), (1, "above", 2)],                           # straight: a column
+    [(0, "above", 1), (1, "left of", 2)],                         # turns
+    [(0, "above", 1), (1, "below", 2)],                           # folds back: 0 and 2 share a side of 1
+    [(0, "left of", 1), (1, "below", 2), (2, "right of", 3)],     # four objects
+    [(0, "left of", 1), (1, "left of", 2), (2, "left of", 3)],    # four in a row: only smaller boxes fit
+]
+
+
+def _boxes(centres, side):
+    return [(x - side / 2, y - side / 2, x + side / 2, y + side / 2) for x, y in centres]
+
+
+@pytest.mark.parametrize("rels", CHAINS)
+def test_every_planned_layout_holds_its_relations_by_genevals_rule(rels, rng):
+    n = max(max(s, o) for s, _, o in rels) + 1
+    current = rng.random((n, 2))
+    plan = plan_layout(n, rels, current)
+    assert plan is not None and plan.shape == (n, 2)
+    side, gap = next((s, g) for s, g in SIZES if len(feasible_layouts(n, tuple(rels), s, g)))
+    boxes = _boxes(plan, side)
+    for s, name, o in rels:
+        assert relation_holds(boxes[s], boxes[o], name), (plan, s, name, o)
+    for a in range(n):                 # inside the image, no two boxes touching
+        assert side / 2 <= plan[a, 0] <= 1 - side / 2 and side / 2 <= plan[a, 1] <= 1 - side / 2
+        for b in range(a + 1, n):
+            assert np.abs(plan[a] - plan[b]).max() >= side + gap - 1e-12
+
+
+@pytest.mark.parametrize("rels", CHAINS[:5])
+def test_the_plan_is_the_feasible_layout_nearest_to_the_current_one(rels, rng):
+    n = max(max(s, o) for s, _, o in rels) + 1
+    every = feasible_layouts(n, tuple(rels))
+    current = rng.random((n, 2))
+    cost = ((every - current) ** 2).sum((1, 2))
+    np.testing.assert_allclose(((plan_layout(n, rels, current) - current) ** 2).sum(), cost.min(), rtol=1e-12)
+    # a feasible layout given as the current one is kept as it is
+    pick = every[int(rng.integers(len(every)))]
+    np.testing.assert_array_equal(plan_layout(n, rels, pick), pick)
+
+
+def test_only_relations_sharing_an_axis_get_a_plan(sd, classifier):
+    assert [shares_an_axis(r) for r in CHAINS[:4]] == [True, True, False, True]
+    assert not shares_an_axis([(0, "left of", 1)])
+    steer = Steerer(sd, classifier, "a dog above a cat left of a bird",
+                    layout_weight=1.0)
+    assert len(steer.parsed.objects) == 3 and steer.layout_groups == []
+    steer.close()
+
+
+def test_contradictions_have_no_plan():
+    assert plan_layout(2, [(0, "left of", 1), (1, "left of", 0)]) is None
+    assert plan_layout(3, [(0, "above", 1), (1, "above", 2), (2, "above", 0)]) is None
+    assert plan_layout(0, []) is None
+
+
+def _reference_term(maps, targets):
+    """float64 NumPy: mean over objects of |centroid - target|^2, centroids at pixel centres (i + 0.5) / S."""
+    B, N, S, _ = maps.shape
+    grid = (np.arange(S) + 0.5) / S
+    out = np.zeros(B)
+    for b in range(B):
+        for i in range(N):
+            m = maps[b, i] / maps[b, i].sum()
+            c = np.array([(m.sum(0) * grid).sum(), (m.sum(1) * grid).sum()])      # rows are y
+            out[b] += ((c - targets[b, i]) ** 2).sum() / N
+    return out
+
+
+def test_term_matches_a_float64_reference(rng):
+    maps, targets = rng.random((3, 4, 7, 7)), rng.random((3, 4, 2))
+    got = layout_term(torch.tensor(maps), torch.tensor(targets))
+    np.testing.assert_allclose(got.numpy(), _reference_term(maps, targets), rtol=1e-12)
+
+
+def test_centroids_read_rows_as_y():
+    m = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    m[0, 0, 3, 0] = 1.0                                  # bottom-left pixel
+    np.testing.assert_allclose(centroids(m)[0, 0].numpy(), [0.125, 0.875])
+
+
+def test_gradient_matches_finite_differences(rng):
+    maps = torch.tensor(rng.random((2, 3, 5, 5)) + 0.1, requires_grad=True)
+    targets = torch.tensor(rng.random((2, 3, 2)))
+    assert torch.autograd.gradcheck(lambda m: layout_term(m, targets), (maps,), eps=1e-6, atol=1e-7)
+
+
+def test_config_refuses_a_bad_weight():
+    for bad in (-1.0, float("nan"), "1"):
+        with pytest.raises(ValueError, match="layout_weight"):
+            SteeringConfig(layout_weight=bad)
+
+
+def test_the_term_enters_the_steering_gradient_with_its_weight(sd, classifier, rng):
+    """loss_pass's gradient is d(relation loss)/dz + w * d(layout term)/dz: linear in w, not zero; the
+    relation losses stay the classifier's alone; the plan is made once, on the first maps, per sample."""
+    prompt = "a red dog left of a blue cat left of a bird"
+    grads, losses = [], []
+    latents = args = t = None
+    for w in (0.0, 1.0, 2.0):
+        steer = Steerer(sd, classifier, prompt, layout_weight=w, binding_weight=0.5, loss_target=-1.0)
+        assert len(steer.layout_groups) == (3 if w else 0)
+        if latents is None:
+            latents, t, _, args = sd_replay(steer, sd, prompt, rng)
+        else:
+            sd_replay(steer, sd, prompt, np.random.default_rng(0))
+        trip = steer.parsed.triplets[0]
+        with steer.loss_pass(sd, latents, torch.float32, t, args, trip, np.array([0], np.int32),
+                             np.array([2], np.int32)) as (x, loss, _, grad):
+            assert x.shape[1] == 2
+            grads.append(grad())
+            losses.append(loss.detach())
+        if w:
+            planned = steer._layout_targets
+            assert planned.shape == (1, 3, 2)
+            rels = [(s, r, o) for s, r, o in steer.layout_relations]
+            np.testing.assert_array_equal(planned[0].numpy(), plan_layout(3, rels, planned[0].numpy()))
+        steer.close()
+    torch.testing.assert_close(losses[1], losses[0])
+    torch.testing.assert_close(losses[2], losses[0])
+    d1, d2 = grads[1] - grads[0], grads[2] - grads[0]
+    scale = float(max(g.abs().max() for g in grads))
+    assert float(d1.abs().max()) > 1e-4 * scale
+    torch.testing.assert_close(d2, 2 * d1, rtol=0, atol=1e-5 * scale)
+
+
+def test_a_contradictory_prompt_warns_that_there_is_no_term(sd, classifier):
+    with pytest.warns(UserWarning, match="no layout term"):
+        steer = Steerer(sd, classifier, parsed=make_triplets([[2], [5]], [(0, "left of", 1), (1, "left of", 0)]),
+                        layout_weight=1.0)
+    assert steer.layout_groups == []
+
+
+def test_stack_classifiers_are_refused(sd, tmp_path):
+    from test_authors import _checkpoint
+    from l2s import load_classifier
+    from l2s.authors import convert_checkpoint
+    path, _, _ = _checkpoint(tmp_path, "sd14")
+    clf = load_classifier(convert_checkpoint(path, tmp_path / "clf"))
+    with pytest.raises(ValueError, match="layout_weight"):
+        Steerer(sd, clf, "a dog left of a cat left of a bird", layout_weight=1.0)
