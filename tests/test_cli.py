@@ -77,6 +77,8 @@ CASES = [
     (["generate", "a cat", "--restart-steer", "-1"], "--restart-steer: must be >= 0.0"),
     (["generate", "a cat", "--restart-steer", "nan"], "--restart-steer: must be a finite number"),
     (["generate", "a cat", "--no-restart", "--restart-steer", "0.5"], "not allowed with --no-restart"),
+    (["generate", "a cat", "--layout-weight", "-1"], "--layout-weight: must be >= 0.0"),
+    (["generate", "a cat", "--layout-weight", "inf"], "--layout-weight: must be a finite number"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
@@ -193,6 +195,16 @@ def test_restart_generates(files, capsys):
     rc, err, _ = _outcome(["generate", "a red circle above a blue square", "--steps", "4", "--no-restart", "--out", out],
                           capsys)
     assert rc == 0 and not [e for e in err if "restart" in e], err
+
+
+@needs_shapes
+def test_layout_weight_generates_a_straight_chain(files, capsys):
+    out = os.path.join(files["dir"], "l.png")
+    for weight in ("0", "5"):
+        rc, err, stdout = _outcome(["generate", "a red circle left of a blue square left of a green triangle",
+                                    "--steps", "4", "--screen-noises", "1", "--layout-weight", weight, "--out", out],
+                                   capsys)
+        assert rc == 0 and os.path.exists(out) and "verdict" in json.loads(stdout)["steered"], (err, stdout)
 
 
 @needs_shapes
