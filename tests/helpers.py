@@ -29,3 +29,33 @@ def flux_joint_qk(attn, hidden_states, encoder_hidden_states, image_rotary_emb):
         q, k = torch.cat([eq, q], 1), torch.cat([ek, k], 1)
     return (apply_rotary_emb(q, image_rotary_emb, sequence_dim=1).transpose(1, 2),
             apply_rotary_emb(k, image_rotary_emb, sequence_dim=1).transpose(1, 2))
+
+
+def assert_term_linear_in_weight(sd, classifier, prompt, rng, setting, check=None, **fixed):
+    """A term added with weight ``setting`` enters loss_pass's gradient as d(relation loss)/dz + w * d(term)/dz:
+    linear in w and not zero, while the relation losses stay the classifier's alone. ``check(steer, w)``
+    runs on each steerer after its pass; ``fixed`` are other settings of every steerer."""
+    from l2s.steer import Steerer
+    grads, losses = [], []
+    latents = args = t = None
+    for w in (0.0, 1.0, 2.0):
+        steer = Steerer(sd, classifier, prompt, loss_target=-1.0, **{setting: w}, **fixed)
+        if latents is None:
+            latents, t, _, args = sd_replay(steer, sd, prompt, rng)
+        else:
+            sd_replay(steer, sd, prompt, np.random.default_rng(0))
+        with steer.loss_pass(sd, latents, torch.float32, t, args, steer.parsed.triplets[0], np.array([0], np.int32),
+                             np.array([2], np.int32)) as (x, loss, _, grad):
+            assert x.shape[1] == 2
+            grads.append(grad())
+            losses.append(loss.detach())
+        if check is not None:
+            check(steer, w)
+        steer.close()
+    torch.testing.assert_close(losses[1], losses[0])
+    torch.testing.assert_close(losses[2], losses[0])
+    d1, d2 = grads[1] - grads[0], grads[2] - grads[0]
+    scale = float(max(g.abs().max() for g in grads))
+    assert float(d1.abs().max()) > 1e-4 * scale
+    # float32 gradients: the differences carry rounding of the whole gradient's size
+    torch.testing.assert_close(d2, 2 * d1, rtol=0, atol=1e-5 * scale)

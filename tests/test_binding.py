@@ -8,7 +8,7 @@ from l2s.binding import binding_groups, binding_term
 from l2s.prompts import make_triplets, object_list, parse_prompt
 from l2s.steer import Steerer, SteeringConfig
 from l2s.testing import write_clip_tokenizer, write_t5_tokenizer
-from helpers import sd_replay
+from helpers import assert_term_linear_in_weight
 
 
 def _reference(mods, nouns):
@@ -92,31 +92,10 @@ def test_the_term_enters_the_steering_gradient_with_its_weight(sd, classifier, r
     """loss_pass's gradient is d(relation loss)/dz + w * d(binding term)/dz: linear in w, and the
     term is not zero on a prompt whose objects have modifiers; the relation losses stay the
     classifier's alone."""
-    prompt = "a red dog to the left of a blue cat"
-    grads, losses = [], []
-    latents = args = t = None
-    for w in (0.0, 1.0, 2.0):
-        steer = Steerer(sd, classifier, prompt, binding_weight=w, loss_target=-1.0)
+    def check(steer, w):
         if w:
             assert len(steer.binding_mods) == 2 and len(steer.binding_nouns) == 2
-        if latents is None:
-            latents, t, _, args = sd_replay(steer, sd, prompt, rng)
-        else:
-            sd_replay(steer, sd, prompt, np.random.default_rng(0))
-        trip = steer.parsed.triplets[0]
-        with steer.loss_pass(sd, latents, torch.float32, t, args, trip, np.array([0], np.int32),
-                             np.array([2], np.int32)) as (x, loss, _, grad):
-            assert x.shape[1] == 2
-            grads.append(grad())
-            losses.append(loss.detach())
-        steer.close()
-    torch.testing.assert_close(losses[1], losses[0])
-    torch.testing.assert_close(losses[2], losses[0])
-    d1, d2 = grads[1] - grads[0], grads[2] - grads[0]
-    scale = float(max(g.abs().max() for g in grads))
-    assert float(d1.abs().max()) > 1e-4 * scale
-    # float32 gradients: the differences carry rounding of the whole gradient's size
-    torch.testing.assert_close(d2, 2 * d1, rtol=0, atol=1e-5 * scale)
+    assert_term_linear_in_weight(sd, classifier, "a red dog to the left of a blue cat", rng, "binding_weight", check)
 
 
 def test_stack_classifiers_are_refused(sd, tmp_path):
