@@ -280,6 +280,7 @@ class Steerer(StepHook):
         self.layout_groups: list = []
         self.layout_relations = [(t.subject, t.relation, t.object) for t in parsed.triplets]
         self._layout_targets: torch.Tensor | None = None      # [B, objects, 2], planned at the first steered step
+        self._layout_step: int | None = None                  # that step
         if self.config.layout_weight > 0 and shares_an_axis(self.layout_relations):
             if self.stack:
                 raise ValueError("layout_weight needs a classifier of averaged maps, not map stacks")
@@ -428,8 +429,9 @@ class Steerer(StepHook):
         scale = size * math.sqrt(per_sample) if cfg.normalize else size
         B = z.shape[0]
         steps = np.full(B, self.loss.step_row(step, num_steps), np.int32)
-        if steered and step == steered[0] and input_at is None:
-            self._layout_targets = None     # a new image: the layout is planned on its first steered maps
+        if input_at is None and (self._layout_step is None or step <= self._layout_step):
+            # a new image (its steps start again, on either route): plan on its first steered maps
+            self._layout_targets, self._layout_step = None, step
         satisfied = 0                       # consecutive relations found under the loss target
         for it in range(cfg.iterations):
             k = self._iteration % len(self.parsed.triplets)      # round robin over relations

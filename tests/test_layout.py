@@ -132,3 +132,23 @@ def test_stack_classifiers_are_refused(sd, tmp_path):
     clf = load_classifier(convert_checkpoint(path, tmp_path / "clf"))
     with pytest.raises(ValueError, match="layout_weight"):
         Steerer(sd, clf, "a dog left of a cat left of a bird", layout_weight=1.0)
+
+
+@pytest.mark.parametrize("route", ["generate", "callback"])
+def test_each_image_gets_its_own_plan_on_either_route(sd, classifier, route):
+    """A steerer reused for a second image plans again on that image's first steered maps (the callback
+    route never sees step 0, so the reset cannot wait for it), and keeps one plan through an image's steps."""
+    prompt = "a dog left of a cat left of a bird"
+    steer = Steerer(sd, classifier, prompt, layout_weight=1.0, steps=[0, 1, 2], iterations=1, loss_target=-1.0,
+                    screen_noises=1, restart=None)
+    plans = []
+    real_plan = steer.plan
+    steer.plan = lambda maps: plans.append(real_plan(maps)) or plans[-1]
+    for seed in (0, 1):
+        kw = dict(num_inference_steps=4, guidance_scale=3.0, output_type="np", generator=torch.Generator().manual_seed(seed))
+        if route == "generate":
+            steer.generate(sd, prompt, **kw)
+        else:
+            sd(prompt, callback_on_step_end=steer.callback(), **kw)
+    steer.close()
+    assert len(plans) == 2 and all(p.shape == (1, 3, 2) for p in plans)
