@@ -438,13 +438,7 @@ def test_one_nan_sample_skips_only_itself(sd, classifier, rng):
     steer = Steerer(sd, classifier, PROMPT, iterations=1, step_size=0.3, loss_target=-1.0)
     latents = torch.tensor(rng.normal(size=(2, 4, 16, 16)), dtype=torch.float32)
     latents[1] = float("nan")
-    sd.scheduler.set_timesteps(4)
-    t = sd.scheduler.timesteps[1]
-    ids = sd.tokenizer([PROMPT] * 2, padding="max_length", max_length=sd.tokenizer.model_max_length,
-                       return_tensors="pt").input_ids
-    with torch.no_grad():
-        cond = sd.text_encoder(ids)[0]
-    steer.replay.last = ((latents, t), {"encoder_hidden_states": cond})
+    _, t, _, _ = sd_replay(steer, sd, PROMPT, rng, latents=latents)
     with pytest.warns(RuntimeWarning, match=r"sample\(s\) \[1\]"):
         out = steer.steer_latents(sd, latents, 1, 4, recorded_t=t)
     steer.close()
