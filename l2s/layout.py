@@ -60,7 +60,9 @@ def feasible_layouts(n_objects: int, relations: tuple[tuple[int, str, int], ...]
         if cells ** (2 * n_objects) <= MAX_CANDIDATES:
             break
     else:
-        return np.zeros((0, n_objects, 2))
+        none = np.zeros((0, n_objects, 2))
+        none.setflags(write=False)
+        return none
     centres = grid_cells(cells, side)
     choice = np.array(list(itertools.permutations(range(len(centres)), n_objects)), np.int64)
     places = centres[choice]                                         # [K, n, 2]
@@ -69,7 +71,9 @@ def feasible_layouts(n_objects: int, relations: tuple[tuple[int, str, int], ...]
         ok &= np.abs(places[:, a] - places[:, b]).max(-1) >= side + gap
     for s, name, o in relations:
         ok &= _holds(places[:, s] - places[:, o], name, side, slack)
-    return places[ok]
+    places = places[ok]
+    places.setflags(write=False)                 # cached: shared by every caller
+    return places
 
 
 def plan_layout(n_objects: int, relations: Sequence[tuple[int, str, int]], current: np.ndarray | None = None,
@@ -88,7 +92,7 @@ def plan_layout(n_objects: int, relations: Sequence[tuple[int, str, int]], curre
     else:
         return None
     ref = np.full((n_objects, 2), 0.5) if current is None else np.asarray(current, np.float64).reshape(n_objects, 2)
-    return places[int(np.argmin(((places - ref) ** 2).sum((1, 2))))]
+    return places[int(np.argmin(((places - ref) ** 2).sum((1, 2))))].copy()
 
 
 def shares_an_axis(relations: Sequence[tuple[int, str, int]]) -> bool:

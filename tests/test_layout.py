@@ -61,6 +61,13 @@ def test_only_relations_sharing_an_axis_get_a_plan(sd, classifier):
     steer.close()
 
 
+def test_a_plan_is_the_callers_to_change():
+    plan = plan_layout(3, CHAINS[0])
+    plan += 1.0                                       # the cached layouts stay as they were
+    assert not np.array_equal(plan_layout(3, CHAINS[0]), plan)
+    assert not feasible_layouts(3, tuple(CHAINS[0])).flags.writeable
+
+
 def test_contradictions_have_no_plan():
     assert plan_layout(2, [(0, "left of", 1), (1, "left of", 0)]) is None
     assert plan_layout(3, [(0, "above", 1), (1, "above", 2), (2, "above", 0)]) is None
