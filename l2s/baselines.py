@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .layout import centroids
 from .relations import RELATIONS, relation
 
 
@@ -37,12 +38,8 @@ class CentroidLoss:
         x = torch.as_tensor(maps).detach()
         x = (x if x.dtype == torch.float64 else x.float()).requires_grad_(True)
         with torch.enable_grad():
-            S = x.shape[-1]
-            grid = (torch.arange(S, dtype=x.dtype, device=x.device) + 0.5) / S
-            mass = x.sum((-2, -1)).clamp_min(1e-8)
-            cx = (x.sum(-2) * grid).sum(-1) / mass                 # [B, 2]
-            cy = (x.sum(-1) * grid).sum(-1) / mass
-            offset = torch.stack([cx[:, 0] - cx[:, 1], cy[:, 0] - cy[:, 1]], 1)          # [B, 2]
+            c = centroids(x)                                                             # [B, 2, (x, y)]
+            offset = c[:, 0] - c[:, 1]                                                   # [B, 2]
             rels = [relation(self.relations[int(i)]) for i in np.asarray(labels).reshape(-1)]
             axis = torch.tensor([r.axis for r in rels], device=x.device)
             sign = torch.tensor([r.sign for r in rels], dtype=x.dtype, device=x.device)
