@@ -14,6 +14,10 @@ every relation at once, and a term pulls each object's map toward its place:
 2. ``layout_term``: per sample, the mean over objects of the squared distance between the map's
    centroid and its planned place. ``SteeringConfig.layout_weight`` adds it to the relation loss's
    gradient; the step's loss target still reads the relation loss alone.
+3. ``box_term``: per sample, the mean over objects of (1 - the map's mass inside a box around its
+   planned place)^2 (layout guidance's box energy). A centroid can sit at its place while the map
+   spreads over a neighbour's; the box also asks each object to stay the plan's size.
+   ``SteeringConfig.layout_box_weight`` adds it like the centroid term.
 """
 from __future__ import annotations
 
@@ -119,3 +123,29 @@ def layout_term(maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     targets [B, N, 2]. Differentiable in the maps."""
     c = centroids(maps)
     return ((c - targets.to(c)) ** 2).sum(-1).mean(-1)
+
+
+def box_side(targets: torch.Tensor) -> float:
+    """Side of the boxes ``box_term`` puts around planned centres [..., N, 2]: the plan's nominal
+    ``SIDE``, shrunk to the closest spacing (largest coordinate gap) of two centres in any sample so
+    that no two boxes overlap (four in a row is planned with smaller sides)."""
+    n = targets.shape[-2]
+    if n < 2:
+        return SIDE
+    t = targets.detach().double().reshape(-1, n, 2)
+    gap = (t[:, :, None] - t[:, None]).abs().amax(-1)                   # [B, N, N] Chebyshev distance
+    gap = gap + torch.eye(n, dtype=gap.dtype, device=gap.device) * 1e9
+    return float(min(SIDE, gap.min()))
+
+
+def box_term(maps: torch.Tensor, targets: torch.Tensor, side: float) -> torch.Tensor:
+    """Per-sample term [B]: mean over objects of (1 - mass of the map inside the square of ``side``
+    centred at its target)^2, for maps [B, N, S, S] that each sum to 1 and targets [B, N, 2] (x, y in
+    [0, 1], y down). Differentiable in the maps."""
+    S = maps.shape[-1]
+    grid = (torch.arange(S, dtype=maps.dtype, device=maps.device) + 0.5) / S
+    t = targets.to(maps)
+    in_x = ((grid - t[..., 0:1]).abs() <= side / 2).to(maps.dtype)      # [B, N, S] columns inside
+    in_y = ((grid - t[..., 1:2]).abs() <= side / 2).to(maps.dtype)      # [B, N, S] rows inside
+    inside = (maps * in_y[..., :, None] * in_x[..., None, :]).sum((-2, -1))
+    return ((1 - inside) ** 2).mean(-1)

@@ -29,7 +29,7 @@ from . import core
 from .binding import binding_groups, binding_term
 from .callbacks import StepHook
 from .capture import select_layers, stack_layers
-from .layout import centroids, layout_term, plan_layout, shares_an_axis
+from .layout import box_side, box_term, centroids, layout_term, plan_layout, shares_an_axis
 from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
 from .prompts import ParsedPrompt, distinguishing_tokens, implied_triplets, object_list, parse_prompt
@@ -95,6 +95,9 @@ class SteeringConfig:
         share an axis ("A left of B left of C", "A above B below C": the pairs compete for room;
         ``layout.shares_an_axis``); the step's loss target still reads the relation loss alone (0:
         off; needs averaged maps).
+    layout_box_weight: add this times ``layout.box_term`` (each object's map mass outside a box
+        around its planned place) to the loss the latent descends, on the same prompts and plan as
+        ``layout_weight``; either weight above 0 makes the plan (0: off).
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -118,19 +121,21 @@ class SteeringConfig:
     distinct_tokens: bool = False
     implied_relations: bool = False
     layout_weight: float = 0.0
+    layout_box_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"SteeringConfig.{name} = {getattr(self, name)!r}: {why}")
 
         for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target", "binding_weight",
-                     "restart_steer", "layout_weight"):
+                     "restart_steer", "layout_weight", "layout_box_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad(name, "must be a finite number")
         if not 0.0 <= self.steer_fraction <= 1.0:
             raise bad("steer_fraction", "must lie in [0, 1]")
-        for name in ("step_size", "grad_blur", "binding_weight", "restart_steer", "layout_weight"):
+        for name in ("step_size", "grad_blur", "binding_weight", "restart_steer", "layout_weight",
+                     "layout_box_weight"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.step_decay <= 0:
@@ -281,7 +286,7 @@ class Steerer(StepHook):
         self.layout_relations = [(t.subject, t.relation, t.object) for t in parsed.triplets]
         self._layout_targets: torch.Tensor | None = None      # [B, objects, 2], planned at the first steered step
         self._layout_step: int | None = None                  # that step
-        if self.config.layout_weight > 0 and shares_an_axis(self.layout_relations):
+        if (self.config.layout_weight > 0 or self.config.layout_box_weight > 0) and shares_an_axis(self.layout_relations):
             if self.stack:
                 raise ValueError("layout_weight needs a classifier of averaged maps, not map stacks")
             if plan_layout(len(parsed.objects), self.layout_relations) is None:
@@ -520,8 +525,12 @@ class Steerer(StepHook):
                     placed_maps = maps[:, 2 + m + n:]
                     if self._layout_targets is None or self._layout_targets.shape[0] != placed_maps.shape[0]:
                         self._layout_targets = self.plan(placed_maps)
-                    objective = objective + self.config.layout_weight * layout_term(
-                        placed_maps, self._layout_targets).sum().to(objective.dtype)
+                    if self.config.layout_weight > 0:
+                        objective = objective + self.config.layout_weight * layout_term(
+                            placed_maps, self._layout_targets).sum().to(objective.dtype)
+                    if self.config.layout_box_weight > 0:
+                        objective = objective + self.config.layout_box_weight * box_term(
+                            placed_maps, self._layout_targets, box_side(self._layout_targets)).sum().to(objective.dtype)
 
                 def grad() -> torch.Tensor:
                     cap.replaying = True

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from l2s.geneval import relation_holds
-from l2s.layout import SIZES, centroids, feasible_layouts, layout_term, plan_layout, shares_an_axis
+from l2s.layout import (SIDE, SIZES, box_side, box_term, centroids, feasible_layouts, layout_term, plan_layout,
+                        shares_an_axis)
 from l2s.prompts import make_triplets
 from l2s.steer import Steerer, SteeringConfig
 from helpers import assert_term_linear_in_weight
@@ -105,10 +106,58 @@ def test_gradient_matches_finite_differences(rng):
     assert torch.autograd.gradcheck(lambda m: layout_term(m, targets), (maps,), eps=1e-6, atol=1e-7)
 
 
+def _reference_box_term(maps, targets, side):
+    B, N, S, _ = maps.shape
+    out = np.zeros(B)
+    for b in range(B):
+        for i in range(N):
+            inside = 0.0
+            for r in range(S):
+                for c in range(S):
+                    if abs((c + 0.5) / S - targets[b, i, 0]) <= side / 2 and abs((r + 0.5) / S - targets[b, i, 1]) <= side / 2:
+                        inside += maps[b, i, r, c]
+            out[b] += (1 - inside) ** 2 / N
+    return out
+
+
+def test_box_term_matches_a_float64_reference(rng):
+    maps, targets = rng.random((3, 4, 9, 9)), rng.random((3, 4, 2))
+    maps /= maps.sum((-2, -1), keepdims=True)
+    got = box_term(torch.tensor(maps), torch.tensor(targets), 0.3)
+    np.testing.assert_allclose(got.numpy(), _reference_box_term(maps, targets, 0.3), rtol=1e-12)
+
+
+def test_box_term_is_zero_when_each_map_lies_in_its_box():
+    m = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    m[0, 0, 1, 1] = m[0, 1, 6, 5] = 1.0                 # (x, y) centres (0.1875, 0.1875) and (0.6875, 0.8125)
+    targets = torch.tensor([[[0.2, 0.2], [0.7, 0.8]]], dtype=torch.float64)
+    assert box_term(m, targets, 0.26).item() == 0.0
+    assert box_term(m, targets.flip(1), 0.26).item() == 1.0                  # each in the other's box
+
+
+def test_box_term_gradient_matches_finite_differences(rng):
+    maps = torch.tensor(rng.random((2, 3, 6, 6)) + 0.1, requires_grad=True)
+    targets = torch.tensor(rng.random((2, 3, 2)))
+    assert torch.autograd.gradcheck(lambda m: box_term(m, targets, 0.4), (maps,), eps=1e-6, atol=1e-7)
+
+
+def test_box_sides_shrink_so_planned_boxes_never_overlap():
+    three = torch.as_tensor(plan_layout(3, CHAINS[0]))
+    assert box_side(three) == SIDE
+    four = torch.as_tensor(plan_layout(4, CHAINS[-1]))             # four in a row: planned closer together
+    side = box_side(four)
+    assert side < SIDE
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert (four[a] - four[b]).abs().max() >= side - 1e-12
+    assert box_side(torch.zeros(1, 1, 2)) == SIDE                 # one object: nothing to overlap
+
+
 def test_config_refuses_a_bad_weight():
-    for bad in (-1.0, float("nan"), "1"):
-        with pytest.raises(ValueError, match="layout_weight"):
-            SteeringConfig(layout_weight=bad)
+    for name in ("layout_weight", "layout_box_weight"):
+        for bad in (-1.0, float("nan"), "1"):
+            with pytest.raises(ValueError, match=name):
+                SteeringConfig(**{name: bad})
 
 
 def test_the_term_enters_the_steering_gradient_with_its_weight(sd, classifier, rng):
@@ -122,6 +171,15 @@ def test_the_term_enters_the_steering_gradient_with_its_weight(sd, classifier, r
             np.testing.assert_array_equal(planned[0].numpy(), plan_layout(3, steer.layout_relations, planned[0].numpy()))
     assert_term_linear_in_weight(sd, classifier, "a red dog left of a blue cat left of a bird", rng, "layout_weight",
                                  check, binding_weight=0.5)
+
+
+def test_the_box_term_enters_the_steering_gradient_with_its_weight(sd, classifier, rng):
+    """The box term alone makes the plan too, and is linear in its weight beside the centroid term."""
+    def check(steer, w):
+        assert len(steer.layout_groups) == 3
+        assert steer._layout_targets.shape == (1, 3, 2)
+    assert_term_linear_in_weight(sd, classifier, "a red dog left of a blue cat left of a bird", rng, "layout_box_weight",
+                                 check, layout_weight=2.0)
 
 
 def test_a_contradictory_prompt_warns_that_there_is_no_term(sd, classifier):
