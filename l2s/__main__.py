@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--layout-weight", type=float_in(0.0, 1e4), default=None, metavar="W", help="pull each object "
                      "toward a layout planned to hold every relation at once, at W times that term, on prompts with "
                      "two relations on one axis (0: off; default: recommended, 40 for the shipped classifier)")
+    gen.add_argument("--layout-box-weight", type=float_in(0.0, 1e4), default=None, metavar="W", help="also pull each "
+                     "object's attention into a box around its planned place, at W times that term, on the same "
+                     "prompts (0: off; default: recommended)")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
@@ -483,7 +486,8 @@ def _generate(args) -> int:
                                ("loss_target", args.loss_target), ("list_prompt_from", args.list_prompt_from),
                                ("screen_noises", args.screen_noises),
                                ("restart", tuple(args.restart) if args.restart else None),
-                               ("restart_steer", args.restart_steer), ("layout_weight", args.layout_weight))
+                               ("restart_steer", args.restart_steer), ("layout_weight", args.layout_weight),
+                               ("layout_box_weight", args.layout_box_weight))
              if v is not None}
     if args.no_restart:
         if args.restart_steer:

@@ -79,6 +79,7 @@ CASES = [
     (["generate", "a cat", "--no-restart", "--restart-steer", "0.5"], "not allowed with --no-restart"),
     (["generate", "a cat", "--layout-weight", "-1"], "--layout-weight: must be >= 0.0"),
     (["generate", "a cat", "--layout-weight", "inf"], "--layout-weight: must be a finite number"),
+    (["generate", "a cat", "--layout-box-weight", "-2"], "--layout-box-weight: must be >= 0.0"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
@@ -200,10 +201,10 @@ def test_restart_generates(files, capsys):
 @needs_shapes
 def test_layout_weight_generates_a_straight_chain(files, capsys):
     out = os.path.join(files["dir"], "l.png")
-    for weight in ("0", "5"):
+    for weight, box in (("0", "0"), ("5", "0"), ("0", "5")):
         rc, err, stdout = _outcome(["generate", "a red circle left of a blue square left of a green triangle",
-                                    "--steps", "4", "--screen-noises", "1", "--layout-weight", weight, "--out", out],
-                                   capsys)
+                                    "--steps", "4", "--screen-noises", "1", "--layout-weight", weight,
+                                    "--layout-box-weight", box, "--out", out], capsys)
         assert rc == 0 and os.path.exists(out) and "verdict" in json.loads(stdout)["steered"], (err, stdout)
 
 
