@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "two relations on one axis (0: off; default: recommended, 40 for the shipped classifier)")
     gen.add_argument("--layout-box-weight", type=float_in(0.0, 1e4), default=None, metavar="W", help="also pull each "
                      "object's attention into a box around its planned place, at W times that term, on the same "
-                     "prompts (0: off; default: recommended)")
+                     "prompts (0: off; default: recommended, 100 for the shipped classifier)")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
