@@ -125,27 +125,28 @@ def layout_term(maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ((c - targets.to(c)) ** 2).sum(-1).mean(-1)
 
 
-def box_side(targets: torch.Tensor) -> float:
-    """Side of the boxes ``box_term`` puts around planned centres [..., N, 2]: the plan's nominal
-    ``SIDE``, shrunk to the closest spacing (largest coordinate gap) of two centres in any sample so
-    that no two boxes overlap (four in a row is planned with smaller sides)."""
-    n = targets.shape[-2]
+def box_side(targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample side [B] of the boxes ``box_term`` puts around planned centres [B, N, 2]: the plan's
+    nominal ``SIDE``, shrunk to the sample's closest spacing (largest coordinate gap) of two centres
+    so that no two of its boxes overlap (four in a row is planned with smaller sides)."""
+    t = targets.detach().double()
+    B, n = t.shape[0], t.shape[-2]
     if n < 2:
-        return SIDE
-    t = targets.detach().double().reshape(-1, n, 2)
+        return torch.full((B,), SIDE, dtype=t.dtype, device=t.device)
     gap = (t[:, :, None] - t[:, None]).abs().amax(-1)                   # [B, N, N] Chebyshev distance
     gap = gap + torch.eye(n, dtype=gap.dtype, device=gap.device) * 1e9
-    return float(min(SIDE, gap.min()))
+    return gap.amin((-2, -1)).clamp_max(SIDE)
 
 
-def box_term(maps: torch.Tensor, targets: torch.Tensor, side: float) -> torch.Tensor:
+def box_term(maps: torch.Tensor, targets: torch.Tensor, side: float | torch.Tensor) -> torch.Tensor:
     """Per-sample term [B]: mean over objects of (1 - mass of the map inside the square of ``side``
-    centred at its target)^2, for maps [B, N, S, S] that each sum to 1 and targets [B, N, 2] (x, y in
-    [0, 1], y down). Differentiable in the maps."""
+    (a number, or one per sample [B]) centred at its target)^2, for maps [B, N, S, S] that each sum to
+    1 and targets [B, N, 2] (x, y in [0, 1], y down). Differentiable in the maps."""
     S = maps.shape[-1]
     grid = (torch.arange(S, dtype=maps.dtype, device=maps.device) + 0.5) / S
     t = targets.to(maps)
-    in_x = ((grid - t[..., 0:1]).abs() <= side / 2).to(maps.dtype)      # [B, N, S] columns inside
-    in_y = ((grid - t[..., 1:2]).abs() <= side / 2).to(maps.dtype)      # [B, N, S] rows inside
+    half = torch.as_tensor(side, dtype=maps.dtype, device=maps.device).reshape(-1, 1, 1) / 2
+    in_x = ((grid - t[..., 0:1]).abs() <= half).to(maps.dtype)          # [B, N, S] columns inside
+    in_y = ((grid - t[..., 1:2]).abs() <= half).to(maps.dtype)          # [B, N, S] rows inside
     inside = (maps * in_y[..., :, None] * in_x[..., None, :]).sum((-2, -1))
     return ((1 - inside) ** 2).mean(-1)

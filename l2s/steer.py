@@ -98,6 +98,8 @@ class SteeringConfig:
     layout_box_weight: add this times ``layout.box_term`` (each object's map mass outside a box
         around its planned place) to the loss the latent descends, on the same prompts and plan as
         ``layout_weight``; either weight above 0 makes the plan (0: off).
+    layout_every_prompt: plan and pull on every prompt with a relation, not only where two relations
+        share an axis (on chains that turn the centroid term cost accuracy: docs/results.md, stop 27).
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -122,6 +124,7 @@ class SteeringConfig:
     implied_relations: bool = False
     layout_weight: float = 0.0
     layout_box_weight: float = 0.0
+    layout_every_prompt: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -162,7 +165,8 @@ class SteeringConfig:
         if self.restart_steer > 0 and self.restart is None:      # it would do nothing, silently
             raise bad("restart_steer", "steers a restart's replayed steps: it needs restart=(after_step, back), "
                                        "or set it to 0")
-        for name in ("normalize", "early_exit", "keep_maps", "distinct_tokens", "implied_relations"):
+        for name in ("normalize", "early_exit", "keep_maps", "distinct_tokens", "implied_relations",
+                     "layout_every_prompt"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
         if self.loss_targets is not None and (isinstance(self.loss_targets, (str, bytes)) or not self.loss_targets
@@ -286,12 +290,14 @@ class Steerer(StepHook):
         self.layout_relations = [(t.subject, t.relation, t.object) for t in parsed.triplets]
         self._layout_targets: torch.Tensor | None = None      # [B, objects, 2], planned at the first steered step
         self._layout_step: int | None = None                  # that step
-        if (self.config.layout_weight > 0 or self.config.layout_box_weight > 0) and shares_an_axis(self.layout_relations):
+        planned = self.config.layout_weight > 0 or self.config.layout_box_weight > 0
+        if planned and self.layout_relations and (self.config.layout_every_prompt
+                                                  or shares_an_axis(self.layout_relations)):
             if self.stack:
-                raise ValueError("layout_weight needs a classifier of averaged maps, not map stacks")
+                raise ValueError("layout_weight / layout_box_weight need a classifier of averaged maps, not map stacks")
             if plan_layout(len(parsed.objects), self.layout_relations) is None:
-                warnings.warn("layout_weight: no layout holds every relation of the prompt (contradictory, or too "
-                              "many objects): no layout term", stacklevel=2)
+                warnings.warn("layout_weight / layout_box_weight: no layout holds every relation of the prompt "
+                              "(contradictory, or too many objects): no layout term", stacklevel=2)
             else:
                 self.layout_groups = [list(o.tokens) for o in parsed.objects]
         if self.config.restart is not None:
@@ -529,8 +535,8 @@ class Steerer(StepHook):
                         objective = objective + self.config.layout_weight * layout_term(
                             placed_maps, self._layout_targets).sum().to(objective.dtype)
                     if self.config.layout_box_weight > 0:
-                        objective = objective + self.config.layout_box_weight * box_term(
-                            placed_maps, self._layout_targets, box_side(self._layout_targets)).sum().to(objective.dtype)
+                        boxed = box_term(placed_maps, self._layout_targets, box_side(self._layout_targets))
+                        objective = objective + self.config.layout_box_weight * boxed.sum().to(objective.dtype)
 
                 def grad() -> torch.Tensor:
                     cap.replaying = True

@@ -60,6 +60,10 @@ def test_only_relations_sharing_an_axis_get_a_plan(sd, classifier):
                     layout_weight=1.0)
     assert len(steer.parsed.objects) == 3 and steer.layout_groups == []
     steer.close()
+    for prompt, n in (("a dog above a cat left of a bird", 3), ("a dog above a cat", 2)):
+        steer = Steerer(sd, classifier, prompt, layout_box_weight=1.0, layout_every_prompt=True)
+        assert len(steer.layout_groups) == n                 # asked for: every prompt with a relation
+        steer.close()
 
 
 def test_a_plan_is_the_callers_to_change():
@@ -106,16 +110,15 @@ def test_gradient_matches_finite_differences(rng):
     assert torch.autograd.gradcheck(lambda m: layout_term(m, targets), (maps,), eps=1e-6, atol=1e-7)
 
 
-def _reference_box_term(maps, targets, side):
+def _reference_box_term(maps, targets, sides):
     B, N, S, _ = maps.shape
     out = np.zeros(B)
     for b in range(B):
+        half = sides[b] / 2
         for i in range(N):
-            inside = 0.0
-            for r in range(S):
-                for c in range(S):
-                    if abs((c + 0.5) / S - targets[b, i, 0]) <= side / 2 and abs((r + 0.5) / S - targets[b, i, 1]) <= side / 2:
-                        inside += maps[b, i, r, c]
+            x, y = targets[b, i]
+            inside = sum(maps[b, i, r, c] for r in range(S) for c in range(S)
+                         if abs((c + 0.5) / S - x) <= half and abs((r + 0.5) / S - y) <= half)
             out[b] += (1 - inside) ** 2 / N
     return out
 
@@ -124,7 +127,10 @@ def test_box_term_matches_a_float64_reference(rng):
     maps, targets = rng.random((3, 4, 9, 9)), rng.random((3, 4, 2))
     maps /= maps.sum((-2, -1), keepdims=True)
     got = box_term(torch.tensor(maps), torch.tensor(targets), 0.3)
-    np.testing.assert_allclose(got.numpy(), _reference_box_term(maps, targets, 0.3), rtol=1e-12)
+    np.testing.assert_allclose(got.numpy(), _reference_box_term(maps, targets, [0.3] * 3), rtol=1e-12)
+    sides = np.array([0.2, 0.3, 0.45])                                  # one side per sample
+    got = box_term(torch.tensor(maps), torch.tensor(targets), torch.tensor(sides))
+    np.testing.assert_allclose(got.numpy(), _reference_box_term(maps, targets, sides), rtol=1e-12)
 
 
 def test_box_term_is_zero_when_each_map_lies_in_its_box():
@@ -143,14 +149,16 @@ def test_box_term_gradient_matches_finite_differences(rng):
 
 def test_box_sides_shrink_so_planned_boxes_never_overlap():
     three = torch.as_tensor(plan_layout(3, CHAINS[0]))
-    assert box_side(three) == SIDE
     four = torch.as_tensor(plan_layout(4, CHAINS[-1]))             # four in a row: planned closer together
-    side = box_side(four)
+    assert box_side(three[None]).tolist() == [SIDE]
+    side = float(box_side(four[None])[0])
     assert side < SIDE
     for a in range(4):
         for b in range(a + 1, 4):
             assert (four[a] - four[b]).abs().max() >= side - 1e-12
-    assert box_side(torch.zeros(1, 1, 2)) == SIDE                 # one object: nothing to overlap
+    wide = torch.stack([four, four * 0 + torch.tensor([[0.1, 0.1], [0.5, 0.1], [0.9, 0.1], [0.5, 0.9]])])
+    assert float(box_side(wide)[1]) == SIDE                        # each sample its own side
+    assert box_side(torch.zeros(2, 1, 2)).tolist() == [SIDE, SIDE]  # one object: nothing to overlap
 
 
 def test_config_refuses_a_bad_weight():
@@ -178,8 +186,8 @@ def test_the_box_term_enters_the_steering_gradient_with_its_weight(sd, classifie
     def check(steer, w):
         assert len(steer.layout_groups) == 3
         assert steer._layout_targets.shape == (1, 3, 2)
-    assert_term_linear_in_weight(sd, classifier, "a red dog left of a blue cat left of a bird", rng, "layout_box_weight",
-                                 check, layout_weight=2.0)
+    assert_term_linear_in_weight(sd, classifier, "a red dog left of a blue cat left of a bird", rng,
+                                 "layout_box_weight", check, layout_weight=2.0)
 
 
 def test_a_contradictory_prompt_warns_that_there_is_no_term(sd, classifier):
