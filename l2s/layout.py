@@ -108,10 +108,16 @@ def shares_an_axis(relations: Sequence[tuple[int, str, int]]) -> bool:
     return len(axes) > len(set(axes))
 
 
+def pixel_centres(maps: torch.Tensor) -> torch.Tensor:
+    """Coordinates [S] in [0, 1] of the pixel centres along either side of maps [..., S, S]: the one
+    convention ``centroids`` and ``box_term`` both read positions in."""
+    S = maps.shape[-1]
+    return (torch.arange(S, dtype=maps.dtype, device=maps.device) + 0.5) / S
+
+
 def centroids(maps: torch.Tensor) -> torch.Tensor:
     """Centroids [B, N, 2] (x, y in [0, 1]) of maps [B, N, S, S] (rows: y down). Differentiable."""
-    S = maps.shape[-1]
-    grid = (torch.arange(S, dtype=maps.dtype, device=maps.device) + 0.5) / S
+    grid = pixel_centres(maps)
     mass = maps.sum((-2, -1)).clamp_min(1e-8)
     cx = (maps.sum(-2) * grid).sum(-1) / mass
     cy = (maps.sum(-1) * grid).sum(-1) / mass
@@ -142,8 +148,7 @@ def box_term(maps: torch.Tensor, targets: torch.Tensor, side: float | torch.Tens
     """Per-sample term [B]: mean over objects of (1 - mass of the map inside the square of ``side``
     (a number, or one per sample [B]) centred at its target)^2, for maps [B, N, S, S] that each sum to
     1 and targets [B, N, 2] (x, y in [0, 1], y down). Differentiable in the maps."""
-    S = maps.shape[-1]
-    grid = (torch.arange(S, dtype=maps.dtype, device=maps.device) + 0.5) / S
+    grid = pixel_centres(maps)
     t = targets.to(maps)
     half = torch.as_tensor(side, dtype=maps.dtype, device=maps.device).reshape(-1, 1, 1) / 2
     in_x = ((grid - t[..., 0:1]).abs() <= half).to(maps.dtype)          # [B, N, S] columns inside
