@@ -100,6 +100,10 @@ class SteeringConfig:
         ``layout_weight``; either weight above 0 makes the plan (0: off).
     layout_every_prompt: plan and pull on every prompt with a relation, not only where two relations
         share an axis (on chains that turn the centroid term cost accuracy: docs/results.md, stop 27).
+    layout_box_target: on planned prompts with ``layout_box_weight`` > 0, a step also goes on while
+        the batch's mean box term is above this, even when the relation loss is under its target
+        (the relation classifier is often satisfied by step 2-3, long before the objects sit in
+        their boxes). 1.0, the term's maximum: the relation loss alone gates the step.
     """
     steer_fraction: float = 0.5
     steps: Sequence[int] | None = None
@@ -125,20 +129,21 @@ class SteeringConfig:
     layout_weight: float = 0.0
     layout_box_weight: float = 0.0
     layout_every_prompt: bool = False
+    layout_box_target: float = 1.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"SteeringConfig.{name} = {getattr(self, name)!r}: {why}")
 
         for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target", "binding_weight",
-                     "restart_steer", "layout_weight", "layout_box_weight"):
+                     "restart_steer", "layout_weight", "layout_box_weight", "layout_box_target"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad(name, "must be a finite number")
         if not 0.0 <= self.steer_fraction <= 1.0:
             raise bad("steer_fraction", "must lie in [0, 1]")
         for name in ("step_size", "grad_blur", "binding_weight", "restart_steer", "layout_weight",
-                     "layout_box_weight"):
+                     "layout_box_weight", "layout_box_target"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.step_decay <= 0:
@@ -210,6 +215,7 @@ class StepRecord:
     label: int = 0                   # index of ``relation`` in ``probs`` (the loss's relation order)
     maps: np.ndarray | None = field(default=None, repr=False)   # [B, 2, S, S] classifier input
     replayed: bool = False           # made while a restart replayed the step (``restart_steer``)
+    layout_box: float | None = None  # the batch's mean ``layout.box_term`` (planned prompts with a box weight)
 
 
 class Steerer(StepHook):
@@ -290,6 +296,7 @@ class Steerer(StepHook):
         self.layout_relations = [(t.subject, t.relation, t.object) for t in parsed.triplets]
         self._layout_targets: torch.Tensor | None = None      # [B, objects, 2], planned at the first steered step
         self._layout_step: int | None = None                  # that step
+        self._box_mean: float | None = None                   # the last gradient pass's mean box term
         planned = self.config.layout_weight > 0 or self.config.layout_box_weight > 0
         if planned and self.layout_relations and (self.config.layout_every_prompt
                                                   or shares_an_axis(self.layout_relations)):
@@ -456,12 +463,14 @@ class Steerer(StepHook):
                 loss_mean = float(losses.detach()[finite].float().mean()) if bool(finite.any()) else float("nan")
                 rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
                                  label=int(self.labels[k]),
-                                 maps=x.detach().float().cpu().numpy() if cfg.keep_maps and it == 0 else None)
+                                 maps=x.detach().float().cpu().numpy() if cfg.keep_maps and it == 0 else None,
+                                 layout_box=self._box_mean)
                 self.records.append(rec)
                 g = None
+                boxes_loose = self._box_mean is not None and self._box_mean > cfg.layout_box_target
                 if not math.isfinite(loss_mean):
                     self._skip(rec, "non-finite loss")
-                elif loss_mean < cfg.target_at(step):
+                elif loss_mean < cfg.target_at(step) and not boxes_loose:
                     rec.skipped = "loss under target"
                 else:
                     g = grad()
@@ -524,6 +533,7 @@ class Steerer(StepHook):
                 losses, probs = relation_loss(self.loss, x, labels, steps)
                 objective = losses.sum()
                 m, n = len(mods), len(nouns)
+                self._box_mean = None         # read by the step's gate (``layout_box_target``)
                 if mods:        # the binding term moves the latent too; the step's target reads the relation loss
                     objective = objective + self.config.binding_weight * binding_term(
                         maps[:, 2:2 + m], maps[:, 2 + m:2 + m + n]).sum().to(objective.dtype)
@@ -536,6 +546,8 @@ class Steerer(StepHook):
                             placed_maps, self._layout_targets).sum().to(objective.dtype)
                     if self.config.layout_box_weight > 0:
                         boxed = box_term(placed_maps, self._layout_targets, box_side(self._layout_targets))
+                        finite = boxed.detach()[torch.isfinite(boxed.detach())]
+                        self._box_mean = float(finite.float().mean()) if finite.numel() else None
                         objective = objective + self.config.layout_box_weight * boxed.sum().to(objective.dtype)
 
                 def grad() -> torch.Tensor:

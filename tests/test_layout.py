@@ -162,7 +162,7 @@ def test_box_sides_shrink_so_planned_boxes_never_overlap():
 
 
 def test_config_refuses_a_bad_weight():
-    for name in ("layout_weight", "layout_box_weight"):
+    for name in ("layout_weight", "layout_box_weight", "layout_box_target"):
         for bad in (-1.0, float("nan"), "1"):
             with pytest.raises(ValueError, match=name):
                 SteeringConfig(**{name: bad})

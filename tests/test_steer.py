@@ -195,6 +195,22 @@ def test_a_satisfied_relation_hands_over_to_the_next(sd, losses, expected):
     assert [(r.relation, r.skipped == "loss under target") for r in steer.records] == expected
 
 
+@pytest.mark.parametrize("box_target", [1.0, 0.0])
+def test_loose_boxes_keep_a_step_going_after_the_relations_are_met(sd, box_target):
+    """layout_box_target: the relation losses are under their target, yet every iteration updates while
+    the mean box term is above layout_box_target; at 1.0 (its maximum) the relation losses alone gate."""
+    prompt = "a dog left of a cat left of a bird"
+    with Steerer(sd, _LossPerRelation({"left of": 0.0}), prompt, steps=[1], iterations=3, loss_target=0.5,
+                 layout_box_weight=1.0, layout_box_target=box_target) as steer:
+        steer.generate(sd, prompt, num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                       generator=torch.Generator().manual_seed(0))
+    assert all(r.layout_box is not None and 0.0 < r.layout_box < 1.0 for r in steer.records)
+    if box_target == 1.0:
+        assert [r.skipped for r in steer.records] == ["loss under target"] * 2     # both relations met: ends
+    else:
+        assert len(steer.records) == 3 and not any(r.skipped for r in steer.records)
+
+
 def test_explicit_triplets_override_the_parser(sd, classifier):
     parsed = make_triplets([[2], [4]], [(1, "below", 0)])
     with Steerer(sd, classifier, parsed=parsed, iterations=1, loss_target=0.0) as steer:
