@@ -65,11 +65,12 @@ class StepHook:
     @torch.no_grad()
     def triplet_maps(self, pipe: Any, latents: torch.Tensor, t: Any, recorded_t: Any,
                      layers: Sequence[CrossAttentionLayer], map_size: int, early_exit: bool = True,
-                     stack: bool = False) -> list[torch.Tensor]:
+                     stack: bool = False, input_at: Any = None) -> list[torch.Tensor]:
         """Each triplet's classifier-input maps ([B, 2, S, S]; ``stack``: [B, 2, C, S, S]) of the
-        recorded denoiser call replayed on ``latents`` at timestep t, without gradient."""
+        recorded denoiser call replayed on ``latents`` at timestep t, without gradient. ``input_at``:
+        what scales the latent for the denoiser (default: the pipeline's scheduler at its own step)."""
         args = self.replay.arguments(latents.shape[0], t, recorded_t)
-        call, grid, n_text = self.replay.with_sample(args, latents, t, pipe.scheduler)
+        call, grid, n_text = self.replay.with_sample(args, latents, t, pipe.scheduler if input_at is None else input_at)
         maps = []
         for trip in self.parsed.triplets:
             with self.replay.capture_maps(call, layers, self.token_groups(trip), grid, n_text, map_size,

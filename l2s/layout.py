@@ -131,17 +131,17 @@ def layout_term(maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ((c - targets.to(c)) ** 2).sum(-1).mean(-1)
 
 
-def box_side(targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample side [B] of the boxes ``box_term`` puts around planned centres [B, N, 2]: the plan's
-    nominal ``SIDE``, shrunk to the sample's closest spacing (largest coordinate gap) of two centres
-    so that no two of its boxes overlap (four in a row is planned with smaller sides)."""
+def box_side(targets: torch.Tensor, side: float = SIDE) -> torch.Tensor:
+    """Per-sample side [B] of the boxes ``box_term`` puts around planned centres [B, N, 2]: ``side``
+    (default the plan's nominal ``SIDE``), shrunk to the sample's closest spacing (largest coordinate
+    gap) of two centres so that no two of its boxes overlap (four in a row is planned closer)."""
     t = targets.detach().double()
     B, n = t.shape[0], t.shape[-2]
     if n < 2:
-        return torch.full((B,), SIDE, dtype=t.dtype, device=t.device)
+        return torch.full((B,), float(side), dtype=t.dtype, device=t.device)
     gap = (t[:, :, None] - t[:, None]).abs().amax(-1)                   # [B, N, N] Chebyshev distance
     gap = gap + torch.eye(n, dtype=gap.dtype, device=gap.device) * 1e9
-    return gap.amin((-2, -1)).clamp_max(SIDE)
+    return gap.amin((-2, -1)).clamp_max(float(side))
 
 
 def box_term(maps: torch.Tensor, targets: torch.Tensor, side: float | torch.Tensor) -> torch.Tensor:

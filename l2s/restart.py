@@ -118,35 +118,53 @@ def restart_latents(pipe: Any, replay: Any, latents: torch.Tensor, after: int, b
 
     sch = pipe.scheduler
     kind = noise_kind(sch)
-    prediction = getattr(getattr(sch, "config", None), "prediction_type", None) or "epsilon"
-    scale = getattr(pipe, "guidance_scale", None)       # used when the recorded call holds both CFG halves
-    B = latents.shape[0]
-    recorded_t = sch.timesteps[after]
     first = after + 1 - back
     if noise is None:
         noise = randn_tensor(tuple(latents.shape), generator=generator, device=latents.device, dtype=torch.float32)
     keep, add = renoise_coefficients(noise_level(sch, kind, after + 1), noise_level(sch, kind, first))
     x = keep * latents.float() + add * noise.float()
-    for j in range(first, after + 1):
+    return denoise_steps(pipe, replay, x, first, after, sch.timesteps[after], steer, dtype=latents.dtype)
+
+
+@torch.no_grad()
+def denoise_steps(pipe: Any, replay: Any, latents: torch.Tensor, first: int, last: int, recorded_t: Any,
+                  steer: Callable[[torch.Tensor, int, InputAt], torch.Tensor] | None = None,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``latents`` (the latent step ``first`` denoises) taken through steps ``first .. last`` with the
+    pipeline's recorded denoiser call (``replay``: a ``replay.DenoiserCall``, recorded at scheduler
+    timestep ``recorded_t``), classifier-free guidance as the pipeline applies it
+    (``pipe.guidance_scale`` when the call holds both halves) and a deterministic step (DDIM or
+    Euler: the scheduler's own state is not touched); returns the latent step ``last + 1``
+    denoises. ``steer(x, j, input_at)``: called on the latent before each step j (``input_at``
+    scales it for the denoiser at that step), returns the latent the step denoises. ``dtype``: the
+    denoiser's (default: the latents'); the steps themselves run in float32."""
+    dtype = latents.dtype if dtype is None else dtype
+    sch = pipe.scheduler
+    kind = noise_kind(sch)
+    prediction = getattr(getattr(sch, "config", None), "prediction_type", None) or "epsilon"
+    scale = getattr(pipe, "guidance_scale", None)       # used when the recorded call holds both CFG halves
+    B = latents.shape[0]
+    x = latents.float()
+    for j in range(first, last + 1):
         t = sch.timesteps[j]
         level = noise_level(sch, kind, j)
         input_at = InputAt(kind, level)     # one scaler for the step and its steering
         if steer is not None:           # it records its own graph (enable_grad) from x on
-            x = steer(x.to(latents.dtype), j, input_at).float()
+            x = steer(x.to(dtype), j, input_at).float()
         call = replay.arguments(B, t, recorded_t, full=True)
         doubled = call["encoder_hidden_states"].shape[0] == 2 * B
-        z = input_at.scale_model_input(x).to(latents.dtype)
+        z = input_at.scale_model_input(x).to(dtype)
         # scheduler=None: the input is scaled above for step j, not at the scheduler's own step index
         call, _, _ = replay.with_sample(call, torch.cat([z, z]) if doubled else z, t, None)
         out = replay.run(call)
         out = (out[0] if isinstance(out, (tuple, list)) else out.sample).float()
         if doubled:
             if scale is None:
-                raise ValueError(f"restart: {type(pipe).__name__} batches classifier-free guidance but has no "
+                raise ValueError(f"{type(pipe).__name__} batches classifier-free guidance but has no "
                                  "guidance_scale attribute")
             uncond, cond = out.chunk(2)
             out = uncond + float(scale) * (cond - uncond)
         x0, eps = x0_eps(out, x, kind, level, prediction)
         a, s = noise_level(sch, kind, j + 1)
         x = a * x0 + s * eps
-    return x.to(latents.dtype)
+    return x.to(dtype)

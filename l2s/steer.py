@@ -29,12 +29,12 @@ from . import core
 from .binding import binding_groups, binding_term
 from .callbacks import StepHook
 from .capture import select_layers, stack_layers
-from .layout import box_side, box_term, centroids, layout_term, plan_layout, shares_an_axis
+from .layout import SIDE, box_side, box_term, centroids, layout_term, plan_layout, shares_an_axis
 from .losses import RelationLoss, labels_for, relation_loss
 from .models import adapter_for
 from .prompts import ParsedPrompt, distinguishing_tokens, implied_triplets, object_list, parse_prompt
 from .replay import denoiser_of
-from .restart import check_restart, noise_kind, restart_latents
+from .restart import InputAt, check_restart, denoise_steps, noise_kind, noise_level, restart_latents
 
 MAX_ITERATIONS = 1000            # gradient iterations per steered step: beyond this a run would look hung
 MAX_SCREENED = 64                # initial noises screened per image
@@ -71,6 +71,10 @@ class SteeringConfig:
         up to the last captured layer, per extra noise and relation. Only ``generate`` screens, and
         not when the caller passes ``latents``; the callback and modular routes start from the
         pipeline's own noise.
+    screen_step: read each screened noise's maps at this step instead of step 0: the noise is first
+        denoised through the steps before it (unsteered, with the call's guidance, a deterministic
+        step) and the loss scored at that step (the maps carry no layout at step 0 and most of it
+        by step 2). Costs ``screen_step`` guided denoiser calls per noise. 0: step-0 maps.
     binding_weight: add this times ``binding.binding_term`` (each object's modifier map on its own
         noun's map, off the other nouns') to the loss the latent descends; the step's loss target
         still reads the relation loss alone (0: off; needs averaged maps and names of 2+ words).
@@ -100,6 +104,9 @@ class SteeringConfig:
         ``layout_weight``; either weight above 0 makes the plan (0: off).
     layout_every_prompt: plan and pull on every prompt with a relation, not only where two relations
         share an axis (on chains that turn the centroid term cost accuracy: docs/results.md, stop 27).
+    layout_box_side: the side of the box term's squares (a fraction of the image; shrunk where two
+        planned centres are closer). The plan itself is made with objects of side ``layout.SIDE``:
+        a smaller box asks for smaller objects, and wider gaps, in the same places.
     layout_box_target: on planned prompts with ``layout_box_weight`` > 0, a step also goes on while
         the batch's mean box term is above this, even when the relation loss is under its target
         (the relation classifier is often satisfied by step 2-3, long before the objects sit in
@@ -121,6 +128,7 @@ class SteeringConfig:
     keep_maps: bool = True
     list_prompt_from: int = 0
     screen_noises: int = 1
+    screen_step: int = 0
     binding_weight: float = 0.0
     restart: Sequence[int] | None = None
     restart_steer: float = 0.0
@@ -129,6 +137,7 @@ class SteeringConfig:
     layout_weight: float = 0.0
     layout_box_weight: float = 0.0
     layout_every_prompt: bool = False
+    layout_box_side: float = SIDE
     layout_box_target: float = 1.0
 
     def __post_init__(self) -> None:
@@ -136,7 +145,7 @@ class SteeringConfig:
             return ValueError(f"SteeringConfig.{name} = {getattr(self, name)!r}: {why}")
 
         for name in ("steer_fraction", "step_size", "step_decay", "grad_blur", "loss_target", "binding_weight",
-                     "restart_steer", "layout_weight", "layout_box_weight", "layout_box_target"):
+                     "restart_steer", "layout_weight", "layout_box_weight", "layout_box_target", "layout_box_side"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad(name, "must be a finite number")
@@ -146,6 +155,8 @@ class SteeringConfig:
                      "layout_box_weight", "layout_box_target"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
+        if not 0.0 < self.layout_box_side <= 1.0:
+            raise bad("layout_box_side", "must lie in (0, 1]")
         if self.step_decay <= 0:
             raise bad("step_decay", "must be > 0")
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) \
@@ -157,6 +168,8 @@ class SteeringConfig:
         if isinstance(self.screen_noises, bool) or not isinstance(self.screen_noises, int) \
                 or not 1 <= self.screen_noises <= MAX_SCREENED:
             raise bad("screen_noises", f"must be an integer in [1, {MAX_SCREENED}]")
+        if isinstance(self.screen_step, bool) or not isinstance(self.screen_step, int) or self.screen_step < 0:
+            raise bad("screen_step", "must be a non-negative integer (0: the step-0 maps)")
         if self.restart is not None:
             r = self.restart
             if not isinstance(r, (list, tuple)) or len(r) != 2 \
@@ -360,24 +373,32 @@ class Steerer(StepHook):
     def screened_latents(self, pipe: Any, prompt: str | list[str], kwargs: dict) -> torch.Tensor:
         """The initial latents ``generate`` starts from with ``screen_noises`` > 1: per image, of
         ``screen_noises`` noises drawn from the call's generator(s), the one with the lowest sum of
-        relation losses on its step-0 maps (ties: the earliest, so the pipeline's own noise wins
-        them). ``screen_scores`` keeps the scores [noises, images]."""
+        relation losses on its maps at step ``screen_step`` (ties: the earliest, so the pipeline's own
+        noise wins them). ``screen_scores`` keeps the scores [noises, images]."""
         candidates = [self.replay.initial_latents(pipe, prompt, kwargs) for _ in range(self.config.screen_noises)]
         self.replay.probe(pipe, prompt, latents=candidates[0], **kwargs)
-        t = pipe.scheduler.timesteps[0]
-        sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
-        num_steps = len(pipe.scheduler.timesteps)
-        scores = torch.stack([self.noise_score(pipe, c * sigma, t, num_steps) for c in candidates])   # [K, B]
+        sch = pipe.scheduler
+        sigma = float(getattr(sch, "init_noise_sigma", 1.0))
+        num_steps = len(sch.timesteps)
+        step = min(self.config.screen_step, num_steps - 1)
+        scores = torch.stack([self.noise_score(pipe, c * sigma, step, num_steps) for c in candidates])   # [K, B]
         self.screen_scores = scores.numpy()
         best = torch.nan_to_num(scores, nan=float("inf")).argmin(0)
         return torch.stack([candidates[int(k)][b] for b, k in enumerate(best)])
 
-    def noise_score(self, pipe: Any, latents: torch.Tensor, t: Any, num_steps: int) -> torch.Tensor:
-        """Per-image sum over the relations of the loss on the maps of ``latents`` at timestep t."""
+    def noise_score(self, pipe: Any, latents: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
+        """Per-image sum over the relations of the loss on the maps at ``step`` of initial ``latents``
+        (denoised through the steps before it first)."""
         B = latents.shape[0]
-        steps = np.full(B, self.loss.step_row(0, num_steps), np.int32)
-        maps = self.triplet_maps(pipe, latents, t, t, self.layers, self.loss.map_size, self.config.early_exit,
-                                 self.stack)
+        sch = pipe.scheduler
+        t0, t, input_at = sch.timesteps[0], sch.timesteps[step], None
+        if step > 0:
+            latents = denoise_steps(pipe, self.replay, latents, 0, step - 1, t0)
+            kind = noise_kind(sch)
+            input_at = InputAt(kind, noise_level(sch, kind, step))
+        steps = np.full(B, self.loss.step_row(step, num_steps), np.int32)
+        maps = self.triplet_maps(pipe, latents, t, t0, self.layers, self.loss.map_size, self.config.early_exit,
+                                 self.stack, input_at=input_at)
         return sum(relation_loss(self.loss, x, np.full(B, label, np.int32), steps)[0].detach().double().cpu()
                    for x, label in zip(maps, self.labels))
 
@@ -545,7 +566,8 @@ class Steerer(StepHook):
                         objective = objective + self.config.layout_weight * layout_term(
                             placed_maps, self._layout_targets).sum().to(objective.dtype)
                     if self.config.layout_box_weight > 0:
-                        boxed = box_term(placed_maps, self._layout_targets, box_side(self._layout_targets))
+                        boxed = box_term(placed_maps, self._layout_targets,
+                                         box_side(self._layout_targets, self.config.layout_box_side))
                         finite = boxed.detach()[torch.isfinite(boxed.detach())]
                         self._box_mean = float(finite.float().mean()) if finite.numel() else None
                         objective = objective + self.config.layout_box_weight * boxed.sum().to(objective.dtype)

@@ -159,10 +159,12 @@ def test_box_sides_shrink_so_planned_boxes_never_overlap():
     wide = torch.stack([four, four * 0 + torch.tensor([[0.1, 0.1], [0.5, 0.1], [0.9, 0.1], [0.5, 0.9]])])
     assert float(box_side(wide)[1]) == SIDE                        # each sample its own side
     assert box_side(torch.zeros(2, 1, 2)).tolist() == [SIDE, SIDE]  # one object: nothing to overlap
+    assert box_side(three[None], 0.2).tolist() == [0.2]             # a smaller nominal side, kept
+    assert box_side(four[None], 0.9).tolist() == [side]             # a larger one, still shrunk
 
 
 def test_config_refuses_a_bad_weight():
-    for name in ("layout_weight", "layout_box_weight", "layout_box_target"):
+    for name in ("layout_weight", "layout_box_weight", "layout_box_target", "layout_box_side"):
         for bad in (-1.0, float("nan"), "1"):
             with pytest.raises(ValueError, match=name):
                 SteeringConfig(**{name: bad})

@@ -504,15 +504,17 @@ def test_distinct_tokens_read_each_object_from_its_own_words(sd, classifier):
         assert plain.parsed.token_lists() == ref.parsed.token_lists()
 
 
-def test_screen_noises_starts_each_image_from_its_best_scored_noise(sd, classifier):
+@pytest.mark.parametrize("screen_step", [0, 2])
+def test_screen_noises_starts_each_image_from_its_best_scored_noise(sd, classifier, screen_step):
     """screen_noises=3: each image's k-th candidate is the k-th draw of its own generator; the image
-    is the plain pipeline's from the candidate with the lowest step-0 loss, the loss read on the
-    maps a MapRecorder captures from that candidate."""
+    is the plain pipeline's from the candidate with the lowest loss at step ``screen_step``, the loss
+    read on the maps a MapRecorder captures at that step of the plain pipeline run from that candidate
+    (DDIM: the screening's deterministic steps are the pipeline's own)."""
     from l2s.callbacks import MapRecorder
     from l2s.losses import relation_loss
     seeds, K = (0, 1), 3
     args = dict(num_inference_steps=4, guidance_scale=3.0, output_type="np")
-    with Steerer(sd, classifier, PROMPT, screen_noises=K, step_size=0.0) as steer:
+    with Steerer(sd, classifier, PROMPT, screen_noises=K, screen_step=screen_step, step_size=0.0) as steer:
         out = steer.generate(sd, [PROMPT] * 2, generator=[torch.Generator().manual_seed(s) for s in seeds],
                              **args).images
         scores, layers, label = steer.screen_scores, steer.layers, int(steer.labels[0])
@@ -523,15 +525,18 @@ def test_screen_noises_starts_each_image_from_its_best_scored_noise(sd, classifi
         g = torch.Generator().manual_seed(seed)
         candidates = [torch.randn(shape, generator=g) for _ in range(K)]
         for k, z in enumerate(candidates):
-            with MapRecorder(sd, steer.parsed, [0], layers, classifier.map_size) as rec:
+            with MapRecorder(sd, steer.parsed, [screen_step], layers, classifier.map_size) as rec:
                 rec.generate(sd, PROMPT, latents=z, **args)
-            loss, _ = relation_loss(classifier, torch.from_numpy(rec.maps[0][:, 0]), np.array([label], np.int32),
-                                    np.array([classifier.step_row(0, 4)], np.int32))
+            loss, _ = relation_loss(classifier, torch.from_numpy(rec.maps[screen_step][:, 0]), np.array([label], np.int32),
+                                    np.array([classifier.step_row(screen_step, 4)], np.int32))
             assert abs(float(loss[0]) - scores[k, b]) < 1e-4 * max(1.0, abs(scores[k, b]))
         best = int(np.argmin(scores[:, b]))
         np.testing.assert_allclose(out[b], sd(PROMPT, latents=candidates[best], **args).images[0], atol=1e-5)
     with pytest.raises(ValueError, match="screen_noises"):
         SteeringConfig(screen_noises=0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="screen_step"):
+            SteeringConfig(screen_step=bad)
 
 
 def test_implied_relations_steer_the_chain_ends_too(sd, classifier):
