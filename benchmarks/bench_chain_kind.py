@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--kind", default="straight", choices=GROUPS["chain"][1:])
     ap.add_argument("--relations", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=12)
+    ap.add_argument("--skip", type=int, default=0, help="leave out the kind's first SKIP tuning prompts (a second "
+                    "tuning batch, to check a setting picked on the first)")
     ap.add_argument("--seeds", default="204-207")
     ap.add_argument("--grid", required=True, help="JSON-lines arms, as `l2s eval --grid` reads them")
     ap.add_argument("--json", default=None, help="write the rows (as `l2s eval --json` does) here")
@@ -32,7 +34,7 @@ def main() -> None:
     ap.add_argument("--classifier", default=None, help="relation classifier folder (default: the shipped one)")
     args = ap.parse_args()
     arms = load_arms(grid=args.grid)
-    specs = tuning_prompts_of_kind(args.kind, args.prompts, args.relations)
+    specs = tuning_prompts_of_kind(args.kind, args.skip + args.prompts, args.relations)[args.skip:]
     seeds = seed_list(args.seeds, "tuning")
     pipe, clf = load_shipped(args.model), load_shipped_classifier(args.classifier)
     steerings = [arm_steering(a, clf) for a in arms]
@@ -46,10 +48,10 @@ def main() -> None:
             r["arm"] = arm_label(arm)
         rows.append({"relations": args.relations, "arm": arm_label(arm), "seeds": seeds, **summarize(res), "results": res})
     paired = paired_comparisons(rows)
-    print(f"{len(specs)} {args.kind} tuning prompts x seeds {args.seeds}\n\n{markdown_table(rows)}\n\n{paired_table(paired)}")
+    print(f"{len(specs)} {args.kind} tuning prompts (after the first {args.skip}) x seeds {args.seeds}\n\n{markdown_table(rows)}\n\n{paired_table(paired)}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"prompt_set": "tuning", "kind": args.kind, "model": args.model, "classifier": args.classifier,
+            json.dump({"prompt_set": "tuning", "kind": args.kind, "skip": args.skip, "model": args.model, "classifier": args.classifier,
                        "prompts": [s.text for s in specs], "seeds": seeds, "rows": rows, "paired": paired}, fh, indent=1)
 
 

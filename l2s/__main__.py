@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--layout-box-weight", type=float_in(0.0, 1e4), default=None, metavar="W", help="also pull each "
                      "object's attention into a box around its planned place, at W times that term, on the same "
                      "prompts (0: off; default: recommended, 100 for the shipped classifier)")
+    gen.add_argument("--layout-box-side", type=float_in(0.0, 1.0, above=True), default=None, metavar="S",
+                     help="side of those boxes, a fraction of the image (smaller: smaller objects, wider gaps; "
+                     "default: recommended, 0.2 for the shipped classifier)")
+    gen.add_argument("--layout-box-target", type=float_in(0.0, 1.0), default=None, metavar="T", help="keep steering "
+                     "a step while the boxes' mean term is above T, even once the relations are met (1: the relations "
+                     "alone decide; default: recommended, 0 for the shipped classifier: every steered step runs in "
+                     "full)")
     gen.add_argument("--preset", default="default", choices=["default", "paper"], help="steering schedule: l2s's "
                      "(default) or the authors' (paper: SD 1.4/2.1 and FLUX.1 models only; l2s.presets)")
     gen.add_argument("--plots", type=prefix_out, default=None, metavar="PREFIX", help="also save PREFIX-maps.png "
@@ -487,7 +494,9 @@ def _generate(args) -> int:
                                ("screen_noises", args.screen_noises),
                                ("restart", tuple(args.restart) if args.restart else None),
                                ("restart_steer", args.restart_steer), ("layout_weight", args.layout_weight),
-                               ("layout_box_weight", args.layout_box_weight))
+                               ("layout_box_weight", args.layout_box_weight),
+                               ("layout_box_side", args.layout_box_side),
+                               ("layout_box_target", args.layout_box_target))
              if v is not None}
     if args.no_restart:
         if args.restart_steer:

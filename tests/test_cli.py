@@ -80,6 +80,8 @@ CASES = [
     (["generate", "a cat", "--layout-weight", "-1"], "--layout-weight: must be >= 0.0"),
     (["generate", "a cat", "--layout-weight", "inf"], "--layout-weight: must be a finite number"),
     (["generate", "a cat", "--layout-box-weight", "-2"], "--layout-box-weight: must be >= 0.0"),
+    (["generate", "a cat", "--layout-box-side", "0"], "--layout-box-side: must be > 0.0"),
+    (["generate", "a cat", "--layout-box-target", "1.5"], "--layout-box-target: must be <= 1.0"),
     (["generate", "a cat", "--seed", "-1"], "--seed: must be an integer between 0"),
     (["generate", "a cat", "--upscale", "0"], "--upscale: must be an integer between 1 and 64"),
     (["generate", "a cat", "--upscale", "1000"], "--upscale: must be an integer between 1 and 64"),
@@ -201,10 +203,11 @@ def test_restart_generates(files, capsys):
 @needs_shapes
 def test_layout_weight_generates_a_straight_chain(files, capsys):
     out = os.path.join(files["dir"], "l.png")
-    for weight, box in (("0", "0"), ("5", "0"), ("0", "5")):
+    for weight, box, side, target in (("0", "0", "0.26", "1"), ("5", "0", "0.26", "1"), ("0", "5", "0.2", "0")):
         rc, err, stdout = _outcome(["generate", "a red circle left of a blue square left of a green triangle",
                                     "--steps", "4", "--screen-noises", "1", "--layout-weight", weight,
-                                    "--layout-box-weight", box, "--out", out], capsys)
+                                    "--layout-box-weight", box, "--layout-box-side", side,
+                                    "--layout-box-target", target, "--out", out], capsys)
         assert rc == 0 and os.path.exists(out) and "verdict" in json.loads(stdout)["steered"], (err, stdout)
 
 

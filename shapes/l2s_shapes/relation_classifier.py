@@ -32,7 +32,7 @@ MAP_SIZE = 16
 # planned place: stop 28, benchmarks/grids/layout_box*.jsonl)
 SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.07, "loss_target": 0.2,
                    "screen_noises": 8, "list_prompt_from": 2, "restart": [10, 8], "layout_weight": 40.0,
-                   "layout_box_weight": 100.0}
+                   "layout_box_weight": 100.0, "layout_box_side": 0.2, "layout_box_target": 0.0}
 
 SHIPPED_CLASSIFIER = Path(__file__).resolve().parent / "weights" / "shapes-classifier"    # a Hub-style folder
 
