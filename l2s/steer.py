@@ -320,7 +320,7 @@ class Steerer(StepHook):
                               "(contradictory, or too many objects): no layout term", stacklevel=2)
             else:
                 self.layout_groups = [list(o.tokens) for o in parsed.objects]
-        if self.config.restart is not None:
+        if self.config.restart is not None or self.config.screen_step > 0:
             noise_kind(pipe.scheduler)          # an unsupported scheduler fails here, before any work
         self._restart_generator: Any = None     # the generate() call's generator(s), for the re-noising
         self.records: list[StepRecord] = []
