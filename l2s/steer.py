@@ -480,8 +480,7 @@ class Steerer(StepHook):
             with self.loss_pass(pipe, z, latents.dtype, t, args, trip, labels, steps,
                                 input_at) as (x, losses, probs, grad):
                 # samples are independent: a sample whose loss is not finite is left alone, the others go on
-                finite = torch.isfinite(losses.detach())
-                loss_mean = float(losses.detach()[finite].float().mean()) if bool(finite.any()) else float("nan")
+                loss_mean = _finite_mean(losses)
                 rec = StepRecord(step, it, float(t), k, trip.relation, loss_mean, _tolist(probs), [], size,
                                  label=int(self.labels[k]),
                                  maps=x.detach().float().cpu().numpy() if cfg.keep_maps and it == 0 else None,
@@ -568,8 +567,8 @@ class Steerer(StepHook):
                     if self.config.layout_box_weight > 0:
                         boxed = box_term(placed_maps, self._layout_targets,
                                          box_side(self._layout_targets, self.config.layout_box_side))
-                        finite = boxed.detach()[torch.isfinite(boxed.detach())]
-                        self._box_mean = float(finite.float().mean()) if finite.numel() else None
+                        box_mean = _finite_mean(boxed)
+                        self._box_mean = None if math.isnan(box_mean) else box_mean
                         objective = objective + self.config.layout_box_weight * boxed.sum().to(objective.dtype)
 
                 def grad() -> torch.Tensor:
@@ -607,6 +606,14 @@ def recommended_settings(classifier: Any) -> dict:
     if unknown:
         raise ValueError(f"classifier meta 'steering' has unknown fields {sorted(unknown)}; known: {sorted(known)}")
     return rec
+
+
+def _finite_mean(values: torch.Tensor) -> float:
+    """Mean of the finite entries of per-sample ``values`` (NaN when none is): a sample whose value
+    is not finite is left alone, the others go on."""
+    v = values.detach()
+    finite = torch.isfinite(v)
+    return float(v[finite].float().mean()) if bool(finite.any()) else float("nan")
 
 
 def _tolist(a: Any) -> list:

@@ -29,7 +29,8 @@ MAP_SIZE = 16
 # (+ screening, list prompt: docs/results.md, stop 16; restart after step 10 back to step 3's noise
 # level: stop 18, benchmarks/grids/restart_tuning*.jsonl; a planned layout on prompts with two relations
 # on one axis: stop 27, benchmarks/grids/layout_*.jsonl; each object's map pulled into a box at its
-# planned place: stop 28, benchmarks/grids/layout_box*.jsonl)
+# planned place: stop 28, benchmarks/grids/layout_box*.jsonl; smaller boxes held through every steered
+# step: stop 29, benchmarks/grids/layout_box_side_target*.jsonl)
 SHAPES_STEERING = {"steps": list(range(1, 9)), "iterations": 3, "step_size": 0.07, "loss_target": 0.2,
                    "screen_noises": 8, "list_prompt_from": 2, "restart": [10, 8], "layout_weight": 40.0,
                    "layout_box_weight": 100.0, "layout_box_side": 0.2, "layout_box_target": 0.0}
